@@ -1,0 +1,156 @@
+//! Key-record cache in front of the [`KeyStore`].
+//!
+//! Invariants:
+//! - keyed by the SHA-256 [`KeyHash`], never by secret;
+//! - read-only towards the store: it asks, it never writes;
+//! - a found record is served for `ttl`, an unknown key is remembered for `negative_ttl`;
+//! - an invalidation (revoke, rotate, insert: from this process, the CLI or another
+//!   gateway) removes the entry at once, and a look-up that was already in flight when it
+//!   arrived does not put the stale answer back (the epoch check in [`Cache::lookup`]);
+//! - at most `max_entries` entries: unknown keys are not remembered past the bound, a
+//!   known key evicts an arbitrary entry, so a flood of made-up keys cannot grow memory;
+//! - store errors are not cached: the next request asks again.
+//!
+//! Why dashmap: sharded locks, so concurrent hits never contend on one global lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::keys::{KeyHash, KeyRecord};
+use crate::store::{Invalidation, KeyStore, StoreError};
+
+/// What a look-up found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// The registry knows this hash (the record may still be revoked or expired).
+    Found(Arc<KeyRecord>),
+    /// The registry does not know this hash.
+    Unknown,
+}
+
+struct Entry {
+    record: Option<Arc<KeyRecord>>,
+    fetched: Instant,
+}
+
+/// Counters a caller may export; cheap relaxed atomics.
+#[derive(Default, Debug)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+/// The shared cache. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Cache {
+    map: DashMap<KeyHash, Entry>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    max_entries: usize,
+    /// Bumped by every invalidation; a miss only fills the cache if it did not move.
+    epoch: AtomicU64,
+    pub stats: CacheStats,
+}
+
+impl Cache {
+    pub fn new(ttl: Duration, negative_ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            map: DashMap::new(),
+            ttl,
+            negative_ttl,
+            max_entries: max_entries.max(1),
+            epoch: AtomicU64::new(0),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// The record for `hash`, from the cache while fresh, else from `store`.
+    ///
+    /// A corrupt record is logged and treated as unknown (refused, never a crash);
+    /// an unreachable store is an error, so the caller fails closed.
+    pub async fn lookup(&self, hash: &KeyHash, store: &dyn KeyStore) -> Result<Lookup, StoreError> {
+        let now = Instant::now();
+        if let Some(hit) = self.fresh(hash, now) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let record = match store.by_hash(hash).await {
+            Ok(r) => r.map(Arc::new),
+            Err(StoreError::Corrupt { .. }) => {
+                tracing::warn!(key_hash = ?hash, "registry entry does not decode; treating the key as unknown");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            self.fill(*hash, record.clone(), Instant::now());
+        }
+        Ok(record.map_or(Lookup::Unknown, Lookup::Found))
+    }
+
+    fn fresh(&self, hash: &KeyHash, now: Instant) -> Option<Lookup> {
+        let entry = self.map.get(hash)?;
+        let age = now.saturating_duration_since(entry.fetched);
+        match &entry.record {
+            Some(r) if age < self.ttl => Some(Lookup::Found(Arc::clone(r))),
+            None if age < self.negative_ttl => Some(Lookup::Unknown),
+            _ => None,
+        }
+    }
+
+    fn fill(&self, hash: KeyHash, record: Option<Arc<KeyRecord>>, now: Instant) {
+        if self.map.len() >= self.max_entries && !self.map.contains_key(&hash) {
+            if record.is_none() {
+                return; // never let unknown keys push known ones out
+            }
+            let victim = self.map.iter().next().map(|e| *e.key());
+            if let Some(v) = victim {
+                self.map.remove(&v);
+            }
+        }
+        self.map.insert(
+            hash,
+            Entry {
+                record,
+                fetched: now,
+            },
+        );
+    }
+
+    /// Applies an invalidation from the store.
+    pub fn invalidate(&self, what: &Invalidation) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match what {
+            Invalidation::Key(hash) => {
+                self.map.remove(hash);
+            }
+            Invalidation::All => self.map.clear(),
+        }
+    }
+
+    /// Drops expired entries; run periodically so idle keys do not hold memory.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.map.retain(|_, e| {
+            let age = now.saturating_duration_since(e.fetched);
+            if e.record.is_some() {
+                age < self.ttl
+            } else {
+                age < self.negative_ttl
+            }
+        });
+    }
+
+    /// Entries held now (known and unknown keys).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

@@ -1,0 +1,549 @@
+//! The config file (`config/keygate.yaml`): YAML in, a validated, immutable [`Config`] out.
+//!
+//! Invariants: every field is typed and `deny_unknown_fields`, so a typo is an error with
+//! its line, never a silently ignored setting; relative paths are resolved against the
+//! config file's folder once, here; nothing in this module touches the network or knows
+//! what a policy means.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::yaml::{self, Diagnostics, Seg};
+
+/// Where the config is looked for when `--config` is not given and `$KEYGATE_CONFIG` is unset.
+pub const DEFAULT_PATH: &str = "config/keygate.yaml";
+
+/// A config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// A duration written like `500ms`, `30s`, `5m`, `12h`, `1d`, `2w`, `1y` (humantime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a duration as the whole product writes them; the message says what is accepted.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration `{text}` ({e}); write it like 500ms, 30s, 5m, 12h, 1d, 2w or 1y")
+    })
+}
+
+/// `host:port` checked when the file is read, so a typo names its line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Addr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid listen address `{text}`; write it like 127.0.0.1:8080"
+            ))
+        })
+    }
+}
+
+/// An `http://host:port[/base]` upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUrl(pub http::Uri);
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_upstream(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses an upstream URL; only plain `http` with a host is accepted.
+pub fn parse_upstream(text: &str) -> Result<UpstreamUrl, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("invalid upstream URL `{text}`: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("upstream URL `{text}` must start with http://"));
+    }
+    if uri.authority().is_none() {
+        return Err(format!("upstream URL `{text}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("upstream URL `{text}` must not have a query"));
+    }
+    Ok(UpstreamUrl(uri))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Addr>,
+    tls: Option<RawTls>,
+    upstream: RawUpstream,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    keys: RawKeys,
+    policy: Option<PathBuf>,
+    #[serde(default)]
+    log: RawLog,
+    forward_auth: Option<RawForwardAuth>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: UpstreamUrl,
+    timeout: Option<Dur>,
+    connect_timeout: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Addr>,
+    token_env: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    kind: StoreKind,
+    path: Option<PathBuf>,
+    url: Option<String>,
+    cluster: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl: Option<Dur>,
+    negative_ttl: Option<Dur>,
+    max_entries: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    prefix: Option<String>,
+    max_ttl: Option<Dur>,
+    header: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    format: LogFormat,
+    level: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwardAuth {
+    listen: Addr,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    header_read_timeout: Option<Dur>,
+    max_header_bytes: Option<usize>,
+}
+
+/// TLS certificate and key files for the proxy listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Which registry holds the keys, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Store {
+    Embedded { path: PathBuf },
+    Redis { url: String },
+    RedisCluster { seeds: Vec<String> },
+}
+
+/// The validated configuration. Built only by [`Config::load`] / [`Config::parse`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<Tls>,
+    pub upstream: http::Uri,
+    pub upstream_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub admin_listen: SocketAddr,
+    pub admin_token_env: Option<String>,
+    pub store: Store,
+    pub cache_ttl: Duration,
+    pub cache_negative_ttl: Duration,
+    pub cache_max_entries: usize,
+    pub key_prefix: String,
+    pub key_max_ttl: Option<Duration>,
+    /// The request header that carries the key (`X-API-Key` unless configured).
+    pub key_header: http::HeaderName,
+    /// The key header as written in the config, for messages and `WWW-Authenticate`.
+    pub key_header_display: String,
+    pub policy: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub forward_auth_listen: Option<SocketAddr>,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+impl Config {
+    /// Reads and validates the file at `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates `text` as if read from `file` (relative paths resolve beside `file`).
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let (raw, pos): (RawConfig, _) = yaml::parse(file, text).map_err(ConfigError::Invalid)?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let here = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let mut errors = Vec::new();
+        let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
+
+        let store = store(raw.store, &here, &mut err);
+
+        let (key_prefix, key_header, key_header_display) = key_settings(&raw.keys, &mut err);
+        let cache_max_entries = raw.cache.max_entries.unwrap_or(1_000_000);
+        if cache_max_entries == 0 {
+            err(
+                &[Seg::Key("cache"), Seg::Key("max_entries")],
+                "`max_entries` must be at least 1".to_owned(),
+            );
+        }
+        let log_level = raw.log.level.unwrap_or_else(|| "info".to_owned());
+        if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+            err(
+                &[Seg::Key("log"), Seg::Key("level")],
+                format!("invalid log level `{log_level}`: use trace, debug, info, warn or error"),
+            );
+        }
+        let max_header_bytes = raw.limits.max_header_bytes.unwrap_or(64 * 1024);
+        if max_header_bytes < 1024 {
+            err(
+                &[Seg::Key("limits"), Seg::Key("max_header_bytes")],
+                "`max_header_bytes` must be at least 1024".to_owned(),
+            );
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(Diagnostics(errors)));
+        }
+        Ok(Self {
+            file: file.to_owned(),
+            listen: raw
+                .listen
+                .map_or(SocketAddr::from(([127, 0, 0, 1], 8080)), |a| a.0),
+            tls: raw.tls.map(|t| Tls {
+                cert: here(&t.cert),
+                key: here(&t.key),
+            }),
+            upstream: raw.upstream.url.0,
+            upstream_timeout: raw
+                .upstream
+                .timeout
+                .map_or(Duration::from_secs(30), |d| d.0),
+            upstream_connect_timeout: raw
+                .upstream
+                .connect_timeout
+                .map_or(Duration::from_secs(5), |d| d.0),
+            admin_listen: raw
+                .admin
+                .listen
+                .map_or(SocketAddr::from(([127, 0, 0, 1], 8081)), |a| a.0),
+            admin_token_env: raw.admin.token_env,
+            store,
+            cache_ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),
+            cache_negative_ttl: raw
+                .cache
+                .negative_ttl
+                .map_or(Duration::from_secs(5), |d| d.0),
+            cache_max_entries,
+            key_prefix,
+            key_max_ttl: raw.keys.max_ttl.map(|d| d.0),
+            key_header,
+            key_header_display,
+            policy: here(raw.policy.as_deref().unwrap_or(Path::new("policy.yaml"))),
+            log_format: raw.log.format,
+            log_level,
+            forward_auth_listen: raw.forward_auth.map(|f| f.listen.0),
+            header_read_timeout: raw
+                .limits
+                .header_read_timeout
+                .map_or(Duration::from_secs(30), |d| d.0),
+            max_header_bytes,
+        })
+    }
+}
+
+/// `keys.prefix` and `keys.header`, checked.
+fn key_settings(
+    keys: &RawKeys,
+    err: &mut dyn FnMut(&[Seg], String),
+) -> (String, http::HeaderName, String) {
+    let key_prefix = keys.prefix.clone().unwrap_or_else(|| "kg_".to_owned());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 16
+        || !key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        err(
+            &[Seg::Key("keys"), Seg::Key("prefix")],
+            format!(
+                "invalid key prefix `{key_prefix}`: use 1 to 16 characters from A-Z, a-z, 0-9, `_` and `-`"
+            ),
+        );
+    }
+    let key_header_display = keys
+        .header
+        .clone()
+        .unwrap_or_else(|| "X-API-Key".to_owned());
+    let key_header = if let Ok(h) = key_header_display.parse::<http::HeaderName>() {
+        h
+    } else {
+        err(
+            &[Seg::Key("keys"), Seg::Key("header")],
+            "invalid header name".to_owned(),
+        );
+        http::HeaderName::from_static("x-api-key")
+    };
+    (key_prefix, key_header, key_header_display)
+}
+
+/// The `store:` section: embedded by default; Redis needs exactly one of `url` or `cluster`.
+fn store(
+    raw: RawStore,
+    here: &dyn Fn(&Path) -> PathBuf,
+    err: &mut dyn FnMut(&[Seg], String),
+) -> Store {
+    match raw.kind {
+        StoreKind::Embedded => {
+            if raw.url.is_some() || raw.cluster.is_some() {
+                err(
+                    &[Seg::Key("store"), Seg::Key("kind")],
+                    "`url` and `cluster` need `kind: redis`".to_owned(),
+                );
+            }
+            Store::Embedded {
+                path: here(raw.path.as_deref().unwrap_or(Path::new("data/keygate.db"))),
+            }
+        }
+        StoreKind::Redis => match (raw.url, raw.cluster) {
+            (Some(url), None) => {
+                if let Err(m) = check_redis_url(&url) {
+                    err(&[Seg::Key("store"), Seg::Key("url")], m);
+                }
+                Store::Redis { url }
+            }
+            (None, Some(seeds)) => {
+                if seeds.is_empty() {
+                    err(
+                        &[Seg::Key("store"), Seg::Key("cluster")],
+                        "`cluster` needs at least one seed node".to_owned(),
+                    );
+                }
+                for (i, s) in seeds.iter().enumerate() {
+                    if let Err(m) = check_redis_url(s) {
+                        err(&[Seg::Key("store"), Seg::Key("cluster"), Seg::Index(i)], m);
+                    }
+                }
+                Store::RedisCluster { seeds }
+            }
+            _ => {
+                err(
+                    &[Seg::Key("store"), Seg::Key("kind")],
+                    "`kind: redis` needs exactly one of `url` or `cluster`".to_owned(),
+                );
+                Store::Redis { url: String::new() }
+            }
+        },
+    }
+}
+
+/// A Redis address must be `redis://`, `rediss://` or `unix://` with something after it.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let rest = ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .find_map(|s| url.strip_prefix(s));
+    match rest {
+        Some(r) if !r.is_empty() => Ok(()),
+        _ => Err(format!(
+            "invalid Redis URL `{url}`: write it like redis://127.0.0.1:6379/0"
+        )),
+    }
+}
+
+/// The config path from `--config`, else `$KEYGATE_CONFIG`, else [`DEFAULT_PATH`].
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("KEYGATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/kg/keygate.yaml"), text)
+    }
+
+    fn first_error(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid(d)) => d.0[0].to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_upstream_is_required_and_defaults_apply() {
+        let c = parse("upstream:\n  url: http://127.0.0.1:9000\n").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(
+            c.store,
+            Store::Embedded {
+                path: PathBuf::from("/etc/kg/data/keygate.db")
+            }
+        );
+        assert_eq!(c.cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.cache_negative_ttl, Duration::from_secs(5));
+        assert_eq!(c.cache_max_entries, 1_000_000);
+        assert_eq!(c.key_prefix, "kg_");
+        assert_eq!(c.key_max_ttl, None);
+        assert_eq!(c.policy, PathBuf::from("/etc/kg/policy.yaml"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.key_header, "x-api-key");
+    }
+
+    #[test]
+    fn missing_upstream_is_an_error() {
+        assert!(first_error("listen: 127.0.0.1:1\n").contains("upstream"));
+    }
+
+    #[test]
+    fn unknown_field_names_its_line() {
+        let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  tll: 60s\n");
+        assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+        assert!(e.contains("tll"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_key_names_its_line() {
+        let e = first_error(
+            "upstream:\n  url: http://127.0.0.1:9000\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n",
+        );
+        assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_its_line() {
+        let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  ttl: 60 parsecs\n");
+        assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+        assert!(e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_url_name_their_lines() {
+        let e = first_error("upstream:\n  url: ftp://x\n");
+        assert!(e.starts_with("/etc/kg/keygate.yaml:2:"), "{e}");
+        let e =
+            first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  max_entries: lots\n");
+        assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_their_lines() {
+        let e = first_error(
+            "upstream:\n  url: http://127.0.0.1:9000\nstore:\n  kind: redis\n  url: http://nope\n",
+        );
+        assert!(e.starts_with("/etc/kg/keygate.yaml:5:"), "{e}");
+        let e = first_error("upstream:\n  url: http://127.0.0.1:9000\nkeys:\n  prefix: \"k g\"\n");
+        assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn durations_cover_the_documented_units() {
+        for (t, secs) in [
+            ("30s", 30),
+            ("5m", 300),
+            ("12h", 43_200),
+            ("1d", 86_400),
+            ("2w", 1_209_600),
+        ] {
+            assert_eq!(parse_duration(t).unwrap(), Duration::from_secs(secs), "{t}");
+        }
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("1y").unwrap() >= Duration::from_secs(365 * 86_400));
+        assert!(parse_duration("soon").is_err());
+    }
+}

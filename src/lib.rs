@@ -1,0 +1,41 @@
+//! keygate: an API-key authentication gateway.
+//!
+//! A reverse proxy in front of an existing HTTP API: every request carries an API key
+//! in `X-API-Key`; keygate looks its SHA-256 up in a key registry through a local cache,
+//! checks the key's scopes, roles and locations against a YAML policy, and forwards what
+//! is allowed. An admin listener serves health, readiness and (later) the admin API.
+//!
+//! # Architecture map ("→": what a module may use)
+//! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output, `demo` → all
+//! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → all below
+//! - [`config`]: YAML → validated, immutable `Config`; no network → `yaml`
+//! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
+//! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
+//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → keys, policy, store
+//! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
+//!   - [`store::embedded`]: `SQLite` (WAL) single-node back end, cross-process invalidation
+//! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation → keys, store
+//! - [`usage`]: batched `last_used_at` writes → keys
+//! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
+//!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match
+//! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
+//!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
+//!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
+//! - [`admin`]: the admin listener (`/healthz`, `/readyz`); [`admin::error`]: `AdminError` → status
+//!
+//! Fences: `keys`, `policy` and `cache` never import hyper or tokio I/O; only
+//! `proxy::refusal` and `admin::error` map errors to HTTP statuses; `proxy::forward`
+//! never reads the policy; `anyhow` only in `cli`.
+
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod lifecycle;
+pub mod policy;
+pub mod proxy;
+pub mod store;
+pub mod usage;
+pub mod yaml;

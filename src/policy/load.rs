@@ -1,0 +1,1079 @@
+//! Parsing and validating a policy file into a [`Policy`].
+//!
+//! Job: strict YAML (unknown fields, duplicate keys and wrong types are errors, via
+//! [`crate::yaml::parse`]), then every semantic check of the contract's section 4, each
+//! reported at the line of the offending item. All semantic errors are collected, not just the
+//! first, so one `keygate check` run shows everything to fix.
+//!
+//! Invariants: a [`Policy`] only comes out of here fully valid; names that keys, the CLI and
+//! headers carry are restricted to characters that survive those channels unambiguously
+//! (locations: `A-Z a-z 0-9 - . _ ~`, so a path segment, a query value and a header value all
+//! spell a location the same way; roles: no `@` or `,`, the CLI's `ROLE@LOC,LOC` separators).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderName, Method};
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+
+use super::path::{Pattern, PatternError};
+use super::{DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route};
+use crate::yaml::{self, Diagnostic, Diagnostics, Positions, Seg};
+
+/// Scopes beginning with this are built in for the admin API: never declared, never required.
+const BUILT_IN_PREFIX: &str = "keygate:";
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: Option<i64>,
+    scopes: Option<Ordered<Option<String>>>,
+    roles: Option<Ordered<Vec<String>>>,
+    locations: Option<Vec<String>>,
+    businesses: Option<Ordered<String>>,
+    routes: Option<Vec<RawRoute>>,
+    default: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<String>,
+    path: Option<String>,
+    methods: Option<Vec<String>>,
+    public: Option<bool>,
+    scopes: Option<Vec<String>>,
+    roles: Option<Vec<String>>,
+    location: Option<RawLocation>,
+    rate_limit: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    from: String,
+    name: String,
+}
+
+/// A mapping kept in file order (duplicates were already refused by `yaml::parse`).
+struct Ordered<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(Visit(PhantomData))
+    }
+}
+
+/// Collects diagnostics with positions.
+struct Check<'a> {
+    file: &'a Path,
+    pos: &'a Positions,
+    errors: Vec<Diagnostic>,
+}
+
+impl Check<'_> {
+    /// An error about the value at `path`.
+    fn at(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.errors.push(self.pos.diag(self.file, path, message));
+    }
+
+    /// An error about the mapping key at `path` (its line, even when the value is a block).
+    fn at_key(&mut self, path: &[Seg], message: impl Into<String>) {
+        let mut d = self.pos.diag(self.file, path, message);
+        if let Some((line, col)) = self.pos.key(path) {
+            (d.line, d.col) = (line, col);
+        }
+        self.errors.push(d);
+    }
+}
+
+fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    yaml::did_you_mean(word, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// Parses and validates `text`; `file` names the file in diagnostics.
+pub fn parse(file: &Path, text: &str) -> Result<Policy, Diagnostics> {
+    let (raw, pos): (RawPolicy, Positions) = yaml::parse(file, text)?;
+    let mut check = Check {
+        file,
+        pos: &pos,
+        errors: Vec::new(),
+    };
+    let policy = build(raw, &mut check);
+    let mut errors = check.errors;
+    if errors.is_empty() {
+        Ok(policy)
+    } else {
+        errors.sort_by_key(|d| (d.line, d.col));
+        Err(Diagnostics(errors))
+    }
+}
+
+fn build(raw: RawPolicy, c: &mut Check<'_>) -> Policy {
+    match raw.version {
+        Some(1) => {}
+        Some(v) => c.at(
+            &[Seg::Key("version")],
+            format!("unsupported policy version {v}: this keygate reads `version: 1`"),
+        ),
+        None => c.at(&[], "missing `version: 1`"),
+    }
+
+    let scopes = check_scopes(raw.scopes.map(|o| o.0).unwrap_or_default(), c);
+    let scope_names: Vec<&str> = scopes.iter().map(|(n, _)| n.as_str()).collect();
+    let roles = check_roles(raw.roles.map(|o| o.0).unwrap_or_default(), &scope_names, c);
+    let locations = check_locations(raw.locations.unwrap_or_default(), c);
+
+    let mut businesses = Vec::new();
+    let mut business_default = true;
+    for (name, value) in raw.businesses.map(|o| o.0).unwrap_or_default() {
+        let on = match value.as_str() {
+            "enabled" => true,
+            "disabled" => false,
+            other => {
+                c.at(
+                    &[Seg::Key("businesses"), Seg::Key(&name)],
+                    format!(
+                        "business `{name}` is `{other}`: use `enabled` or `disabled`{}",
+                        suggest(other, ["enabled", "disabled"])
+                    ),
+                );
+                continue;
+            }
+        };
+        if name == "default" {
+            business_default = on;
+        } else {
+            businesses.push((name, on));
+        }
+    }
+
+    let default = match raw.default.as_deref() {
+        None | Some("deny") => DefaultRule::Deny,
+        Some("allow_authenticated") => DefaultRule::AllowAuthenticated,
+        Some(other) => {
+            c.at(
+                &[Seg::Key("default")],
+                format!(
+                    "`default: {other}` is not a rule: use `deny` or `allow_authenticated`{}",
+                    suggest(other, ["deny", "allow_authenticated"])
+                ),
+            );
+            DefaultRule::Deny
+        }
+    };
+
+    let role_names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+    let mut routes: Vec<Route> = Vec::new();
+    let mut seen_names: Vec<String> = Vec::new();
+    for (i, r) in raw.routes.unwrap_or_default().into_iter().enumerate() {
+        let known = Known {
+            scopes: &scope_names,
+            roles: &roles,
+            role_names: &role_names,
+        };
+        if let Some(route) = check_route(i, r, &known, &mut seen_names, c) {
+            routes.push(route);
+        }
+    }
+
+    Policy {
+        scopes,
+        roles,
+        locations,
+        businesses,
+        business_default,
+        routes,
+        default,
+        default_name: Arc::from(DEFAULT_ROUTE),
+    }
+}
+
+/// A name people and tools pass around: visible ASCII, no `,` (lists on the command line).
+fn bad_name(name: &str, extra_forbidden: &[char]) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    if let Some(ch) = name
+        .chars()
+        .find(|ch| !ch.is_ascii_graphic() || *ch == ',' || extra_forbidden.contains(ch))
+    {
+        return Some(format!("may not contain {ch:?}"));
+    }
+    None
+}
+
+fn check_scopes(raw: Vec<(String, Option<String>)>, c: &mut Check<'_>) -> Vec<(String, String)> {
+    let mut scopes = Vec::with_capacity(raw.len());
+    for (name, description) in raw {
+        let at = [Seg::Key("scopes"), Seg::Key(&name)];
+        if name.starts_with(BUILT_IN_PREFIX) {
+            c.at_key(
+                &at,
+                format!(
+                    "scope `{name}` cannot be declared: scopes beginning `{BUILT_IN_PREFIX}` are built in for the admin API"
+                ),
+            );
+            continue;
+        }
+        if let Some(why) = bad_name(&name, &[]) {
+            c.at_key(&at, format!("scope name `{name}` {why}"));
+            continue;
+        }
+        scopes.push((name, description.unwrap_or_default()));
+    }
+    scopes
+}
+
+/// Why `scope` may not be used in a role or a route, if it may not.
+fn scope_problem(scope: &str, declared: &[&str]) -> Option<String> {
+    if scope.starts_with(BUILT_IN_PREFIX) {
+        Some(format!(
+            "scope `{scope}` is built in for the admin API: no role or route may use a scope beginning `{BUILT_IN_PREFIX}`"
+        ))
+    } else if declared.contains(&scope) {
+        None
+    } else {
+        Some(format!(
+            "scope `{scope}` is not declared in `scopes`{}",
+            suggest(scope, declared.iter().copied())
+        ))
+    }
+}
+
+fn check_roles(raw: Vec<(String, Vec<String>)>, declared: &[&str], c: &mut Check<'_>) -> Vec<Role> {
+    let mut roles = Vec::with_capacity(raw.len());
+    for (name, scopes) in raw {
+        if let Some(why) = bad_name(&name, &['@']) {
+            c.at_key(
+                &[Seg::Key("roles"), Seg::Key(&name)],
+                format!("role name `{name}` {why}"),
+            );
+        }
+        for (j, s) in scopes.iter().enumerate() {
+            if let Some(problem) = scope_problem(s, declared) {
+                c.at(
+                    &[Seg::Key("roles"), Seg::Key(&name), Seg::Index(j)],
+                    format!("role `{name}`: {problem}"),
+                );
+            }
+        }
+        roles.push(Role { name, scopes });
+    }
+    roles
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn check_locations(raw: Vec<String>, c: &mut Check<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, l) in raw.into_iter().enumerate() {
+        let at = [Seg::Key("locations"), Seg::Index(i)];
+        if l == "*" {
+            c.at(
+                &at,
+                "`*` cannot be declared: on a key it already means every location",
+            );
+        } else if l.is_empty() || l == "." || l == ".." || !l.bytes().all(is_unreserved) {
+            c.at(
+                &at,
+                format!(
+                    "location `{}` may use only letters, digits, `-`, `.`, `_` and `~` (and is not `.` or `..`)",
+                    l.escape_debug()
+                ),
+            );
+        } else if out.contains(&l) {
+            c.at(&at, format!("location `{l}` is declared twice"));
+        } else {
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// What routes may refer to.
+struct Known<'a> {
+    scopes: &'a [&'a str],
+    roles: &'a [Role],
+    role_names: &'a [&'a str],
+}
+
+/// The path of field `f` of route `i`, and of item `j` of that field.
+fn route_field(i: usize, f: &str) -> [Seg<'_>; 3] {
+    [Seg::Key("routes"), Seg::Index(i), Seg::Key(f)]
+}
+
+fn route_item(i: usize, f: &str, j: usize) -> [Seg<'_>; 4] {
+    [
+        Seg::Key("routes"),
+        Seg::Index(i),
+        Seg::Key(f),
+        Seg::Index(j),
+    ]
+}
+
+/// One route's checks, in the order of the contract's list; `None` if any failed.
+fn check_route(
+    i: usize,
+    raw: RawRoute,
+    known: &Known<'_>,
+    seen_names: &mut Vec<String>,
+    c: &mut Check<'_>,
+) -> Option<Route> {
+    let errors_before = c.errors.len();
+    let name = check_route_name(i, raw.name, seen_names, c);
+    let label = name
+        .as_deref()
+        .map_or_else(|| format!("route {}", i + 1), |n| format!("route `{n}`"));
+
+    let pattern = match &raw.path {
+        None => {
+            c.at(
+                &[Seg::Key("routes"), Seg::Index(i)],
+                format!("{label} has no `path`"),
+            );
+            None
+        }
+        Some(p) => match Pattern::parse(p) {
+            Ok(pattern) => Some(pattern),
+            Err(e) => {
+                let hint = if e == PatternError::NotAbsolute {
+                    ""
+                } else {
+                    " (patterns: `/literal`, `{name}` for one segment, `{*name}` for the rest)"
+                };
+                c.at(
+                    &route_field(i, "path"),
+                    format!("{label}: path `{p}`: {e}{hint}"),
+                );
+                None
+            }
+        },
+    };
+
+    let methods = raw.methods.map(|ms| check_methods(i, &label, &ms, c));
+
+    let public = raw.public.unwrap_or(false);
+    if public {
+        let present = [
+            (raw.scopes.is_some(), "`scopes`"),
+            (raw.roles.is_some(), "`roles`"),
+            (raw.location.is_some(), "`location`"),
+        ];
+        let contradictions: Vec<&str> = present
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| *f)
+            .collect();
+        if !contradictions.is_empty() {
+            c.at_key(
+                &route_field(i, "public"),
+                format!(
+                    "{label} is `public: true` but has {}: a public route needs no key, so it cannot require anything",
+                    contradictions.join(" and ")
+                ),
+            );
+        }
+    }
+
+    let roles = raw.roles.unwrap_or_default();
+    let scopes = check_required(i, &label, raw.scopes.unwrap_or_default(), &roles, known, c);
+    let location = raw
+        .location
+        .and_then(|loc| check_location(i, &label, loc, pattern.as_ref(), c));
+    let rate_limit = raw.rate_limit.and_then(|text| {
+        RateLimit::parse(&text)
+            .map_err(|e| c.at(&route_field(i, "rate_limit"), format!("{label}: {e}")))
+            .ok()
+    });
+
+    if c.errors.len() > errors_before {
+        return None;
+    }
+    Some(Route {
+        name: Arc::from(name?),
+        pattern: pattern?,
+        methods,
+        public,
+        scopes,
+        roles,
+        location,
+        rate_limit,
+    })
+}
+
+fn check_route_name(
+    i: usize,
+    name: Option<String>,
+    seen_names: &mut Vec<String>,
+    c: &mut Check<'_>,
+) -> Option<String> {
+    let Some(name) = name else {
+        c.at(
+            &[Seg::Key("routes"), Seg::Index(i)],
+            format!("route {} has no `name`", i + 1),
+        );
+        return None;
+    };
+    let at = route_field(i, "name");
+    if name.is_empty()
+        || name.trim() != name
+        || !name.chars().all(|ch| ch == ' ' || ch.is_ascii_graphic())
+    {
+        c.at(
+            &at,
+            format!(
+                "route name `{}` must be printable ASCII without leading or trailing spaces",
+                name.escape_debug()
+            ),
+        );
+    } else if name == DEFAULT_ROUTE {
+        c.at(
+            &at,
+            format!("route name `{DEFAULT_ROUTE}` is reserved for the policy's `default`"),
+        );
+    } else if seen_names.contains(&name) {
+        c.at(&at, format!("route name `{name}` is used twice"));
+    } else {
+        seen_names.push(name.clone());
+    }
+    Some(name)
+}
+
+fn check_methods(i: usize, label: &str, ms: &[String], c: &mut Check<'_>) -> Vec<Method> {
+    if ms.is_empty() {
+        c.at(
+            &route_field(i, "methods"),
+            format!(
+                "{label}: `methods` is empty, so nothing could match; leave it out to allow every method"
+            ),
+        );
+    }
+    let mut out = Vec::with_capacity(ms.len());
+    for (j, m) in ms.iter().enumerate() {
+        if METHODS.contains(&m.as_str()) {
+            if let Ok(method) = Method::from_bytes(m.as_bytes()) {
+                out.push(method);
+            }
+        } else {
+            let upper = m.to_ascii_uppercase();
+            let hint = if METHODS.contains(&upper.as_str()) {
+                format!(" (did you mean `{upper}`?)")
+            } else {
+                suggest(m, METHODS)
+            };
+            c.at(
+                &route_item(i, "methods", j),
+                format!(
+                    "{label}: method `{m}` is not one of {}{hint}",
+                    METHODS.join(", ")
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Every scope the route requires: its `scopes`, then those of its `roles`, no repeats.
+fn check_required(
+    i: usize,
+    label: &str,
+    direct: Vec<String>,
+    roles: &[String],
+    known: &Known<'_>,
+    c: &mut Check<'_>,
+) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::with_capacity(direct.len());
+    for (j, s) in direct.into_iter().enumerate() {
+        if let Some(problem) = scope_problem(&s, known.scopes) {
+            c.at(&route_item(i, "scopes", j), format!("{label}: {problem}"));
+        } else if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    for (j, name) in roles.iter().enumerate() {
+        if let Some(role) = known.roles.iter().find(|role| role.name == *name) {
+            // A role's undeclared scopes are reported under `roles`.
+            for s in &role.scopes {
+                if known.scopes.contains(&s.as_str()) && !scopes.contains(s) {
+                    scopes.push(s.clone());
+                }
+            }
+        } else {
+            c.at(
+                &route_item(i, "roles", j),
+                format!(
+                    "{label}: role `{name}` is not declared in `roles`{}",
+                    suggest(name, known.role_names.iter().copied())
+                ),
+            );
+        }
+    }
+    scopes
+}
+
+fn check_location(
+    i: usize,
+    label: &str,
+    loc: RawLocation,
+    pattern: Option<&Pattern>,
+    c: &mut Check<'_>,
+) -> Option<LocationSource> {
+    let at = |f: &'static str| {
+        [
+            Seg::Key("routes"),
+            Seg::Index(i),
+            Seg::Key("location"),
+            Seg::Key(f),
+        ]
+    };
+    let name = loc.name;
+    match loc.from.as_str() {
+        "path" => {
+            // Without a valid pattern (already reported) the name cannot be checked.
+            if let Some(p) = pattern {
+                if p.has_catch_all(&name) {
+                    c.at(
+                        &at("name"),
+                        format!(
+                            "{label}: location parameter `{name}` is a catch-all; a location must be one `{{{name}}}` segment"
+                        ),
+                    );
+                    return None;
+                }
+                if !p.has_param(&name) {
+                    c.at(
+                        &at("name"),
+                        format!(
+                            "{label}: location parameter `{name}` is not in path `{}`",
+                            p.as_str()
+                        ),
+                    );
+                    return None;
+                }
+            }
+            Some(LocationSource::Path(name))
+        }
+        "header" => {
+            if let Ok(h) = HeaderName::from_bytes(name.as_bytes()) {
+                Some(LocationSource::Header(h))
+            } else {
+                c.at(
+                    &at("name"),
+                    format!("{label}: `{name}` is not a valid header name"),
+                );
+                None
+            }
+        }
+        "query" => {
+            if name.is_empty() || !name.bytes().all(is_unreserved) {
+                c.at(
+                    &at("name"),
+                    format!(
+                        "{label}: query parameter name `{}` may use only letters, digits, `-`, `.`, `_` and `~`",
+                        name.escape_debug()
+                    ),
+                );
+                return None;
+            }
+            Some(LocationSource::Query(name))
+        }
+        other => {
+            c.at(
+                &at("from"),
+                format!(
+                    "{label}: unknown `location.from: {other}`: use `path`, `header` or `query`{}",
+                    suggest(other, ["path", "header", "query"])
+                ),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The errors for `text`, as (line, message).
+    fn errors(text: &str) -> Vec<(usize, String)> {
+        match parse(Path::new("policy.yaml"), text) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.into_iter().map(|d| (d.line, d.message)).collect(),
+        }
+    }
+
+    /// Exactly one error, on `line`, whose message contains `needle`.
+    #[track_caller]
+    fn one_error(text: &str, line: usize, needle: &str) {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].0, line, "{errs:#?}");
+        assert!(errs[0].1.contains(needle), "{errs:#?}");
+    }
+
+    const HEAD: &str = "version: 1
+scopes:
+  items:read: Read items
+  items:write: Write items
+roles:
+  viewer: [items:read]
+locations: [hq, plant-1]
+routes:
+";
+    // HEAD is 8 lines: the first route starts on line 9.
+
+    fn with_routes(routes: &str) -> String {
+        format!("{HEAD}{routes}")
+    }
+
+    #[test]
+    fn the_contract_example_loads() {
+        let text = "version: 1
+scopes:                       # every scope a key may hold
+  items:read: Read account, secret and collection data
+  items:write: Create and change items
+roles:
+  viewer: [items:read]
+  editor: [items:read, items:write]
+locations: [hq, plant-1, plant-2]
+businesses:
+  default: enabled
+  trial-co: disabled
+routes:
+  - name: health
+    path: /health
+    public: true
+  - name: items
+    methods: [GET]
+    path: /v1/items/{*rest}
+    scopes: [items:read]
+  - name: location-items
+    path: /v1/locations/{loc}/items
+    location: { from: path, name: loc }
+    scopes: [items:write]
+default: deny
+";
+        let p = parse(Path::new("p.yaml"), text).unwrap();
+        assert_eq!(
+            p.summary(),
+            "3 routes, 2 scopes, 2 roles, 3 locations, default deny"
+        );
+    }
+
+    #[test]
+    fn empty_file_needs_a_version() {
+        one_error("", 1, "missing `version: 1`");
+        let p = parse(Path::new("p.yaml"), "version: 1\n").unwrap();
+        assert_eq!(
+            p.summary(),
+            "0 routes, 0 scopes, 0 roles, 0 locations, default deny"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_top_level_and_in_routes() {
+        one_error("version: 1\nscope:\n  a: b\n", 2, "unknown field `scope`");
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    pubic: true\n"),
+            11,
+            "unknown field `pubic`",
+        );
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /a/{l}\n    location: {from: path, name: l, x: 1}\n",
+            ),
+            11,
+            "unknown field `x`",
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_top_level_and_in_routes() {
+        one_error(
+            "version: 1\nlocations: [a]\nlocations: [b]\n",
+            3,
+            "duplicate key `locations`",
+        );
+        let errs = errors(&with_routes(
+            "  - name: a\n    path: /a\n    path: /b\n  - name: b\n    name: c\n    path: /c\n",
+        ));
+        assert_eq!(
+            errs.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![11, 13],
+            "{errs:#?}"
+        );
+        one_error(
+            "version: 1\nscopes:\n  a: x\n  a: y\n",
+            4,
+            "duplicate key `a`",
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_errors_at_their_line() {
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    public: \"yes\"\n"),
+            11,
+            "invalid type",
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    methods: GET\n"),
+            11,
+            "invalid type",
+        );
+        one_error("version: one\n", 1, "invalid type");
+        one_error("version: 1\nroutes: {a: b}\n", 2, "invalid type");
+    }
+
+    #[test]
+    fn routes_need_a_name_and_a_path() {
+        let errs = errors(&with_routes(
+            "  - path: /a\n  - name: b\n    methods: [GET]\n  - name: ok\n    path: /ok\n",
+        ));
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert_eq!(errs[0].0, 9);
+        assert!(errs[0].1.contains("route 1 has no `name`"), "{errs:#?}");
+        assert_eq!(errs[1].0, 10);
+        assert!(errs[1].1.contains("route `b` has no `path`"), "{errs:#?}");
+    }
+
+    #[test]
+    fn duplicate_route_names() {
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /a\n  - name: b\n    path: /b\n  - name: a\n    path: /c\n",
+            ),
+            13,
+            "route name `a` is used twice",
+        );
+        one_error(
+            &with_routes("  - name: default\n    path: /a\n"),
+            9,
+            "reserved",
+        );
+    }
+
+    #[test]
+    fn undeclared_scopes_and_roles_with_did_you_mean() {
+        one_error(
+            "version: 1\nscopes:\n  items:read: r\nroles:\n  viewer:\n    - items:read\n    - items:raed\n",
+            7,
+            "scope `items:raed` is not declared in `scopes` (did you mean `items:read`?)",
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    scopes: [items:read, items:wirte]\n"),
+            11,
+            "did you mean `items:write`?",
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    roles: [viewr]\n"),
+            11,
+            "role `viewr` is not declared in `roles` (did you mean `viewer`?)",
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    scopes: [billing]\n"),
+            11,
+            "scope `billing` is not declared in `scopes`",
+        );
+        assert!(
+            !errors(&with_routes(
+                "  - name: a\n    path: /a\n    scopes: [billing]\n"
+            ))[0]
+                .1
+                .contains("did you mean")
+        );
+    }
+
+    #[test]
+    fn built_in_scopes_cannot_be_declared_or_required() {
+        one_error(
+            "version: 1\nscopes:\n  a: x\n  keygate:admin: mine\n",
+            4,
+            "scope `keygate:admin` cannot be declared",
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    scopes:\n      - keygate:self\n"),
+            12,
+            "built in for the admin API",
+        );
+        one_error(
+            "version: 1\nroles:\n  admin: [keygate:admin]\n",
+            3,
+            "built in for the admin API",
+        );
+    }
+
+    #[test]
+    fn bad_route_paths() {
+        let cases = [
+            ("v1/items", "must start with `/`"),
+            ("/v1/{id", "without its `}`"),
+            ("/v1/{}", "`{}` names no parameter"),
+            ("/v1/{id}/x/{id}", "parameter `id` appears twice"),
+            ("/v1/item-{id}", "must be a whole segment"),
+            ("/v1/{*rest}/x", "`{*rest}` must be the last segment"),
+            ("/v1/../x", "not in normal form"),
+        ];
+        for (path, needle) in cases {
+            one_error(
+                &with_routes(&format!("  - name: a\n    path: \"{path}\"\n")),
+                10,
+                needle,
+            );
+        }
+    }
+
+    #[test]
+    fn location_sources() {
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /v1/{site}/x\n    location: { from: path, name: loc }\n",
+            ),
+            11,
+            "location parameter `loc` is not in path `/v1/{site}/x`",
+        );
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /v1/{*loc}\n    location:\n      from: path\n      name: loc\n",
+            ),
+            13,
+            "catch-all",
+        );
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /a\n    location:\n      from: body\n      name: loc\n",
+            ),
+            12,
+            "unknown `location.from: body`",
+        );
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /a\n    location:\n      from: heder\n      name: X-Loc\n",
+            ),
+            12,
+            "did you mean `header`?",
+        );
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /a\n    location: {from: header, name: \"X Loc\"}\n",
+            ),
+            11,
+            "not a valid header name",
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    location: {from: query, name: \"a&b\"}\n"),
+            11,
+            "query parameter name",
+        );
+        assert!(
+            errors(&with_routes(
+                "  - name: a\n    path: /a\n    location: {from: query, name: loc}\n  - name: b\n    path: /b\n    location: {from: header, name: X-Location}\n"
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_methods() {
+        let errs = errors(&with_routes(
+            "  - name: a\n    path: /a\n    methods:\n      - GET\n      - get\n      - FETCH\n",
+        ));
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert_eq!(errs[0].0, 13);
+        assert!(errs[0].1.contains("method `get`") && errs[0].1.contains("did you mean `GET`?"));
+        assert_eq!(errs[1].0, 14);
+        assert!(
+            errs[1]
+                .1
+                .contains("method `FETCH` is not one of GET, HEAD, POST")
+        );
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    methods: []\n"),
+            11,
+            "`methods` is empty",
+        );
+    }
+
+    #[test]
+    fn bad_businesses_default_and_version() {
+        one_error(
+            "version: 1\nbusinesses:\n  default: enabled\n  trial-co: off\n",
+            4,
+            "business `trial-co` is `off`: use `enabled` or `disabled`",
+        );
+        one_error(
+            "version: 1\nbusinesses:\n  acme: disable\n",
+            3,
+            "did you mean `disabled`?",
+        );
+        one_error(
+            "version: 1\ndefault: allow\n",
+            2,
+            "`default: allow` is not a rule",
+        );
+        one_error(
+            "version: 1\ndefault: allow_authenticate\n",
+            2,
+            "did you mean `allow_authenticated`?",
+        );
+        one_error("version: 2\n", 1, "unsupported policy version 2");
+    }
+
+    #[test]
+    fn public_routes_require_nothing() {
+        one_error(
+            &with_routes("  - name: a\n    path: /a\n    scopes: [items:read]\n    public: true\n"),
+            12,
+            "is `public: true` but has `scopes`",
+        );
+        one_error(
+            &with_routes(
+                "  - name: a\n    path: /a/{l}\n    public: true\n    roles: [viewer]\n    location: {from: path, name: l}\n",
+            ),
+            11,
+            "has `roles` and `location`",
+        );
+        assert!(
+            errors(&with_routes(
+                "  - name: a\n    path: /a\n    public: false\n    scopes: [items:read]\n"
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn rate_limits() {
+        let p = parse(
+            Path::new("p.yaml"),
+            &with_routes("  - name: a\n    path: /a\n    rate_limit: 100/s\n  - name: b\n    path: /b\n    rate_limit: 5/h\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.routes[0].rate_limit,
+            Some(RateLimit {
+                count: 100,
+                per: std::time::Duration::from_secs(1)
+            })
+        );
+        assert_eq!(p.routes[1].rate_limit.unwrap().per.as_secs(), 3600);
+        for bad in [
+            "0/s",
+            "10/d",
+            "abc",
+            "10",
+            "/s",
+            "-1/s",
+            "99999999999/m",
+            "1.5/s",
+        ] {
+            one_error(
+                &with_routes(&format!(
+                    "  - name: a\n    path: /a\n    rate_limit: \"{bad}\"\n"
+                )),
+                11,
+                "rate limit",
+            );
+        }
+    }
+
+    #[test]
+    fn declared_locations_are_checked() {
+        let errs =
+            errors("version: 1\nlocations:\n  - hq\n  - \"*\"\n  - plant 1\n  - hq\n  - ..\n");
+        assert_eq!(
+            errs.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![4, 5, 6, 7],
+            "{errs:#?}"
+        );
+        assert!(errs[0].1.contains("`*` cannot be declared"));
+        assert!(errs[2].1.contains("declared twice"));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        one_error(
+            "version: 1\nroles:\n  ops@hq: []\n",
+            3,
+            "role name `ops@hq` may not contain '@'",
+        );
+        one_error(
+            "version: 1\nscopes:\n  \"a b\": x\n",
+            3,
+            "scope name `a b` may not contain ' '",
+        );
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_in_line_order() {
+        let text = "version: 3
+scopes:
+  items:read: Read
+roles:
+  viewer: [items:red]
+locations: [hq, \"*\"]
+businesses:
+  acme: maybe
+routes:
+  - name: a
+    path: a
+    methods: [GETT]
+  - name: a
+    path: /b/{x}
+    scopes: [keygate:admin]
+    location: {from: path, name: y}
+  - path: /c
+    public: true
+    scopes: [items:read]
+    rate_limit: 0/s
+default: permit
+";
+        let errs = errors(text);
+        let lines: Vec<usize> = errs.iter().map(|e| e.0).collect();
+        assert_eq!(
+            lines,
+            vec![1, 5, 6, 8, 11, 12, 13, 15, 16, 17, 18, 20, 21],
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let errs = errors("version: 1\nroutes:\n  - name: a\n    path: [/a\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].1.contains("YAML syntax error"), "{errs:#?}");
+        assert!(errs[0].0 >= 4, "{errs:#?}");
+    }
+
+    #[test]
+    fn diagnostics_display_file_line_col() {
+        let err = parse(Path::new("conf/policy.yaml"), "version: 1\ndefault: nope\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "conf/policy.yaml:2:10: `default: nope` is not a rule: use `deny` or `allow_authenticated`"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! THE request flow: one keyed request, from bytes received to answer sent, top-down.
+//!
+//! [`Proxy::handle`] calls the phases in this fixed order, each returning
+//! `Result<_, Refusal>`:
+//! 1. refuse `Upgrade: h2c` and targets that are not origin-form;
+//! 2. read exactly one key header (none is fine until a route needs one);
+//! 3. normalise the path (unsafe → 400 `bad_path`, never forwarded);
+//! 4. match the policy's routes (snapshot of the live policy, safe across `.await`);
+//! 5. public route → permit; else parse the key (shape + checksum, no look-up for junk),
+//!    look it up through the cache (registry down and not cached → 503, never open),
+//!    and let the policy decide;
+//! 6. forward what the [`Permitted`] allows, nothing else.
+//!
+//! [`Proxy::serve`] wraps it: a refusal becomes its JSON answer, and every request,
+//! allowed or not, writes exactly one access-log line.
+//!
+//! Invariants: nothing here panics on request data; the only way to reach
+//! [`forward`] is with a [`Permitted`], which only `policy` can build.
+
+pub mod forward;
+pub mod refusal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::cache::{Cache, Lookup};
+use crate::keys::{self, Timestamp};
+use crate::policy::path;
+use crate::policy::{Facts, Permitted, Policy};
+use crate::store::KeyStore;
+use crate::usage::Usage;
+pub use forward::Upstream;
+pub use refusal::Refusal;
+
+/// A streamed upstream body or a small body keygate wrote itself.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Everything the request flow needs; shared by every connection.
+pub struct Proxy {
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub store: Arc<dyn KeyStore>,
+    pub cache: Arc<Cache>,
+    pub usage: Arc<Usage>,
+    pub upstream: Upstream,
+    pub key_header: HeaderName,
+    /// The key header as configured (for `WWW-Authenticate`), e.g. `X-API-Key`.
+    pub key_header_display: String,
+    pub key_prefix: String,
+}
+
+/// What one request did, filled in as the phases run; becomes the access-log line.
+#[derive(Default)]
+struct Trace {
+    route: Option<String>,
+    key_id: Option<String>,
+    business_id: Option<String>,
+    upstream_status: Option<u16>,
+}
+
+impl Proxy {
+    /// Answers one request: forwards it or refuses it, and logs it either way.
+    pub async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_owned();
+        let mut trace = Trace::default();
+        let result = self.handle(req, peer, tls, &mut trace).await;
+        let (response, code) = match result {
+            Ok(r) => (r, None),
+            Err(refusal) => {
+                if let Refusal::AuthUnavailable(e) = &refusal {
+                    tracing::warn!(error = %e, "key registry unavailable; refusing (fail closed)");
+                }
+                (
+                    refusal
+                        .to_response(&self.key_header_display)
+                        .map(Either::Right),
+                    Some(refusal.code()),
+                )
+            }
+        };
+        tracing::info!(
+            target: "keygate::access",
+            ts = %Timestamp::now().to_rfc3339(),
+            method = %method,
+            path = %raw_path,
+            route = trace.route.as_deref().unwrap_or(""),
+            status = response.status().as_u16(),
+            code = code.unwrap_or(""),
+            key_id = trace.key_id.as_deref().unwrap_or(""),
+            business_id = trace.business_id.as_deref().unwrap_or(""),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            upstream_status = trace.upstream_status.unwrap_or(0),
+            "request"
+        );
+        response
+    }
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, Refusal> {
+        refuse_h2c(req.headers())?;
+        check_target(&req)?;
+        let secret = one_key_header(req.headers(), &self.key_header)?;
+        let path = path::normalise(req.uri().path())?;
+        let policy = self.policy.load_full();
+        let matched = policy.route(req.method(), &path)?;
+        trace.route = Some(matched.route_name().to_owned());
+        let permit = if matched.is_public() {
+            policy.permit_public(matched, path)
+        } else {
+            let secret = secret.ok_or(Refusal::MissingKey)?;
+            let hash = keys::parse(secret, &self.key_prefix).map_err(|_| Refusal::InvalidKey)?;
+            let record = match self.cache.lookup(&hash, &*self.store).await {
+                Ok(Lookup::Found(r)) => r,
+                Ok(Lookup::Unknown) => return Err(Refusal::InvalidKey),
+                Err(e) => return Err(Refusal::AuthUnavailable(e)),
+            };
+            trace.key_id = Some(record.id.clone());
+            trace.business_id = Some(record.business_id.clone());
+            let facts = Facts {
+                headers: req.headers(),
+                query: req.uri().query(),
+            };
+            let now = Timestamp::now();
+            let permit = policy.decide(matched, path, &record, &facts, now)?;
+            self.usage.note(&record.id, now);
+            permit
+        };
+        self.forward(permit, req, peer, tls, trace).await
+    }
+
+    async fn forward(
+        &self,
+        permit: Permitted,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, Refusal> {
+        let forwarded = self.upstream.send(permit, req, peer, tls).await?;
+        trace.upstream_status = Some(forwarded.upstream_status.as_u16());
+        Ok(forwarded.response.map(Either::Left))
+    }
+}
+
+/// `Upgrade: h2c` would let a client talk past the gateway on a reused connection.
+fn refuse_h2c(h: &HeaderMap) -> Result<(), Refusal> {
+    let h2c = h
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("h2c"));
+    if h2c {
+        Err(Refusal::BadRequest("Upgrade: h2c is not accepted"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Origin-form only; absolute-form when its authority is this request's `Host`;
+/// HTTP/2 always carries scheme and authority as pseudo-headers and is fine.
+fn check_target<B>(req: &Request<B>) -> Result<(), Refusal> {
+    let uri = req.uri();
+    if req.version() == http::Version::HTTP_2 {
+        return Ok(());
+    }
+    if !uri.path().starts_with('/') {
+        return Err(Refusal::BadTarget);
+    }
+    match uri.authority() {
+        None => Ok(()),
+        Some(auth) => {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            if host.is_some_and(|h| h.eq_ignore_ascii_case(auth.as_str())) {
+                Ok(())
+            } else {
+                Err(Refusal::BadTarget)
+            }
+        }
+    }
+}
+
+/// The key from exactly one key header: none is `Ok(None)`, several (or a comma-joined
+/// value) are ambiguous, a value that is not visible ASCII is simply an invalid key.
+fn one_key_header<'r>(
+    headers: &'r HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'r str>, Refusal> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::AmbiguousKey);
+    }
+    let text = first.to_str().map_err(|_| Refusal::InvalidKey)?.trim();
+    if text.contains(',') {
+        return Err(Refusal::AmbiguousKey);
+    }
+    Ok(Some(text))
+}

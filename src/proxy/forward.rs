@@ -1,0 +1,254 @@
+//! Sends a permitted request upstream and streams the answer back. Decides nothing.
+//!
+//! Invariants:
+//! - takes a [`Permitted`] by value, and the upstream URI's path is `permit.path()`,
+//!   never the client's raw path: the path authorised is the path forwarded;
+//! - the client's key header and every `X-Keygate-*` header are removed before the
+//!   identity headers are added, and the headers a `Connection` header names are removed
+//!   first, so a client cannot use hop-by-hop nominations to drop what keygate adds;
+//! - HTTP/1.1 and HTTP/2 requests are rebuilt by the same function, so the two
+//!   protocol paths cannot drift;
+//! - bodies are streamed, never buffered; hyper frames them (a valid `Content-Length`
+//!   or chunked), so the client's `Transfer-Encoding` never reaches the upstream;
+//! - a WebSocket upgrade is passed through only after authorisation (it is only ever
+//!   called with a `Permitted`); any other `Upgrade` is dropped as hop-by-hop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::refusal::Refusal;
+use crate::policy::Permitted;
+
+pub const KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
+pub const USER_ID: HeaderName = HeaderName::from_static("x-keygate-user-id");
+pub const BUSINESS_ID: HeaderName = HeaderName::from_static("x-keygate-business-id");
+pub const ROUTE: HeaderName = HeaderName::from_static("x-keygate-route");
+pub const LOCATION: HeaderName = HeaderName::from_static("x-keygate-location");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The upstream API: a pooled keep-alive client and where to send.
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The upstream URL's own path without its trailing `/` (often empty).
+    base_path: String,
+    timeout: Duration,
+    key_header: HeaderName,
+}
+
+/// What the upstream answered, for the access log.
+pub struct Forwarded {
+    pub response: Response<Incoming>,
+    pub upstream_status: StatusCode,
+    pub elapsed: Duration,
+}
+
+impl Upstream {
+    /// # Panics
+    /// When `url` lacks a scheme or authority; `config` has already checked both.
+    pub fn new(
+        url: &Uri,
+        timeout: Duration,
+        connect_timeout: Duration,
+        key_header: HeaderName,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            client,
+            scheme: url.scheme().cloned().expect("upstream URL has a scheme"),
+            authority: url.authority().cloned().expect("upstream URL has a host"),
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            timeout,
+            key_header,
+        }
+    }
+
+    /// Forwards `req` as `permit` allows and returns the upstream's answer.
+    pub async fn send(
+        &self,
+        permit: Permitted,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Result<Forwarded, Refusal> {
+        let websocket = is_websocket(req.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        parts.uri = self.target(&permit, parts.uri.query())?;
+        parts.version = http::Version::HTTP_11;
+        rewrite_request_headers(
+            &mut parts.headers,
+            &self.key_header,
+            &permit,
+            peer,
+            tls,
+            websocket,
+        );
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(
+            self.timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let mut response = match sent {
+            Err(_) => return Err(Refusal::UpstreamTimeout),
+            Ok(Err(e)) => return Err(Refusal::UpstreamUnavailable(e)),
+            Ok(Ok(r)) => r,
+        };
+        let elapsed = started.elapsed();
+        let upstream_status = response.status();
+        if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                splice_upgrade(client_upgrade, hyper::upgrade::on(&mut response));
+            }
+        } else {
+            strip_hop_by_hop(response.headers_mut());
+        }
+        Ok(Forwarded {
+            response,
+            upstream_status,
+            elapsed,
+        })
+    }
+
+    fn target(&self, permit: &Permitted, query: Option<&str>) -> Result<Uri, Refusal> {
+        let path = permit.path().as_str();
+        let mut pq = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Refusal::BadTarget)
+    }
+}
+
+/// True for `Connection: upgrade` + `Upgrade: websocket` (HTTP/1.1 only).
+fn is_websocket(h: &HeaderMap) -> bool {
+    let upgrade_ws = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    upgrade_ws && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), those the `Connection` header names included.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(h)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
+/// The one place the upstream request's headers are decided, for HTTP/1.1 and HTTP/2 alike.
+fn rewrite_request_headers(
+    h: &mut HeaderMap,
+    key_header: &HeaderName,
+    permit: &Permitted,
+    peer: SocketAddr,
+    tls: bool,
+    websocket: bool,
+) {
+    let original_host = h.remove(header::HOST);
+    strip_hop_by_hop(h);
+    if websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    // After hop-by-hop removal, so a `Connection: x-api-key` cannot matter either way.
+    h.remove(key_header);
+    let spoofed: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-keygate-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        h.remove(name);
+    }
+    // Public routes forward with no identity headers at all.
+    if let Some(who) = permit.who() {
+        insert_text(h, KEY_ID, &who.id);
+        insert_text(h, USER_ID, &who.user_id);
+        insert_text(h, BUSINESS_ID, &who.business_id);
+        insert_text(h, ROUTE, permit.route_name());
+        if let Some(loc) = permit.location() {
+            insert_text(h, LOCATION, loc);
+        }
+    }
+    // The peer is the only address we know to be true; a client-sent chain is not trusted.
+    insert_text(h, X_FORWARDED_FOR, &peer.ip().to_string());
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(host) = original_host {
+        h.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+fn insert_text(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections once both are ready.
+fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(c), Ok(u)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let mut c = TokioIo::new(c);
+        let mut u = TokioIo::new(u);
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    });
+}

@@ -1,0 +1,139 @@
+//! Every way the proxy says no, and the one place each becomes a status, a code and JSON.
+//!
+//! Invariants: the mapping is an exhaustive `match` with no catch-all, so a new refusal
+//! cannot compile without a status; every bad key (unknown, revoked, malformed, checksum
+//! broken) produces byte-identical bodies, so the answer tells an attacker nothing about
+//! which one they hit; messages never contain a secret.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::policy::Denial;
+use crate::policy::path::BadPath;
+use crate::store::StoreError;
+
+/// A request the proxy will not forward, or could not.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("more than one API key header was sent")]
+    AmbiguousKey,
+    #[error("the request path cannot be normalised safely: {0}")]
+    BadPath(#[source] BadPath),
+    #[error("the request target must be a path (origin-form), or an absolute URL naming this host")]
+    BadTarget,
+    #[error("the request is malformed: {0}")]
+    BadRequest(&'static str),
+    #[error("the original-request headers disagree")]
+    AmbiguousRequest,
+    #[error("an API key is required")]
+    MissingKey,
+    #[error("the API key is not valid")]
+    InvalidKey,
+    #[error("the API key has expired")]
+    ExpiredKey,
+    #[error("the API key lacks the required scopes: {}", .missing.join(", "))]
+    InsufficientScope { missing: Vec<String> },
+    #[error("the API key may not act at this location: {reason}")]
+    LocationForbidden { reason: String },
+    #[error("API access is switched off for this key's business")]
+    BusinessDisabled,
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("rate limit exceeded; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the key registry cannot be reached")]
+    AuthUnavailable(#[source] StoreError),
+    #[error("the upstream could not be reached")]
+    UpstreamUnavailable(#[source] hyper_util::client::legacy::Error),
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl From<Denial> for Refusal {
+    fn from(d: Denial) -> Self {
+        match d {
+            Denial::NoRoute => Self::NoRoute,
+            Denial::Revoked => Self::InvalidKey,
+            Denial::Expired => Self::ExpiredKey,
+            Denial::BusinessDisabled => Self::BusinessDisabled,
+            Denial::LocationForbidden { reason } => Self::LocationForbidden { reason },
+            Denial::InsufficientScope { missing } => Self::InsufficientScope { missing },
+        }
+    }
+}
+
+impl From<BadPath> for Refusal {
+    fn from(e: BadPath) -> Self {
+        Self::BadPath(e)
+    }
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::AmbiguousKey
+            | Self::BadPath(_)
+            | Self::BadTarget
+            | Self::BadRequest(_)
+            | Self::AmbiguousRequest => StatusCode::BAD_REQUEST,
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. }
+            | Self::LocationForbidden { .. }
+            | Self::BusinessDisabled
+            | Self::NoRoute => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The contract's error code; also the `code` field of the access log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::AmbiguousKey => "ambiguous_api_key",
+            Self::BadPath(_) | Self::BadTarget => "bad_path",
+            Self::BadRequest(_) => "bad_request",
+            Self::AmbiguousRequest => "ambiguous_request",
+            Self::MissingKey => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::ExpiredKey => "expired_api_key",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::LocationForbidden { .. } => "location_forbidden",
+            Self::BusinessDisabled => "business_disabled",
+            Self::NoRoute => "no_route",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::AuthUnavailable(_) => "auth_unavailable",
+            Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The JSON answer, with `WWW-Authenticate` or `Retry-After` where the status calls for one.
+    pub fn to_response(&self, key_header: &str) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => {
+                if let Ok(v) = HeaderValue::from_str(&format!("ApiKey header=\"{key_header}\"")) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Self::RateLimited { retry_after } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,70 @@
+//! Last-use times, batched: the hot path notes a use in memory, a background task
+//! writes them to the store every few seconds (the contract allows 10 s).
+//!
+//! Invariants: at most one pending entry per key id (the newest time wins); a failed
+//! flush puts its entries back, so a store outage delays `last_used_at` but loses nothing
+//! that a later flush can still write. Why not a write per request: the registry would
+//! take one write for every proxied call.
+
+use dashmap::DashMap;
+
+use crate::keys::Timestamp;
+
+/// Pending last-use times by key id.
+#[derive(Default)]
+pub struct Usage {
+    pending: DashMap<String, Timestamp>,
+}
+
+impl Usage {
+    /// Notes that key `id` was used at `at`. Allocates only for a key's first use since the last flush.
+    pub fn note(&self, id: &str, at: Timestamp) {
+        if let Some(mut t) = self.pending.get_mut(id) {
+            if *t < at {
+                *t = at;
+            }
+            return;
+        }
+        self.pending.insert(id.to_owned(), at);
+    }
+
+    /// Takes every pending use, for one flush.
+    pub fn drain(&self) -> Vec<(String, Timestamp)> {
+        let ids: Vec<String> = self.pending.iter().map(|e| e.key().clone()).collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .collect()
+    }
+
+    /// Puts back uses a failed flush could not write (keeping any newer time).
+    pub fn restore(&self, uses: Vec<(String, Timestamp)>) {
+        for (id, at) in uses {
+            self.note(&id, at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_time_per_key_and_drains_once() {
+        let u = Usage::default();
+        u.note("a", Timestamp(5));
+        u.note("a", Timestamp(3));
+        u.note("b", Timestamp(1));
+        let mut got = u.drain();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_owned(), Timestamp(5)),
+                ("b".to_owned(), Timestamp(1))
+            ]
+        );
+        assert!(u.drain().is_empty());
+        u.restore(got);
+        assert_eq!(u.drain().len(), 2);
+    }
+}
