@@ -1,0 +1,12 @@
+//! The one integration-test binary: real keygate processes, a real upstream, loopback only.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines
+)]
+
+mod cli;
+mod demo;
+mod proxy;
+mod support;

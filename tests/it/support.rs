@@ -1,0 +1,294 @@
+//! Real parts for the integration tests: a recording upstream, the real `keygate`
+//! binary on free ports, and its CLI. Everything is killed or closed on `Drop`.
+
+pub mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use upstream::Upstream;
+
+/// The policy most tests run against (the contract's example, plus a few routes).
+pub const POLICY: &str = r"version: 1
+scopes:
+  items:read: Read items
+  items:write: Create and change items
+  reports:read: Read reports
+roles:
+  viewer: [items:read]
+  editor: [items:read, items:write]
+locations: [hq, plant-1, plant-2]
+businesses:
+  default: enabled
+  trial-co: disabled
+routes:
+  - name: health
+    path: /health
+    public: true
+  - name: items
+    methods: [GET]
+    path: /v1/items/{*rest}
+    scopes: [items:read]
+  - name: items-write
+    methods: [POST, PUT]
+    path: /v1/items/{*rest}
+    scopes: [items:write]
+  - name: location-items
+    path: /v1/locations/{loc}/items
+    location: { from: path, name: loc }
+    scopes: [items:write]
+  - name: header-items
+    path: /v1/here/items
+    location: { from: header, name: X-Location }
+    scopes: [items:read]
+  - name: query-items
+    path: /v1/there/items
+    location: { from: query, name: loc }
+    scopes: [items:read]
+  - name: reports
+    path: /v1/reports
+    scopes: [reports:read]
+  - name: upload
+    methods: [POST]
+    path: /v1/upload
+    scopes: [items:write]
+  - name: slow
+    path: /slow
+    scopes: [items:read]
+default: deny
+";
+
+/// A running `keygate serve` in its own temporary folder.
+pub struct Gateway {
+    /// Holds the config, policy and store; removed on drop.
+    _dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub proxy: String,
+    pub admin: String,
+    child: Child,
+}
+
+/// Options for [`Gateway::start_with`].
+pub struct Options<'a> {
+    pub policy: &'a str,
+    /// Extra top-level YAML appended to the config (e.g. `cache:\n  ttl: 1h\n`).
+    pub extra: &'a str,
+    /// Upstream section override (default: `url:` of the given upstream).
+    pub upstream_yaml: Option<String>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            policy: POLICY,
+            extra: "",
+            upstream_yaml: None,
+        }
+    }
+}
+
+impl Gateway {
+    /// The default policy in front of `upstream`.
+    pub async fn start(upstream: &Upstream) -> Self {
+        Self::start_with(upstream, Options::default()).await
+    }
+
+    pub async fn start_with(upstream: &Upstream, opts: Options<'_>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = write_config(dir.path(), &upstream.url(), &opts);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn keygate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("keygate did not print its listening line within 30 s")
+            .expect("read stdout");
+        let Some(line) = line else {
+            let out = child.wait_with_output().await.expect("wait");
+            panic!(
+                "keygate exited before listening: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (proxy, admin) = parse_listening(&line);
+        // Keep draining stderr so the child never blocks on a full pipe; keep it for debugging.
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut l = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = l.next_line().await {
+                    if std::env::var_os("KEYGATE_TEST_LOG").is_some() {
+                        eprintln!("[keygate] {line}");
+                    }
+                }
+            });
+        }
+        Self {
+            _dir: dir,
+            config,
+            proxy,
+            admin,
+            child,
+        }
+    }
+
+    /// `http://proxy` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Runs `keygate ARGS --config <this gateway's config>`.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli(&self.config, args).await
+    }
+
+    /// Creates a key through the CLI and returns (id, secret).
+    pub async fn create_key(&self, args: &[&str]) -> (String, String) {
+        let mut full = vec!["keys", "create", "--json"];
+        full.extend_from_slice(args);
+        let out = self.cli(&full).await;
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("keys create --json prints JSON");
+        (
+            v["id"].as_str().expect("id").to_owned(),
+            v["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    /// A key for user `u1` of business `acme` with the given scopes (and every location).
+    pub async fn key_with_scopes(&self, scopes: &[&str]) -> (String, String) {
+        let mut args = vec![
+            "--name",
+            "test",
+            "--user",
+            "u1",
+            "--business",
+            "acme",
+            "--location",
+            "*",
+        ];
+        for s in scopes {
+            args.push("--scope");
+            args.push(s);
+        }
+        self.create_key(&args).await
+    }
+
+    /// Sends a signal to the gateway process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the gateway to exit and returns its status.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("keygate did not exit within 20 s")
+            .expect("wait")
+    }
+}
+
+/// Runs the keygate binary with `args` and `--config config`.
+pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .expect("run keygate")
+}
+
+/// Writes `keygate.yaml` and `policy.yaml` into `dir`.
+pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathBuf {
+    std::fs::write(dir.join("policy.yaml"), opts.policy).expect("write policy");
+    let upstream = opts
+        .upstream_yaml
+        .clone()
+        .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 2s\n"));
+    let config = format!(
+        "{upstream}store:\n  kind: embedded\n  path: keygate.db\npolicy: policy.yaml\nlog:\n  format: json\n{}",
+        opts.extra
+    );
+    let path = dir.join("keygate.yaml");
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+fn parse_listening(line: &str) -> (String, String) {
+    let mut proxy = None;
+    let mut admin = None;
+    for part in line.split_whitespace() {
+        if let Some(p) = part.strip_prefix("proxy=") {
+            proxy = Some(p.to_owned());
+        }
+        if let Some(a) = part.strip_prefix("admin=") {
+            admin = Some(a.to_owned());
+        }
+    }
+    match (proxy, admin) {
+        (Some(p), Some(a)) if line.starts_with("listening ") => (p, a),
+        _ => panic!("unexpected first line from keygate: {line:?}"),
+    }
+}
+
+/// A plain HTTP/1.1 client without redirects or connection reuse surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Parses a refusal body and returns its `error.code`.
+pub async fn error_code(resp: reqwest::Response) -> (u16, String, Value) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("refusal body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, code, body)
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the server answered
+/// until it closes the connection or `Connection: close` is honoured.
+pub async fn raw(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
