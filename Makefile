@@ -1,0 +1,24 @@
+# `make test` is the one command CI and developers run: it installs missing test
+# dependencies, then checks formatting, lints, and runs every test.
+.PHONY: test deps fmt-check lint unit bench demo
+
+CARGO ?= cargo
+
+test: deps fmt-check lint
+	$(CARGO) test --benches --quiet   # runs every criterion bench once, as a smoke test
+	$(CARGO) test
+
+deps:
+	@scripts/test-deps.sh
+
+fmt-check:
+	$(CARGO) fmt --check
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench:
+	$(CARGO) bench --bench hot_path
+
+demo:
+	$(CARGO) run --release -- demo
