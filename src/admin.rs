@@ -2,7 +2,7 @@
 //!
 //! Invariants: `/healthz` answers 200 while the process serves; `/readyz` answers 200
 //! only when a policy is loaded and the store answers a live ping within
-//! [`READY_TIMEOUT`]. Both need no credentials: bind the admin listener privately.
+//! `store.timeout` (at least a second). Both need no credentials: bind the admin listener privately.
 
 pub mod error;
 
@@ -16,12 +16,11 @@ use http_body_util::Full;
 use crate::store::KeyStore;
 use error::AdminError;
 
-/// How long `/readyz` waits for the store's ping.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// What the admin listener serves from.
 pub struct Admin {
     pub store: Arc<dyn KeyStore>,
+    /// How long `/readyz` waits for the store's ping.
+    pub store_timeout: Duration,
 }
 
 impl Admin {
@@ -45,7 +44,7 @@ impl Admin {
     }
 
     async fn readyz(&self) -> Response<Full<Bytes>> {
-        match tokio::time::timeout(READY_TIMEOUT, self.store.ping()).await {
+        match tokio::time::timeout(self.store_timeout, self.store.ping()).await {
             Ok(Ok(())) => json(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ready", "policy": "loaded", "store": "ok"}),

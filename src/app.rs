@@ -92,8 +92,12 @@ impl App {
             key_header: config.key_header.clone(),
             key_header_display: config.key_header_display.clone(),
             key_prefix: config.key_prefix.clone(),
+            store_timeout: config.store_timeout,
         });
-        let admin = Arc::new(Admin { store });
+        let admin = Arc::new(Admin {
+            store,
+            store_timeout: config.store_timeout.max(Duration::from_secs(1)),
+        });
         Ok(Self {
             config,
             proxy,

@@ -152,6 +152,7 @@ struct RawStore {
     path: Option<PathBuf>,
     url: Option<String>,
     cluster: Option<Vec<String>>,
+    timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -227,6 +228,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub admin_token_env: Option<String>,
     pub store: Store,
+    /// The longest a request waits for the registry before it is refused with 503.
+    pub store_timeout: Duration,
     pub cache_ttl: Duration,
     pub cache_negative_ttl: Duration,
     pub cache_max_entries: usize,
@@ -268,6 +271,10 @@ impl Config {
         let mut errors = Vec::new();
         let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
 
+        let store_timeout = raw
+            .store
+            .timeout
+            .map_or(Duration::from_millis(500), |d| d.0);
         let store = store(raw.store, &here, &mut err);
 
         let (key_prefix, key_header, key_header_display) = key_settings(&raw.keys, &mut err);
@@ -320,6 +327,7 @@ impl Config {
                 .map_or(SocketAddr::from(([127, 0, 0, 1], 8081)), |a| a.0),
             admin_token_env: raw.admin.token_env,
             store,
+            store_timeout,
             cache_ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),
             cache_negative_ttl: raw
                 .cache

@@ -22,7 +22,7 @@ pub mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -31,10 +31,10 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::cache::{Cache, Lookup};
-use crate::keys::{self, Timestamp};
+use crate::keys::{self, KeyHash, Timestamp};
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
-use crate::store::KeyStore;
+use crate::store::{KeyStore, StoreError};
 use crate::usage::Usage;
 pub use forward::Upstream;
 pub use refusal::Refusal;
@@ -53,6 +53,8 @@ pub struct Proxy {
     /// The key header as configured (for `WWW-Authenticate`), e.g. `X-API-Key`.
     pub key_header_display: String,
     pub key_prefix: String,
+    /// A registry slower than this is treated as down: 503, never a hung request.
+    pub store_timeout: Duration,
 }
 
 /// What one request did, filled in as the phases run; becomes the access-log line.
@@ -127,10 +129,9 @@ impl Proxy {
         } else {
             let secret = secret.ok_or(Refusal::MissingKey)?;
             let hash = keys::parse(secret, &self.key_prefix).map_err(|_| Refusal::InvalidKey)?;
-            let record = match self.cache.lookup(&hash, &*self.store).await {
-                Ok(Lookup::Found(r)) => r,
-                Ok(Lookup::Unknown) => return Err(Refusal::InvalidKey),
-                Err(e) => return Err(Refusal::AuthUnavailable(e)),
+            let record = match self.lookup(&hash).await? {
+                Lookup::Found(r) => r,
+                Lookup::Unknown => return Err(Refusal::InvalidKey),
             };
             trace.key_id = Some(record.id.clone());
             trace.business_id = Some(record.business_id.clone());
@@ -144,6 +145,19 @@ impl Proxy {
             permit
         };
         self.forward(permit, req, peer, tls, trace).await
+    }
+
+    /// The key's record through the cache; a registry that errs or is too slow refuses (fail closed).
+    async fn lookup(&self, hash: &KeyHash) -> Result<Lookup, Refusal> {
+        match tokio::time::timeout(self.store_timeout, self.cache.lookup(hash, &*self.store)).await
+        {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(Refusal::AuthUnavailable(e)),
+            Err(_) => Err(Refusal::AuthUnavailable(StoreError::unavailable(format!(
+                "no answer within {} ms",
+                self.store_timeout.as_millis()
+            )))),
+        }
     }
 
     async fn forward(
