@@ -26,6 +26,7 @@ use crate::cache::Cache;
 use crate::config::{self, Config};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::{Proxy, Upstream};
+use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{KeyStore, StoreError};
 use crate::usage::Usage;
@@ -47,7 +48,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the key store the config names.
+/// Opens the key store the config names, for a command: an error is final.
 pub fn open_store(store: &config::Store) -> Result<Arc<dyn KeyStore>, ServeError> {
     match store {
         config::Store::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
@@ -71,7 +72,12 @@ impl App {
             return Err(ServeError::Unsupported("TLS on the proxy listener (tls:)"));
         }
         let policy = Policy::load(&config.policy)?;
-        let store = open_store(&config.store)?;
+        // A server starts even when its store cannot be opened yet: it fails closed
+        // (503) until it can, and recovers without a restart.
+        let store: Arc<dyn KeyStore> = match &config.store {
+            config::Store::Embedded { path } => Arc::new(DeferredEmbedded::new(path.clone())),
+            other => open_store(other)?,
+        };
         let cache = Arc::new(Cache::new(
             config.cache_ttl,
             config.cache_negative_ttl,

@@ -19,6 +19,7 @@
 //! callers (proxy, cache, admin, CLI) must not know which one they hold. The shared
 //! contract tests ([`contract_suite`], test builds only) pin the behaviour both give.
 
+pub mod deferred;
 pub mod embedded;
 
 use crate::keys::{KeyHash, KeyRecord, Status, Timestamp};
@@ -203,6 +204,18 @@ pub enum StoreError {
     /// The list cursor was not made by this store.
     #[error("the list cursor is malformed")]
     BadCursor,
+}
+
+/// An error and its causes on one line (`a: b: c`), for logs and messages.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 impl StoreError {

@@ -691,3 +691,92 @@ async fn sigterm_stops_the_gateway_cleanly() {
         "last_used_at flushed on shutdown: {listed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_open_fails_closed_and_recovers_without_restart() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The store's folder is a plain file for now: nothing can be opened beneath it.
+    let blocker = dir.path().join("blocked");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let store = format!(
+        "store:\n  kind: embedded\n  path: {}\n",
+        blocker.join("keygate.db").display()
+    );
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            store_yaml: Some(store.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        c.get(gw.url("/health")).send().await.unwrap().status(),
+        200,
+        "public routes need no store"
+    );
+
+    // A well-formed key (made against another store) cannot be checked: 503, never open.
+    let other = Gateway::start(&up).await;
+    let (_, foreign) = other.key_with_scopes(&["items:read"]).await;
+    let resp = c
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", &foreign)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (503, "auth_unavailable"));
+
+    // The folder appears; the CLI creates the store and a key; the gateway picks it up.
+    std::fs::remove_file(&blocker).unwrap();
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    let started = Instant::now();
+    loop {
+        let resp = c
+            .get(gw.url("/v1/items/1"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(error_code(resp).await.1, "auth_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the gateway did not recover"
+        );
+    }
+    assert_eq!(
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        up.seen()
+            .iter()
+            .all(|s| s.target != "/v1/items/1" || s.header("x-keygate-key-id").is_some())
+    );
+}

@@ -80,6 +80,8 @@ pub struct Options<'a> {
     pub extra: &'a str,
     /// Upstream section override (default: `url:` of the given upstream).
     pub upstream_yaml: Option<String>,
+    /// Store section override (default: an embedded store beside the config).
+    pub store_yaml: Option<String>,
 }
 
 impl Default for Options<'_> {
@@ -88,6 +90,7 @@ impl Default for Options<'_> {
             policy: POLICY,
             extra: "",
             upstream_yaml: None,
+            store_yaml: None,
         }
     }
 }
@@ -237,8 +240,12 @@ pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathB
         .upstream_yaml
         .clone()
         .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 2s\n"));
+    let store = opts
+        .store_yaml
+        .clone()
+        .unwrap_or_else(|| "store:\n  kind: embedded\n  path: keygate.db\n".to_owned());
     let config = format!(
-        "{upstream}store:\n  kind: embedded\n  path: keygate.db\npolicy: policy.yaml\nlog:\n  format: json\n{}",
+        "{upstream}{store}policy: policy.yaml\nlog:\n  format: json\n{}",
         opts.extra
     );
     let path = dir.join("keygate.yaml");

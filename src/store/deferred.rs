@@ -1,0 +1,171 @@
+//! A store the server opens on first use, and keeps trying to open until it can.
+//!
+//! Job: let `keygate serve` start when its embedded store cannot be opened yet (a
+//! missing mount, a full or read-only disk): public routes serve, keyed requests get
+//! 503 `auth_unavailable`, `/readyz` says not ready, and the moment the file can be
+//! opened the gateway recovers without a restart.
+//!
+//! Invariants: while closed, every call is [`StoreError::Unavailable`] (never a made-up
+//! answer, so the proxy fails closed); open attempts are spaced by [`RETRY_EVERY`] so a
+//! flood of requests does not become a flood of `open` calls; once open, the inner
+//! store's invalidations are forwarded and an [`Invalidation::All`] is sent first, since
+//! nothing cached before the store opened can be trusted to be current.
+//! The CLI does not use this: a command that cannot open its store should fail at once.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use super::embedded::EmbeddedStore;
+use super::{AuditEvent, Invalidation, KeyStore, ListQuery, Page, StoreError};
+use crate::keys::{KeyHash, KeyRecord, Timestamp};
+
+/// The shortest gap between two attempts to open the store.
+pub const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// What the last failed attempt said, and when it was made.
+struct Attempt {
+    at: Instant,
+    error: String,
+}
+
+/// An [`EmbeddedStore`] opened lazily, with retries.
+pub struct DeferredEmbedded {
+    path: PathBuf,
+    inner: OnceLock<EmbeddedStore>,
+    last: Mutex<Option<Attempt>>,
+    tx: broadcast::Sender<Invalidation>,
+}
+
+impl DeferredEmbedded {
+    /// Tries to open `path` now; a failure is logged and retried on later calls.
+    pub fn new(path: PathBuf) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        let store = Self {
+            path,
+            inner: OnceLock::new(),
+            last: Mutex::new(None),
+            tx,
+        };
+        if let Err(e) = store.get() {
+            tracing::warn!(path = %store.path.display(), error = %crate::store::chain(&e), "cannot open the key store yet; keyed requests get 503 until it opens");
+        }
+        store
+    }
+
+    fn get(&self) -> Result<&EmbeddedStore, StoreError> {
+        if let Some(s) = self.inner.get() {
+            return Ok(s);
+        }
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = self.inner.get() {
+            return Ok(s);
+        }
+        if let Some(a) = last.as_ref()
+            && a.at.elapsed() < RETRY_EVERY
+        {
+            return Err(StoreError::unavailable(a.error.clone()));
+        }
+        match EmbeddedStore::open(&self.path) {
+            Ok(opened) => {
+                let store = self.inner.get_or_init(|| opened);
+                self.forward(store);
+                if last.is_some() {
+                    tracing::info!(path = %self.path.display(), "key store opened");
+                }
+                *last = None;
+                Ok(store)
+            }
+            Err(e) => {
+                *last = Some(Attempt {
+                    at: Instant::now(),
+                    error: crate::store::chain(&e),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Relays the opened store's invalidations, after an `All` for anything cached before.
+    fn forward(&self, store: &EmbeddedStore) {
+        let _ = self.tx.send(Invalidation::All);
+        let mut rx = store.invalidations();
+        let tx = self.tx.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(inv) => {
+                            let _ = tx.send(inv);
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(Invalidation::All);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for DeferredEmbedded {
+    async fn by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.get()?.by_hash(hash).await
+    }
+
+    async fn by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.get()?.by_id(id).await
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.get()?.insert(record).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        self.get()?.list(query).await
+    }
+
+    async fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<KeyRecord>, StoreError> {
+        self.get()?.revoke(id, at).await
+    }
+
+    async fn rotate(
+        &self,
+        old_id: &str,
+        new: &KeyRecord,
+        old_expires_at: Timestamp,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.get()?.rotate(old_id, new, old_expires_at).await
+    }
+
+    async fn record_use(&self, uses: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        self.get()?.record_use(uses).await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.get()?.append_audit(event).await
+    }
+
+    async fn audit(
+        &self,
+        business_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.get()?.audit(business_id, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get()?.ping().await
+    }
+
+    fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
+        self.tx.subscribe()
+    }
+}
