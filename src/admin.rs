@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz` (and, later, the admin API and console).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (and, later, the admin API and console).
 //!
 //! Invariants: `/healthz` answers 200 while the process serves; `/readyz` answers 200
 //! only when a policy is loaded and the store answers a live ping within
@@ -7,18 +7,22 @@
 pub mod error;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::cache::Cache;
+use crate::metrics;
 use crate::store::KeyStore;
 use error::AdminError;
 
 /// What the admin listener serves from.
 pub struct Admin {
     pub store: Arc<dyn KeyStore>,
+    pub cache: Arc<Cache>,
     /// How long `/readyz` waits for the store's ping.
     pub store_timeout: Duration,
 }
@@ -38,13 +42,33 @@ impl Admin {
                 Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
             }
             (&Method::GET | &Method::HEAD, "/readyz") => Ok(self.readyz().await),
-            (_, "/healthz" | "/readyz") => Err(AdminError::MethodNotAllowed),
+            (&Method::GET | &Method::HEAD, "/metrics") => Ok(self.metrics()),
+            (_, "/healthz" | "/readyz" | "/metrics") => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
     }
 
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let stats = &self.cache.stats;
+        metrics::cache(
+            stats.hits.load(Ordering::Relaxed),
+            stats.misses.load(Ordering::Relaxed),
+            self.cache.len(),
+        );
+        let mut r = Response::new(Full::new(Bytes::from(metrics::render())));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+
     async fn readyz(&self) -> Response<Full<Bytes>> {
-        match tokio::time::timeout(self.store_timeout, self.store.ping()).await {
+        let ping = tokio::time::timeout(self.store_timeout, self.store.ping()).await;
+        if !matches!(ping, Ok(Ok(()))) {
+            metrics::store_error();
+        }
+        match ping {
             Ok(Ok(())) => json(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ready", "policy": "loaded", "store": "ok"}),

@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::admin::Admin;
 use crate::cache::Cache;
 use crate::config::{self, Config};
+use crate::policy::watch::{self, Reloader, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::{Proxy, Upstream};
 use crate::store::deferred::DeferredEmbedded;
@@ -61,6 +62,7 @@ pub fn open_store(store: &config::Store) -> Result<Arc<dyn KeyStore>, ServeError
 /// A gateway ready to serve: policy loaded, store open.
 pub struct App {
     config: Config,
+    reloader: Option<Reloader>,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
 }
@@ -71,7 +73,14 @@ impl App {
         if config.tls.is_some() {
             return Err(ServeError::Unsupported("TLS on the proxy listener (tls:)"));
         }
-        let policy = Policy::load(&config.policy)?;
+        let policy_text =
+            std::fs::read_to_string(&config.policy).map_err(|source| PolicyError::Read {
+                file: config.policy.clone(),
+                source,
+            })?;
+        let policy = Policy::parse(&config.policy, &policy_text)?;
+        crate::metrics::install(policy.route_names());
+        let live_policy = Arc::new(ArcSwap::from_pointee(policy));
         // A server starts even when its store cannot be opened yet: it fails closed
         // (503) until it can, and recovers without a restart.
         let store: Arc<dyn KeyStore> = match &config.store {
@@ -90,7 +99,7 @@ impl App {
             config.key_header.clone(),
         );
         let proxy = Arc::new(Proxy {
-            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            policy: Arc::clone(&live_policy),
             store: Arc::clone(&store),
             cache,
             usage: Arc::new(Usage::default()),
@@ -102,10 +111,13 @@ impl App {
         });
         let admin = Arc::new(Admin {
             store,
+            cache: Arc::clone(&proxy.cache),
             store_timeout: config.store_timeout.max(Duration::from_secs(1)),
         });
+        let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
         Ok(Self {
             config,
+            reloader: Some(reloader),
             proxy,
             admin,
         })
@@ -113,7 +125,7 @@ impl App {
 
     /// Serves the proxy and admin listeners until `shutdown` resolves, then drains.
     pub async fn serve(
-        self,
+        mut self,
         proxy: TcpListener,
         admin: TcpListener,
         shutdown: impl Future<Output = ()>,
@@ -172,8 +184,13 @@ impl App {
     }
 
     /// Cache invalidations, batched last-use writes, and the cache sweeper.
-    fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+    fn spawn_background(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
+        if let Some(reloader) = self.reloader.take() {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            tasks.push(tokio::spawn(reload_on_sighup(tx.clone())));
+            tasks.push(tokio::spawn(watch::run(reloader, rx, tx)));
+        }
         let p = Arc::clone(&self.proxy);
         let mut rx = p.store.invalidations();
         tasks.push(tokio::spawn(async move {
@@ -208,12 +225,33 @@ impl App {
     }
 }
 
+/// SIGHUP asks for a policy reload (the file watcher covers edits; this covers the rest).
+async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; policy reloads only on file change");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            if tx.send(Trigger::Signal).await.is_err() {
+                break;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+}
+
 async fn flush_usage(p: &Proxy) {
     let uses = p.usage.drain();
     if uses.is_empty() {
         return;
     }
     if let Err(e) = p.store.record_use(&uses).await {
+        crate::metrics::store_error();
         tracing::warn!(error = %e, "could not record last use; will retry");
         p.usage.restore(uses);
     }

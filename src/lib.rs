@@ -21,7 +21,8 @@
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
-//! - [`admin`]: the admin listener (`/healthz`, `/readyz`); [`admin::error`]: `AdminError` → status
+//! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
+//! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`); [`admin::error`]: `AdminError` → status
 //!
 //! Fences: `keys`, `policy` and `cache` never import hyper or tokio I/O; only
 //! `proxy::refusal` and `admin::error` map errors to HTTP statuses; `proxy::forward`
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod store;

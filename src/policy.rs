@@ -17,6 +17,7 @@
 
 pub mod load;
 pub mod path;
+pub mod watch;
 
 use std::fmt;
 use std::ops::Range;
@@ -542,6 +543,14 @@ impl Policy {
             .iter()
             .find(|(b, _)| b == business)
             .map_or(self.business_default, |(_, on)| *on)
+    }
+
+    /// Every route name, in file order, then the default pseudo-route's (metric labels).
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .map(|r| &*r.name)
+            .chain(std::iter::once(DEFAULT_ROUTE))
     }
 
     /// (name, description), in file order.

@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 
 use crate::cache::{Cache, Lookup};
 use crate::keys::{self, KeyHash, Timestamp};
+use crate::metrics;
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
 use crate::store::{KeyStore, StoreError};
@@ -64,6 +65,7 @@ struct Trace {
     key_id: Option<String>,
     business_id: Option<String>,
     upstream_status: Option<u16>,
+    upstream_seconds: Option<f64>,
 }
 
 impl Proxy {
@@ -83,7 +85,8 @@ impl Proxy {
             Ok(r) => (r, None),
             Err(refusal) => {
                 if let Refusal::AuthUnavailable(e) = &refusal {
-                    tracing::warn!(error = %e, "key registry unavailable; refusing (fail closed)");
+                    metrics::store_error();
+                    tracing::warn!(error = %crate::store::chain(e), "key registry unavailable; refusing (fail closed)");
                 }
                 (
                     refusal
@@ -93,6 +96,13 @@ impl Proxy {
                 )
             }
         };
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::request(
+            trace.route.as_deref().unwrap_or(""),
+            response.status().as_u16(),
+            elapsed,
+            trace.upstream_seconds,
+        );
         tracing::info!(
             target: "keygate::access",
             ts = %Timestamp::now().to_rfc3339(),
@@ -103,7 +113,7 @@ impl Proxy {
             code = code.unwrap_or(""),
             key_id = trace.key_id.as_deref().unwrap_or(""),
             business_id = trace.business_id.as_deref().unwrap_or(""),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed * 1000.0,
             upstream_status = trace.upstream_status.unwrap_or(0),
             "request"
         );
@@ -170,6 +180,7 @@ impl Proxy {
     ) -> Result<Response<Body>, Refusal> {
         let forwarded = self.upstream.send(permit, req, peer, tls).await?;
         trace.upstream_status = Some(forwarded.upstream_status.as_u16());
+        trace.upstream_seconds = Some(forwarded.elapsed.as_secs_f64());
         Ok(forwarded.response.map(Either::Left))
     }
 }

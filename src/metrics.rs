@@ -1,0 +1,111 @@
+//! Metric names, the Prometheus recorder, and the `/metrics` text.
+//!
+//! Invariants: labels are bounded — route names (from the policy) and status codes,
+//! never paths, key ids or secrets; every metric is registered at start-up, so a
+//! scrape sees zeros before the first request; counters that live elsewhere as
+//! atomics (cache hits and misses) are copied in at scrape time, costing the hot path
+//! nothing.
+
+use std::sync::OnceLock;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "keygate_requests_total";
+pub const REQUEST_DURATION: &str = "keygate_request_duration_seconds";
+pub const UPSTREAM_DURATION: &str = "keygate_upstream_duration_seconds";
+pub const CACHE_HITS: &str = "keygate_cache_hits_total";
+pub const CACHE_MISSES: &str = "keygate_cache_misses_total";
+pub const CACHE_ENTRIES: &str = "keygate_cache_entries";
+pub const STORE_ERRORS: &str = "keygate_store_errors_total";
+pub const POLICY_RELOADS: &str = "keygate_policy_reloads_total";
+
+/// Seconds: from 100 µs (a cache hit) to 30 s (the default upstream timeout).
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 30.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once and registers every metric with a zero.
+/// `routes` are the policy's route names (label values known at start).
+pub fn install<'a>(routes: impl IntoIterator<Item = &'a str>) {
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .ok()
+            .and_then(|b| b.install_recorder().ok());
+        if handle.is_none() {
+            tracing::warn!("could not install the metrics recorder; /metrics will be empty");
+        }
+        handle
+    });
+    describe_counter!(
+        REQUESTS,
+        "Requests answered by the proxy, by route and status"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request to response head, by route"
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time the upstream took to answer, by route"
+    );
+    describe_counter!(CACHE_HITS, "Key look-ups answered by the cache");
+    describe_counter!(CACHE_MISSES, "Key look-ups that went to the store");
+    describe_gauge!(CACHE_ENTRIES, "Entries in the key cache");
+    describe_counter!(STORE_ERRORS, "Store calls that failed or timed out");
+    describe_counter!(POLICY_RELOADS, "Policy reloads, by result (ok or error)");
+    counter!(CACHE_HITS).absolute(0);
+    counter!(CACHE_MISSES).absolute(0);
+    counter!(STORE_ERRORS).increment(0);
+    gauge!(CACHE_ENTRIES).set(0.0);
+    for result in ["ok", "error"] {
+        counter!(POLICY_RELOADS, "result" => result).increment(0);
+    }
+    for route in routes {
+        counter!(REQUESTS, "route" => route.to_owned(), "status" => "200").increment(0);
+        let _ = histogram!(REQUEST_DURATION, "route" => route.to_owned());
+        let _ = histogram!(UPSTREAM_DURATION, "route" => route.to_owned());
+    }
+}
+
+/// The Prometheus text for a scrape (empty if the recorder could not be installed).
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// One answered request.
+pub fn request(route: &str, status: u16, seconds: f64, upstream_seconds: Option<f64>) {
+    counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    histogram!(REQUEST_DURATION, "route" => route.to_owned()).record(seconds);
+    if let Some(u) = upstream_seconds {
+        histogram!(UPSTREAM_DURATION, "route" => route.to_owned()).record(u);
+    }
+}
+
+pub fn store_error() {
+    counter!(STORE_ERRORS).increment(1);
+}
+
+pub fn policy_reload(ok: bool) {
+    counter!(POLICY_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// Copies the cache's own counters in, just before a scrape.
+pub fn cache(hits: u64, misses: u64, entries: usize) {
+    counter!(CACHE_HITS).absolute(hits);
+    counter!(CACHE_MISSES).absolute(misses);
+    #[allow(clippy::cast_precision_loss)] // a gauge; exact beyond 2^53 entries is moot
+    gauge!(CACHE_ENTRIES).set(entries as f64);
+}
