@@ -4,7 +4,7 @@
 //! Invariants: a config, policy or store error stops start-up before any listener serves
 //! (never a half-configured gateway); listeners are bound by the caller and passed in, so
 //! tests bind port 0 and know the address first; on shutdown the listeners stop
-//! accepting, in-flight requests get [`DRAIN_TIMEOUT`] to finish, and pending last-use
+//! accepting, in-flight requests get `limits.drain_timeout` to finish, and pending last-use
 //! times are flushed.
 
 use std::convert::Infallible;
@@ -18,8 +18,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::Watcher;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::cache::Cache;
@@ -30,10 +33,9 @@ use crate::proxy::{Proxy, Upstream};
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{KeyStore, StoreError};
+use crate::tls::{self, Certs, TlsError};
 use crate::usage::Usage;
 
-/// How long in-flight requests may run on after shutdown begins.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often pending last-use times are written (the contract allows 10 s).
 const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(3);
 
@@ -45,6 +47,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("{0} is not available in this build yet")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot accept connections: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -63,6 +67,9 @@ pub fn open_store(store: &config::Store) -> Result<Arc<dyn KeyStore>, ServeError
 pub struct App {
     config: Config,
     reloader: Option<Reloader>,
+    /// The served certificate (reloaded on SIGHUP) and the acceptor using it.
+    certs: Option<Arc<Certs>>,
+    tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
 }
@@ -70,9 +77,16 @@ pub struct App {
 impl App {
     /// Loads the policy and opens the store; nothing listens yet.
     pub fn build(config: Config) -> Result<Self, ServeError> {
-        if config.tls.is_some() {
-            return Err(ServeError::Unsupported("TLS on the proxy listener (tls:)"));
-        }
+        let certs = match &config.tls {
+            Some(t) => Some(Arc::new(Certs::load(&t.cert, &t.key)?)),
+            None => None,
+        };
+        let tls = match &certs {
+            Some(c) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
+                Arc::clone(c),
+            )?))),
+            None => None,
+        };
         let policy_text =
             std::fs::read_to_string(&config.policy).map_err(|source| PolicyError::Read {
                 file: config.policy.clone(),
@@ -118,6 +132,8 @@ impl App {
         Ok(Self {
             config,
             reloader: Some(reloader),
+            certs,
+            tls,
             proxy,
             admin,
         })
@@ -141,19 +157,32 @@ impl App {
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
 
+        let connections = Arc::new(Semaphore::new(self.config.max_connections));
         tokio::pin!(shutdown);
         loop {
+            // At the connection cap, stop accepting until one closes (the kernel queues the rest).
+            let slot = tokio::select! {
+                () = &mut shutdown => break,
+                slot = Arc::clone(&connections).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = proxy.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
-                    let p = Arc::clone(&self.proxy);
-                    let svc = service_fn(move |req| {
-                        let p = Arc::clone(&p);
-                        async move { Ok::<_, Infallible>(p.serve(req, peer, false).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                    tokio::spawn(graceful.watch(conn));
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_proxy_connection(
+                        Arc::clone(&builder),
+                        graceful.watcher(),
+                        Arc::clone(&self.proxy),
+                        self.tls.clone(),
+                        self.config.header_read_timeout,
+                        stream,
+                        peer,
+                        slot,
+                    ));
                 }
                 accepted = admin.accept() => {
                     let Ok((stream, _peer)) = accepted else { continue };
@@ -163,14 +192,18 @@ impl App {
                         async move { Ok::<_, Infallible>(a.serve(req).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    tokio::spawn(graceful.watch(conn));
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _ = watcher.watch(conn).await;
+                    });
                 }
             }
         }
         drop(proxy);
         drop(admin);
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        if tokio::time::timeout(self.config.drain_timeout, graceful.shutdown())
             .await
             .is_err()
         {
@@ -188,7 +221,10 @@ impl App {
         let mut tasks = Vec::new();
         if let Some(reloader) = self.reloader.take() {
             let (tx, rx) = tokio::sync::mpsc::channel(8);
-            tasks.push(tokio::spawn(reload_on_sighup(tx.clone())));
+            tasks.push(tokio::spawn(reload_on_sighup(
+                tx.clone(),
+                self.certs.clone(),
+            )));
             tasks.push(tokio::spawn(watch::run(reloader, rx, tx)));
         }
         let p = Arc::clone(&self.proxy);
@@ -225,8 +261,51 @@ impl App {
     }
 }
 
+/// One proxy connection: TLS handshake (bounded by the header timeout) if configured, then
+/// HTTP/1.1 or HTTP/2 with upgrades. `_slot` is the connection-cap permit, freed on return.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
+async fn serve_proxy_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+) {
+    match tls {
+        None => serve_http(&builder, watcher, proxy, TokioIo::new(stream), peer, false).await,
+        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(s)) => serve_http(&builder, watcher, proxy, TokioIo::new(s), peer, true).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_http<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    proxy: Arc<Proxy>,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let p = Arc::clone(&proxy);
+        async move { Ok::<_, Infallible>(p.serve(req, peer, tls).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+    let _ = watcher.watch(conn).await;
+}
+
 /// SIGHUP asks for a policy reload (the file watcher covers edits; this covers the rest).
-async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>) {
+async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>, certs: Option<Arc<Certs>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -236,13 +315,21 @@ async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the policy");
+            if let Some(c) = &certs {
+                match c.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate reload failed; the current certificate stays");
+                    }
+                }
+            }
             if tx.send(Trigger::Signal).await.is_err() {
                 break;
             }
         }
     }
     #[cfg(not(unix))]
-    drop(tx);
+    drop((tx, certs));
 }
 
 async fn flush_usage(p: &Proxy) {

@@ -276,6 +276,9 @@ pub async fn shutdown_signal() {
 fn check(config_path: &Path) -> Result<(), Exit> {
     let cfg = load_config(config_path)?;
     let policy = load_policy(&cfg.policy)?;
+    if let Some(t) = &cfg.tls {
+        crate::tls::Certs::load(&t.cert, &t.key).map_err(fail)?;
+    }
     let store = match &cfg.store {
         config::Store::Embedded { path } => format!("embedded {}", path.display()),
         config::Store::Redis { url } => format!("redis {}", redact_url(url)),

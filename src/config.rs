@@ -198,6 +198,8 @@ struct RawForwardAuth {
 struct RawLimits {
     header_read_timeout: Option<Dur>,
     max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    drain_timeout: Option<Dur>,
 }
 
 /// TLS certificate and key files for the proxy listener.
@@ -245,6 +247,10 @@ pub struct Config {
     pub forward_auth_listen: Option<SocketAddr>,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Open client connections across listeners; at the cap, keygate stops accepting.
+    pub max_connections: usize,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -347,6 +353,11 @@ impl Config {
                 .header_read_timeout
                 .map_or(Duration::from_secs(30), |d| d.0),
             max_header_bytes,
+            max_connections: raw.limits.max_connections.unwrap_or(10_000).max(1),
+            drain_timeout: raw
+                .limits
+                .drain_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
         })
     }
 }

@@ -21,6 +21,7 @@
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
+//! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`); [`admin::error`]: `AdminError` → status
 //!
@@ -39,5 +40,6 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod store;
+pub mod tls;
 pub mod usage;
 pub mod yaml;

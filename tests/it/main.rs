@@ -11,3 +11,4 @@ mod demo;
 mod proxy;
 mod reload;
 mod support;
+mod tls;

@@ -82,6 +82,8 @@ pub struct Options<'a> {
     pub upstream_yaml: Option<String>,
     /// Store section override (default: an embedded store beside the config).
     pub store_yaml: Option<String>,
+    /// Files written beside the config before start (name, contents), e.g. certificates.
+    pub files: Vec<(&'a str, String)>,
 }
 
 impl Default for Options<'_> {
@@ -91,6 +93,7 @@ impl Default for Options<'_> {
             extra: "",
             upstream_yaml: None,
             store_yaml: None,
+            files: Vec::new(),
         }
     }
 }
@@ -236,6 +239,9 @@ pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
 /// Writes `keygate.yaml` and `policy.yaml` into `dir`.
 pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathBuf {
     std::fs::write(dir.join("policy.yaml"), opts.policy).expect("write policy");
+    for (name, contents) in &opts.files {
+        std::fs::write(dir.join(name), contents).expect("write file");
+    }
     let upstream = opts
         .upstream_yaml
         .clone()
