@@ -111,6 +111,8 @@ impl App {
             config.upstream_timeout,
             config.upstream_connect_timeout,
             config.key_header.clone(),
+            config.max_body_bytes,
+            config.trusted_proxies.clone(),
         );
         let proxy = Arc::new(Proxy {
             policy: Arc::clone(&live_policy),

@@ -112,6 +112,26 @@ struct RawConfig {
     forward_auth: Option<RawForwardAuth>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    trusted_proxies: Vec<Cidr>,
+}
+
+/// An address or network (`10.0.0.0/8`, `127.0.0.1`, `::1`), checked when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Cidr)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid address or network `{text}`; write it like 10.0.0.0/8 or 127.0.0.1"
+                ))
+            })
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,6 +220,7 @@ struct RawLimits {
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     drain_timeout: Option<Dur>,
+    max_body_bytes: Option<u64>,
 }
 
 /// TLS certificate and key files for the proxy listener.
@@ -251,6 +272,10 @@ pub struct Config {
     pub max_connections: usize,
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// Larger request bodies are refused with 413 (declared) or cut off (streamed).
+    pub max_body_bytes: u64,
+    /// Peers whose `X-Forwarded-For`/`-Proto` are kept (and appended to); nobody by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -358,6 +383,8 @@ impl Config {
                 .limits
                 .drain_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
+            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            trusted_proxies: raw.trusted_proxies.into_iter().map(|c| c.0).collect(),
         })
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Proxy::handle`] calls the phases in this fixed order, each returning
 //! `Result<_, Refusal>`:
-//! 1. refuse `Upgrade: h2c` and targets that are not origin-form;
+//! 1. refuse `Upgrade: h2c`, ambiguous body framing, and targets that are not origin-form;
 //! 2. read exactly one key header (none is fine until a route needs one);
 //! 3. normalise the path (unsafe → 400 `bad_path`, never forwarded);
 //! 4. match the policy's routes (snapshot of the live policy, safe across `.await`);
@@ -128,6 +128,7 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<Body>, Refusal> {
         refuse_h2c(req.headers())?;
+        refuse_ambiguous_framing(&req)?;
         check_target(&req)?;
         let secret = one_key_header(req.headers(), &self.key_header)?;
         let path = path::normalise(req.uri().path())?;
@@ -198,6 +199,26 @@ fn refuse_h2c(h: &HeaderMap) -> Result<(), Refusal> {
     } else {
         Ok(())
     }
+}
+
+/// A body framed two ways (CL.TE, TE.CL) or `Transfer-Encoding` on HTTP/1.0 is how
+/// requests are smuggled past proxies that pick a different framing than the upstream.
+/// hyper already refuses malformed and conflicting lengths and unknown codings; these
+/// it would accept (per RFC 9112), so they are refused here, before anything is sent.
+fn refuse_ambiguous_framing<B>(req: &Request<B>) -> Result<(), Refusal> {
+    let h = req.headers();
+    let te = h.contains_key(header::TRANSFER_ENCODING);
+    if te && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(Refusal::BadRequest(
+            "both Content-Length and Transfer-Encoding are set",
+        ));
+    }
+    if te && req.version() < http::Version::HTTP_11 {
+        return Err(Refusal::BadRequest(
+            "Transfer-Encoding is not allowed in HTTP/1.0",
+        ));
+    }
+    Ok(())
 }
 
 /// Origin-form only; absolute-form when its authority is this request's `Host`;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -39,13 +40,17 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// The upstream API: a pooled keep-alive client and where to send.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Limited<Incoming>>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// The upstream URL's own path without its trailing `/` (often empty).
     base_path: String,
     timeout: Duration,
     key_header: HeaderName,
+    /// Request bodies are cut off past this many bytes (a declared larger one never starts).
+    max_body: u64,
+    /// Peers whose forwarding headers are believed.
+    trusted: Vec<ipnet::IpNet>,
 }
 
 /// What the upstream answered, for the access log.
@@ -63,6 +68,8 @@ impl Upstream {
         timeout: Duration,
         connect_timeout: Duration,
         key_header: HeaderName,
+        max_body: u64,
+        trusted: Vec<ipnet::IpNet>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -79,6 +86,8 @@ impl Upstream {
             base_path: url.path().trim_end_matches('/').to_owned(),
             timeout,
             key_header,
+            max_body,
+            trusted,
         }
     }
 
@@ -90,20 +99,28 @@ impl Upstream {
         peer: SocketAddr,
         tls: bool,
     ) -> Result<Forwarded, Refusal> {
+        if declared_length(req.headers()).is_some_and(|n| n > self.max_body) {
+            return Err(Refusal::PayloadTooLarge);
+        }
         let websocket = is_websocket(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         parts.uri = self.target(&permit, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
+        let trusted_peer = self.trusted.iter().any(|n| n.contains(&peer.ip()));
         rewrite_request_headers(
             &mut parts.headers,
             &self.key_header,
             &permit,
-            peer,
-            tls,
+            Hop {
+                peer,
+                tls,
+                trusted_peer,
+            },
             websocket,
         );
         let started = std::time::Instant::now();
+        let body = Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX));
         let sent = tokio::time::timeout(
             self.timeout,
             self.client.request(Request::from_parts(parts, body)),
@@ -111,6 +128,7 @@ impl Upstream {
         .await;
         let mut response = match sent {
             Err(_) => return Err(Refusal::UpstreamTimeout),
+            Ok(Err(e)) if caused_by_body_limit(&e) => return Err(Refusal::PayloadTooLarge),
             Ok(Err(e)) => return Err(Refusal::UpstreamUnavailable(e)),
             Ok(Ok(r)) => r,
         };
@@ -148,6 +166,23 @@ impl Upstream {
             .build()
             .map_err(|_| Refusal::BadTarget)
     }
+}
+
+/// The `Content-Length` the client declared, if any (hyper has already refused malformed ones).
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Whether the upstream request failed because the client's body passed the limit.
+fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// True for `Connection: upgrade` + `Upgrade: websocket` (HTTP/1.1 only).
@@ -190,12 +225,20 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// The one place the upstream request's headers are decided, for HTTP/1.1 and HTTP/2 alike.
+/// The connection a request came in on.
+#[derive(Clone, Copy)]
+struct Hop {
+    peer: SocketAddr,
+    tls: bool,
+    /// The peer is a configured trusted proxy: its forwarding headers are kept.
+    trusted_peer: bool,
+}
+
 fn rewrite_request_headers(
     h: &mut HeaderMap,
     key_header: &HeaderName,
     permit: &Permitted,
-    peer: SocketAddr,
-    tls: bool,
+    hop: Hop,
     websocket: bool,
 ) {
     let original_host = h.remove(header::HOST);
@@ -224,15 +267,43 @@ fn rewrite_request_headers(
             insert_text(h, LOCATION, loc);
         }
     }
-    // The peer is the only address we know to be true; a client-sent chain is not trusted.
-    insert_text(h, X_FORWARDED_FOR, &peer.ip().to_string());
-    h.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    forwarding_headers(h, hop);
     if let Some(host) = original_host {
         h.insert(X_FORWARDED_HOST, host);
     }
+}
+
+/// `X-Forwarded-For`: the peer appended to the chain a trusted proxy sent, else the peer
+/// alone (a client-sent chain is not believed). `X-Forwarded-Proto`: a trusted proxy's
+/// value, else this hop's scheme.
+fn forwarding_headers(h: &mut HeaderMap, hop: Hop) {
+    let peer = hop.peer.ip().to_string();
+    let chain = hop
+        .trusted_peer
+        .then(|| {
+            let sent: Vec<&str> = h
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let all_ips = sent
+                .iter()
+                .flat_map(|v| v.split(','))
+                .all(|ip| ip.trim().parse::<std::net::IpAddr>().is_ok());
+            (!sent.is_empty() && all_ips).then(|| format!("{}, {peer}", sent.join(", ")))
+        })
+        .flatten();
+    insert_text(h, X_FORWARDED_FOR, chain.as_deref().unwrap_or(&peer));
+    let proto = hop
+        .trusted_peer
+        .then(|| h.get(X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()))
+        .flatten()
+        .filter(|p| *p == "https" || *p == "http")
+        .map(str::to_owned);
+    let proto = proto
+        .as_deref()
+        .unwrap_or(if hop.tls { "https" } else { "http" });
+    insert_text(h, X_FORWARDED_PROTO, proto);
 }
 
 fn insert_text(h: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -40,6 +40,8 @@ pub enum Refusal {
     BusinessDisabled,
     #[error("no route matches this request")]
     NoRoute,
+    #[error("the request body is larger than this gateway accepts")]
+    PayloadTooLarge,
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("the key registry cannot be reached")]
@@ -82,6 +84,7 @@ impl Refusal {
             | Self::LocationForbidden { .. }
             | Self::BusinessDisabled
             | Self::NoRoute => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +106,7 @@ impl Refusal {
             Self::LocationForbidden { .. } => "location_forbidden",
             Self::BusinessDisabled => "business_disabled",
             Self::NoRoute => "no_route",
+            Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::AuthUnavailable(_) => "auth_unavailable",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",

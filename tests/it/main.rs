@@ -8,6 +8,7 @@
 
 mod cli;
 mod demo;
+mod hardening;
 mod proxy;
 mod reload;
 mod support;
