@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::Admin;
 use crate::cache::Cache;
 use crate::config::{self, Config};
+use crate::limits::Limits;
 use crate::policy::watch::{self, Reloader, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::{Proxy, Upstream};
@@ -119,6 +120,7 @@ impl App {
             store: Arc::clone(&store),
             cache,
             usage: Arc::new(Usage::default()),
+            limits: Arc::new(Limits::default()),
             upstream,
             key_header: config.key_header.clone(),
             key_header_display: config.key_header_display.clone(),
@@ -257,6 +259,7 @@ impl App {
             loop {
                 tick.tick().await;
                 p.cache.sweep();
+                p.limits.sweep();
             }
         }));
         tasks

@@ -15,6 +15,7 @@
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
 //!   - [`store::embedded`]: `SQLite` (WAL) single-node back end, cross-process invalidation
 //! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation → keys, store
+//! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
 //! - [`usage`]: batched `last_used_at` writes → keys
 //! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
 //!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

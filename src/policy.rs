@@ -117,7 +117,7 @@ impl LocationSource {
 }
 
 /// A route's `rate_limit`: `count` requests per `per`, per key, per gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     pub count: u32,
     pub per: Duration,

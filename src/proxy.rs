@@ -1,18 +1,20 @@
-//! THE request flow: one keyed request, from bytes received to answer sent, top-down.
+//! THE request flow: one request, from bytes received to answer sent, top-down.
 //!
-//! [`Proxy::handle`] calls the phases in this fixed order, each returning
+//! [`Proxy::handle`] runs the phases in this fixed order, each returning
 //! `Result<_, Refusal>`:
 //! 1. refuse `Upgrade: h2c`, ambiguous body framing, and targets that are not origin-form;
-//! 2. read exactly one key header (none is fine until a route needs one);
-//! 3. normalise the path (unsafe → 400 `bad_path`, never forwarded);
-//! 4. match the policy's routes (snapshot of the live policy, safe across `.await`);
-//! 5. public route → permit; else parse the key (shape + checksum, no look-up for junk),
-//!    look it up through the cache (registry down and not cached → 503, never open),
-//!    and let the policy decide;
-//! 6. forward what the [`Permitted`] allows, nothing else.
+//! 2. [`Proxy::authorise`] — the decision, shared with forward-auth mode:
+//!    1. read exactly one key header (none is fine until a route needs one);
+//!    2. normalise the path (unsafe → 400 `bad_path`, never forwarded);
+//!    3. match the policy's routes (snapshot of the live policy, safe across `.await`);
+//!    4. public route → permit; else parse the key (shape + checksum, no look-up for
+//!       junk), look it up through the cache (registry down and not cached → 503, never
+//!       open), and let the policy decide;
+//!    5. the route's rate limit, per key (per address on public routes);
+//! 3. forward what the [`Permitted`] allows, nothing else.
 //!
 //! [`Proxy::serve`] wraps it: a refusal becomes its JSON answer, and every request,
-//! allowed or not, writes exactly one access-log line.
+//! allowed or not, is counted and writes exactly one access-log line ([`Proxy::finish`]).
 //!
 //! Invariants: nothing here panics on request data; the only way to reach
 //! [`forward`] is with a [`Permitted`], which only `policy` can build.
@@ -26,12 +28,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Request, Response, header};
+use http::{HeaderMap, HeaderName, Method, Request, Response, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::cache::{Cache, Lookup};
 use crate::keys::{self, KeyHash, Timestamp};
+use crate::limits::{Caller, Limits};
 use crate::metrics;
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
@@ -49,6 +52,7 @@ pub struct Proxy {
     pub store: Arc<dyn KeyStore>,
     pub cache: Arc<Cache>,
     pub usage: Arc<Usage>,
+    pub limits: Arc<Limits>,
     pub upstream: Upstream,
     pub key_header: HeaderName,
     /// The key header as configured (for `WWW-Authenticate`), e.g. `X-API-Key`.
@@ -58,9 +62,20 @@ pub struct Proxy {
     pub store_timeout: Duration,
 }
 
+/// The request a decision is about: the proxied request itself, or, in forward-auth
+/// mode, the original request another proxy names in its sub-request.
+pub struct Ask<'a> {
+    pub method: &'a Method,
+    /// The raw path, as sent (normalised by [`Proxy::authorise`]).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub peer: SocketAddr,
+}
+
 /// What one request did, filled in as the phases run; becomes the access-log line.
 #[derive(Default)]
-struct Trace {
+pub struct Trace {
     route: Option<String>,
     key_id: Option<String>,
     business_id: Option<String>,
@@ -81,6 +96,18 @@ impl Proxy {
         let raw_path = req.uri().path().to_owned();
         let mut trace = Trace::default();
         let result = self.handle(req, peer, tls, &mut trace).await;
+        self.finish(started, &method, &raw_path, &trace, result)
+    }
+
+    /// Turns a result into the answer, counts it and writes its access-log line.
+    pub fn finish(
+        &self,
+        started: Instant,
+        method: &Method,
+        raw_path: &str,
+        trace: &Trace,
+        result: Result<Response<Body>, Refusal>,
+    ) -> Response<Body> {
         let (response, code) = match result {
             Ok(r) => (r, None),
             Err(refusal) => {
@@ -88,18 +115,20 @@ impl Proxy {
                     metrics::store_error();
                     tracing::warn!(error = %crate::store::chain(e), "key registry unavailable; refusing (fail closed)");
                 }
+                let code = refusal.code();
                 (
                     refusal
                         .to_response(&self.key_header_display)
                         .map(Either::Right),
-                    Some(refusal.code()),
+                    Some(code),
                 )
             }
         };
         let elapsed = started.elapsed().as_secs_f64();
+        let status = response.status().as_u16();
         metrics::request(
             trace.route.as_deref().unwrap_or(""),
-            response.status().as_u16(),
+            status,
             elapsed,
             trace.upstream_seconds,
         );
@@ -109,7 +138,7 @@ impl Proxy {
             method = %method,
             path = %raw_path,
             route = trace.route.as_deref().unwrap_or(""),
-            status = response.status().as_u16(),
+            status,
             code = code.unwrap_or(""),
             key_id = trace.key_id.as_deref().unwrap_or(""),
             business_id = trace.business_id.as_deref().unwrap_or(""),
@@ -130,13 +159,32 @@ impl Proxy {
         refuse_h2c(req.headers())?;
         refuse_ambiguous_framing(&req)?;
         check_target(&req)?;
-        let secret = one_key_header(req.headers(), &self.key_header)?;
-        let path = path::normalise(req.uri().path())?;
+        let ask = Ask {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+            peer,
+        };
+        let permit = self.authorise(&ask, trace).await?;
+        let forwarded = self.upstream.send(permit, req, peer, tls).await?;
+        trace.upstream_status = Some(forwarded.upstream_status.as_u16());
+        trace.upstream_seconds = Some(forwarded.elapsed.as_secs_f64());
+        Ok(forwarded.response.map(Either::Left))
+    }
+
+    /// The decision for `ask`: a [`Permitted`] to act on, or the refusal to answer.
+    pub async fn authorise(&self, ask: &Ask<'_>, trace: &mut Trace) -> Result<Permitted, Refusal> {
+        let secret = one_key_header(ask.headers, &self.key_header)?;
+        let path = path::normalise(ask.path)?;
         let policy = self.policy.load_full();
-        let matched = policy.route(req.method(), &path)?;
+        let matched = policy.route(ask.method, &path)?;
         trace.route = Some(matched.route_name().to_owned());
-        let permit = if matched.is_public() {
-            policy.permit_public(matched, path)
+        let (permit, caller) = if matched.is_public() {
+            (
+                policy.permit_public(matched, path),
+                Caller::Address(ask.peer.ip()),
+            )
         } else {
             let secret = secret.ok_or(Refusal::MissingKey)?;
             let hash = keys::parse(secret, &self.key_prefix).map_err(|_| Refusal::InvalidKey)?;
@@ -147,15 +195,22 @@ impl Proxy {
             trace.key_id = Some(record.id.clone());
             trace.business_id = Some(record.business_id.clone());
             let facts = Facts {
-                headers: req.headers(),
-                query: req.uri().query(),
+                headers: ask.headers,
+                query: ask.query,
             };
             let now = Timestamp::now();
             let permit = policy.decide(matched, path, &record, &facts, now)?;
             self.usage.note(&record.id, now);
-            permit
+            (permit, Caller::Key(hash))
         };
-        self.forward(permit, req, peer, tls, trace).await
+        if let Some(limit) = permit.rate_limit() {
+            self.limits
+                .check(permit.route_name(), limit, caller)
+                .map_err(|wait| Refusal::RateLimited {
+                    retry_after: whole_seconds_up(wait),
+                })?;
+        }
+        Ok(permit)
     }
 
     /// The key's record through the cache; a registry that errs or is too slow refuses (fail closed).
@@ -170,20 +225,12 @@ impl Proxy {
             )))),
         }
     }
+}
 
-    async fn forward(
-        &self,
-        permit: Permitted,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        tls: bool,
-        trace: &mut Trace,
-    ) -> Result<Response<Body>, Refusal> {
-        let forwarded = self.upstream.send(permit, req, peer, tls).await?;
-        trace.upstream_status = Some(forwarded.upstream_status.as_u16());
-        trace.upstream_seconds = Some(forwarded.elapsed.as_secs_f64());
-        Ok(forwarded.response.map(Either::Left))
-    }
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn whole_seconds_up(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// `Upgrade: h2c` would let a client talk past the gateway on a reused connection.
@@ -201,22 +248,17 @@ fn refuse_h2c(h: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// A body framed two ways (CL.TE, TE.CL) or `Transfer-Encoding` on HTTP/1.0 is how
-/// requests are smuggled past proxies that pick a different framing than the upstream.
-/// hyper already refuses malformed and conflicting lengths and unknown codings; these
-/// it would accept (per RFC 9112), so they are refused here, before anything is sent.
+/// Smuggling relies on the proxy and the upstream framing one body differently. hyper
+/// refuses malformed or conflicting lengths, unknown codings and `Transfer-Encoding` on
+/// HTTP/1.0, and for `Content-Length` + `Transfer-Encoding` drops the length and closes
+/// the connection after answering (RFC 9112 §6.3); keygate re-frames every body it
+/// forwards. This is the defence in depth should a head with both still arrive.
 fn refuse_ambiguous_framing<B>(req: &Request<B>) -> Result<(), Refusal> {
     let h = req.headers();
-    let te = h.contains_key(header::TRANSFER_ENCODING);
-    if te && h.contains_key(header::CONTENT_LENGTH) {
-        return Err(Refusal::BadRequest(
-            "both Content-Length and Transfer-Encoding are set",
-        ));
-    }
-    if te && req.version() < http::Version::HTTP_11 {
-        return Err(Refusal::BadRequest(
-            "Transfer-Encoding is not allowed in HTTP/1.0",
-        ));
+    if h.contains_key(header::TRANSFER_ENCODING)
+        && (h.contains_key(header::CONTENT_LENGTH) || req.version() != http::Version::HTTP_11)
+    {
+        return Err(Refusal::BadRequest("ambiguous body framing"));
     }
     Ok(())
 }

@@ -780,3 +780,61 @@ async fn a_store_that_cannot_open_fails_closed_and_recovers_without_restart() {
             .all(|s| s.target != "/v1/items/1" || s.header("x-keygate-key-id").is_some())
     );
 }
+
+#[tokio::test]
+async fn rate_limits_count_per_key_and_answer_429_with_retry_after() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await;
+    let (_, a) = gw.key_with_scopes(&["items:read"]).await;
+    let (_, b) = gw.key_with_scopes(&["items:read"]).await;
+    let c = client();
+    for _ in 0..2 {
+        let resp = c
+            .get(gw.url("/v1/limited"))
+            .header("X-API-Key", &a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = c
+        .get(gw.url("/v1/limited"))
+        .header("X-API-Key", &a)
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=30).contains(&retry),
+        "2/m refills one every 30 s: {retry}"
+    );
+    let (status, code, _) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    // Another key has its own bucket; other routes are not limited.
+    let resp = c
+        .get(gw.url("/v1/limited"))
+        .header("X-API-Key", &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", &a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Public routes count per client address.
+    assert_eq!(
+        c.get(gw.url("/v1/open")).send().await.unwrap().status(),
+        200
+    );
+    let resp = c.get(gw.url("/v1/open")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.1, "rate_limited");
+    assert_eq!(up.count(), 5, "refused requests never reach the upstream");
+}

@@ -60,6 +60,14 @@ routes:
   - name: slow
     path: /slow
     scopes: [items:read]
+  - name: limited
+    path: /v1/limited
+    scopes: [items:read]
+    rate_limit: 2/m
+  - name: public-limited
+    path: /v1/open
+    public: true
+    rate_limit: 1/h
 default: deny
 ";
 

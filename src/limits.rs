@@ -1,0 +1,128 @@
+//! Per-route rate limits: `rate_limit: N/s|N/m|N/h` on a route allows each key N requests
+//! per period on this gateway, with a burst of N (a token bucket, GCRA via `governor`).
+//!
+//! Invariants: limits are counted per (route, limit) and per key hash (per client
+//! address on public routes, which have no key); a policy reload that changes a
+//! route's limit starts a fresh bucket set; state for keys idle longer than their
+//! period is reclaimed by [`Limits::sweep`], so memory follows active keys, not all
+//! keys ever seen. Checking takes no global lock (dashmap shards, atomic state).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::keys::KeyHash;
+use crate::policy::RateLimit;
+
+/// Who a limit is counted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Key(KeyHash),
+    /// Public routes: the client's address.
+    Address(IpAddr),
+}
+
+/// Every route's limiter, created on first use.
+#[derive(Default)]
+pub struct Limits {
+    by_route: DashMap<(Arc<str>, RateLimit), Arc<DefaultKeyedRateLimiter<Caller>>>,
+}
+
+impl Limits {
+    /// `Ok` if `caller` may make one more request to `route`; else how long to wait.
+    pub fn check(&self, route: &str, limit: RateLimit, caller: Caller) -> Result<(), Duration> {
+        let limiter = self.limiter(route, limit);
+        limiter
+            .check_key(&caller)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn limiter(&self, route: &str, limit: RateLimit) -> Arc<DefaultKeyedRateLimiter<Caller>> {
+        // Look up with a borrowed name first: the common case allocates nothing.
+        if let Some(l) = self
+            .by_route
+            .iter()
+            .find(|e| &*e.key().0 == route && e.key().1 == limit)
+        {
+            return Arc::clone(l.value());
+        }
+        Arc::clone(
+            self.by_route
+                .entry((Arc::from(route), limit))
+                .or_insert_with(|| Arc::new(RateLimiter::keyed(quota(limit))))
+                .value(),
+        )
+    }
+
+    /// Forgets callers whose buckets are full again, and limiters nobody uses.
+    pub fn sweep(&self) {
+        self.by_route.retain(|_, limiter| {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            !limiter.is_empty()
+        });
+    }
+
+    /// Callers with live state, across routes (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.by_route.iter().map(|l| l.value().len()).sum()
+    }
+}
+
+/// N per period with a burst of N: one token back every period / N.
+fn quota(limit: RateLimit) -> Quota {
+    let n = NonZeroU32::new(limit.count).unwrap_or(NonZeroU32::MIN);
+    let every = limit.per / limit.count.max(1);
+    Quota::with_period(every.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(n))
+        .allow_burst(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_burst_of_n_then_refusal_with_a_wait_then_recovery() {
+        let limits = Limits::default();
+        let limit = RateLimit {
+            count: 3,
+            per: Duration::from_secs(60),
+        };
+        let a = Caller::Key(KeyHash([1; 32]));
+        let b = Caller::Key(KeyHash([2; 32]));
+        for _ in 0..3 {
+            assert!(limits.check("r", limit, a).is_ok());
+        }
+        let wait = limits.check("r", limit, a).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(limits.check("r", limit, b).is_ok(), "limits are per key");
+        assert!(limits.check("other", limit, a).is_ok(), "and per route");
+        assert_eq!(limits.tracked(), 3);
+    }
+
+    #[test]
+    fn idle_callers_are_reclaimed() {
+        let limits = Limits::default();
+        let limit = RateLimit {
+            count: 1000,
+            per: Duration::from_millis(1),
+        };
+        for i in 0..100u8 {
+            let _ = limits.check("r", limit, Caller::Key(KeyHash([i; 32])));
+        }
+        assert_eq!(limits.tracked(), 100);
+        std::thread::sleep(Duration::from_millis(5));
+        limits.sweep();
+        assert_eq!(limits.tracked(), 0);
+    }
+}
