@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: curl (the demo test runs its
-# printed curl lines), redis-server (Redis registry tests) and chromium (console tests).
+# printed curl lines), redis-server (Redis registry tests), chromium (console tests) and
+# nginx (forward-auth in front of a real nginx).
 # As root it uses apt-get; otherwise it says exactly what to install and fails, so no
 # test is ever skipped silently.
 set -euo pipefail
@@ -10,6 +11,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

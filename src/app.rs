@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::Admin;
 use crate::cache::Cache;
 use crate::config::{self, Config};
+use crate::forward_auth::ForwardAuth;
 use crate::limits::Limits;
 use crate::policy::watch::{self, Reloader, Trigger};
 use crate::policy::{Policy, PolicyError};
@@ -143,13 +144,20 @@ impl App {
         })
     }
 
-    /// Serves the proxy and admin listeners until `shutdown` resolves, then drains.
+    /// Serves the listeners until `shutdown` resolves, then drains.
     pub async fn serve(
         mut self,
-        proxy: TcpListener,
-        admin: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        let Listeners {
+            proxy,
+            admin,
+            forward_auth,
+        } = listeners;
+        let forward_auth_service = Arc::new(ForwardAuth {
+            proxy: Arc::clone(&self.proxy),
+        });
         let background = self.spawn_background();
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -188,6 +196,20 @@ impl App {
                         slot,
                     ));
                 }
+                accepted = accept_optional(forward_auth.as_ref()) => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let f = Arc::clone(&forward_auth_service);
+                    let svc = service_fn(move |req| {
+                        let f = Arc::clone(&f);
+                        async move { Ok::<_, Infallible>(f.serve(req, peer).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _ = watcher.watch(conn).await;
+                    });
+                }
                 accepted = admin.accept() => {
                     let Ok((stream, _peer)) = accepted else { continue };
                     let a = Arc::clone(&self.admin);
@@ -206,6 +228,7 @@ impl App {
         }
         drop(proxy);
         drop(admin);
+        drop(forward_auth);
         tracing::info!("shutting down: draining in-flight requests");
         if tokio::time::timeout(self.config.drain_timeout, graceful.shutdown())
             .await
@@ -263,6 +286,24 @@ impl App {
             }
         }));
         tasks
+    }
+}
+
+/// The bound listeners: the caller binds them (tests use port 0) and passes them in.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+    /// Forward-auth sub-requests (`forward_auth.listen`), when configured.
+    pub forward_auth: Option<TcpListener>,
+}
+
+/// Accepts on `listener`, or never resolves when there is none.
+async fn accept_optional(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

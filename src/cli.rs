@@ -230,20 +230,31 @@ async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
             .0;
     }
     init_logging(cfg.log_format, &cfg.log_level);
-    let (listen, admin_listen) = (cfg.listen, cfg.admin_listen);
+    let (listen, admin_listen, forward_auth_listen) =
+        (cfg.listen, cfg.admin_listen, cfg.forward_auth_listen);
     let app = App::build(cfg).map_err(|e| match e {
         app::ServeError::Policy(PolicyError::Invalid(d)) => Exit(1, d.to_string()),
         other => fail(other),
     })?;
     let proxy = app::bind(listen).await.map_err(fail)?;
     let admin = app::bind(admin_listen).await.map_err(fail)?;
+    let forward_auth = match forward_auth_listen {
+        Some(addr) => Some(app::bind(addr).await.map_err(fail)?),
+        None => None,
+    };
     let (p, a) = (local(&proxy), local(&admin));
-    println!("listening proxy={p} admin={a}");
+    match &forward_auth {
+        Some(f) => println!("listening proxy={p} admin={a} forward_auth={}", local(f)),
+        None => println!("listening proxy={p} admin={a}"),
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(proxy = %p, admin = %a, "keygate serving");
-    app.serve(proxy, admin, shutdown_signal())
-        .await
-        .map_err(fail)
+    let listeners = app::Listeners {
+        proxy,
+        admin,
+        forward_auth,
+    };
+    app.serve(listeners, shutdown_signal()).await.map_err(fail)
 }
 
 fn local(l: &tokio::net::TcpListener) -> String {

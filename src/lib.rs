@@ -24,6 +24,7 @@
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
 //! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
+//! - [`forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through `Proxy::authorise` → proxy
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`); [`admin::error`]: `AdminError` → status
 //!
 //! Fences: `keys`, `policy` and `cache` never import hyper or tokio I/O; only
@@ -35,6 +36,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod forward_auth;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;

@@ -129,7 +129,12 @@ pub async fn run() -> anyhow::Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
-    app.serve(proxy, admin, super::shutdown_signal()).await?;
+    let listeners = app::Listeners {
+        proxy,
+        admin,
+        forward_auth: None,
+    };
+    app.serve(listeners, super::shutdown_signal()).await?;
     eprintln!("keygate demo stopped");
     Ok(())
 }

@@ -258,18 +258,35 @@ fn rewrite_request_headers(
         h.remove(name);
     }
     // Public routes forward with no identity headers at all.
-    if let Some(who) = permit.who() {
-        insert_text(h, KEY_ID, &who.id);
-        insert_text(h, USER_ID, &who.user_id);
-        insert_text(h, BUSINESS_ID, &who.business_id);
-        insert_text(h, ROUTE, permit.route_name());
-        if let Some(loc) = permit.location() {
-            insert_text(h, LOCATION, loc);
-        }
+    if permit.who().is_some() {
+        insert_identity(h, permit, false);
     }
     forwarding_headers(h, hop);
     if let Some(host) = original_host {
         h.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The `X-Keygate-*` identity headers for `permit`. With `every`, all five are set, empty
+/// where there is nothing to say (forward-auth answers: a fronting proxy copies them
+/// over whatever the client sent, so none may be missing).
+pub fn insert_identity(h: &mut HeaderMap, permit: &Permitted, every: bool) {
+    let who = permit.who();
+    let fields = [
+        (KEY_ID, who.map(|w| w.id.as_str())),
+        (USER_ID, who.map(|w| w.user_id.as_str())),
+        (BUSINESS_ID, who.map(|w| w.business_id.as_str())),
+        (ROUTE, Some(permit.route_name())),
+        (LOCATION, permit.location()),
+    ];
+    for (name, value) in fields {
+        match value {
+            Some(v) => insert_text(h, name, v),
+            None if every => {
+                h.insert(name, HeaderValue::from_static(""));
+            }
+            None => {}
+        }
     }
 }
 

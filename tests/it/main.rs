@@ -8,6 +8,7 @@
 
 mod cli;
 mod demo;
+mod forward_auth;
 mod hardening;
 mod proxy;
 mod reload;

@@ -78,6 +78,8 @@ pub struct Gateway {
     pub config: PathBuf,
     pub proxy: String,
     pub admin: String,
+    /// The forward-auth listener, when the config has one.
+    pub forward_auth: Option<String>,
     child: Child,
 }
 
@@ -143,7 +145,7 @@ impl Gateway {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let (proxy, admin) = parse_listening(&line);
+        let (proxy, admin, forward_auth) = parse_listening(&line);
         // Keep draining stderr so the child never blocks on a full pipe; keep it for debugging.
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(async move {
@@ -160,6 +162,7 @@ impl Gateway {
             config,
             proxy,
             admin,
+            forward_auth,
             child,
         }
     }
@@ -267,9 +270,10 @@ pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathB
     path
 }
 
-fn parse_listening(line: &str) -> (String, String) {
+fn parse_listening(line: &str) -> (String, String, Option<String>) {
     let mut proxy = None;
     let mut admin = None;
+    let mut forward_auth = None;
     for part in line.split_whitespace() {
         if let Some(p) = part.strip_prefix("proxy=") {
             proxy = Some(p.to_owned());
@@ -277,9 +281,12 @@ fn parse_listening(line: &str) -> (String, String) {
         if let Some(a) = part.strip_prefix("admin=") {
             admin = Some(a.to_owned());
         }
+        if let Some(f) = part.strip_prefix("forward_auth=") {
+            forward_auth = Some(f.to_owned());
+        }
     }
     match (proxy, admin) {
-        (Some(p), Some(a)) if line.starts_with("listening ") => (p, a),
+        (Some(p), Some(a)) if line.starts_with("listening ") => (p, a, forward_auth),
         _ => panic!("unexpected first line from keygate: {line:?}"),
     }
 }
