@@ -6,6 +6,7 @@
 //! printed as `FILE:LINE:COL: message`, one per line. The only module using `anyhow`.
 
 pub mod demo;
+mod explain;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -42,8 +43,31 @@ enum Command {
     /// Create, list, show, revoke and rotate keys in the configured store
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Ask the policy about a request without sending it
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Try the gateway: temporary store, echo upstream, a demo key and curl lines
     Demo,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Which route matches, what it requires, and the decision (exit 0 allow, 3 refused)
+    Explain {
+        #[arg(long)]
+        method: String,
+        /// The request path, with its query if any
+        #[arg(long)]
+        path: String,
+        /// Decide for this key (by id)
+        #[arg(long, value_name = "ID")]
+        key: Option<String>,
+        /// A request header, e.g. `X-Location: hq` (repeatable)
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -179,6 +203,25 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Serve(args) => serve(&config_path, args).await,
         Command::Check => check(&config_path),
         Command::Keys(cmd) => keys(&config_path, cmd).await,
+        Command::Policy(PolicyCommand::Explain {
+            method,
+            path,
+            key,
+            headers,
+            json,
+        }) => {
+            explain::run(
+                &config_path,
+                explain::Question {
+                    method,
+                    path,
+                    key,
+                    headers,
+                    json,
+                },
+            )
+            .await
+        }
         Command::Demo => demo::run().await.map_err(Exit::from),
     }
 }

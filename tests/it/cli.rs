@@ -299,3 +299,137 @@ async fn create_refuses_what_the_policy_does_not_declare() {
         assert!(out.stdout.is_empty(), "no secret printed on failure");
     }
 }
+
+#[tokio::test]
+async fn policy_explain_allows_refuses_and_explains() {
+    let (_dir, config) = setup(support::POLICY);
+    let out = cli(
+        &config,
+        &[
+            "keys",
+            "create",
+            "--json",
+            "--name",
+            "e",
+            "--user",
+            "u",
+            "--business",
+            "acme",
+            "--location",
+            "hq",
+            "--grant",
+            "editor@hq",
+        ],
+    )
+    .await;
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let out = cli(
+        &config,
+        &[
+            "policy",
+            "explain",
+            "--method",
+            "POST",
+            "--path",
+            "/v1/locations/hq/items",
+            "--key",
+            &id,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["route"], "location-items");
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["code"], Value::Null);
+    assert_eq!(v["required_scopes"], serde_json::json!(["items:write"]));
+    assert_eq!(v["location"], "hq");
+    assert!(v["reason"].as_str().unwrap().contains(&id));
+
+    let out = cli(
+        &config,
+        &[
+            "policy",
+            "explain",
+            "--method",
+            "POST",
+            "--path",
+            "/v1/locations/plant-1/items",
+            "--key",
+            &id,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["decision"].as_str(), v["code"].as_str()),
+        (Some("deny"), Some("location_forbidden"))
+    );
+
+    let out = cli(
+        &config,
+        &[
+            "policy",
+            "explain",
+            "--method",
+            "GET",
+            "--path",
+            "/v1/here/items",
+            "--key",
+            &id,
+            "--header",
+            "X-Location: hq",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("decision   allow"),
+        "{}",
+        stdout(&out)
+    );
+
+    for (args, code) in [
+        (vec!["--method", "GET", "--path", "/nowhere"], "no_route"),
+        (
+            vec!["--method", "GET", "--path", "/v1/items/1"],
+            "missing_api_key",
+        ),
+        (
+            vec!["--method", "GET", "--path", "/v1/%2e%2e/%2e%2e/%2e%2e/x"],
+            "bad_path",
+        ),
+        (
+            vec![
+                "--method",
+                "GET",
+                "--path",
+                "/v1/items/1",
+                "--key",
+                "kid_unknown",
+            ],
+            "invalid_api_key",
+        ),
+    ] {
+        let mut full = vec!["policy", "explain", "--json"];
+        full.extend(args.iter().copied());
+        let out = cli(&config, &full).await;
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["code"], code, "{args:?}");
+    }
+    let out = cli(
+        &config,
+        &["policy", "explain", "--method", "GET", "--path", "/health"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("public"), "{}", stdout(&out));
+}
