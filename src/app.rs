@@ -27,6 +27,7 @@ use crate::config::{self, Config};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::{Proxy, Upstream};
 use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::{RedisStore, Target};
 use crate::store::{KeyStore, StoreError};
 use crate::usage::Usage;
 
@@ -47,13 +48,23 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the key store the config names.
-pub fn open_store(store: &config::Store) -> Result<Arc<dyn KeyStore>, ServeError> {
+/// Opens the key store the config names. A Redis store opens even while Redis is down
+/// (it connects on first use), so the gateway starts and `/readyz` tells the truth.
+/// `timeout` bounds each registry round trip. Needs a tokio runtime.
+pub fn open_store(
+    store: &config::Store,
+    timeout: Duration,
+) -> Result<Arc<dyn KeyStore>, ServeError> {
     match store {
         config::Store::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
-        config::Store::Redis { .. } | config::Store::RedisCluster { .. } => Err(
-            ServeError::Unsupported("the Redis key registry (store.kind: redis)"),
-        ),
+        config::Store::Redis { url } => Ok(Arc::new(RedisStore::open(
+            &Target::Single(url.clone()),
+            timeout,
+        )?)),
+        config::Store::RedisCluster { seeds } => Ok(Arc::new(RedisStore::open(
+            &Target::Cluster(seeds.clone()),
+            timeout,
+        )?)),
     }
 }
 
@@ -71,12 +82,15 @@ impl App {
             return Err(ServeError::Unsupported("TLS on the proxy listener (tls:)"));
         }
         let policy = Policy::load(&config.policy)?;
-        let store = open_store(&config.store)?;
-        let cache = Arc::new(Cache::new(
-            config.cache_ttl,
-            config.cache_negative_ttl,
-            config.cache_max_entries,
-        ));
+        let store = open_store(&config.store, config.store_timeout)?;
+        let cache = Arc::new(
+            Cache::new(
+                config.cache_ttl,
+                config.cache_negative_ttl,
+                config.cache_max_entries,
+            )
+            .with_stale_if_error(config.cache_stale_if_error),
+        );
         let upstream = Upstream::new(
             &config.upstream,
             config.upstream_timeout,
