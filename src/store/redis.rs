@@ -872,7 +872,8 @@ impl ConnectionLike for Conn {
 }
 
 /// The data connection: made on first use, dropped when it dies, remade with backoff.
-/// While backing off, calls fail at once instead of queueing behind a dead server.
+/// While backing off after a failed dial, calls fail at once instead of queueing behind
+/// a dead server.
 struct Link {
     dialer: Dialer,
     timeout: Duration,
@@ -891,10 +892,8 @@ impl Link {
         if let Some(c) = self.live.load_full() {
             return Ok((*c).clone());
         }
-        // One dial at a time; everyone else fails fast meanwhile.
-        let Ok(mut backoff) = self.dial.try_lock() else {
-            return Err(LinkError::BackingOff);
-        };
+        // One dial at a time: the others wait for its outcome (within their timeout).
+        let mut backoff = self.dial.lock().await;
         if let Some(c) = self.live.load_full() {
             return Ok((*c).clone());
         }

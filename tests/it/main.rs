@@ -9,4 +9,5 @@
 mod cli;
 mod demo;
 mod proxy;
+mod redis;
 mod support;

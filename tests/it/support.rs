@@ -1,6 +1,7 @@
 //! Real parts for the integration tests: a recording upstream, the real `keygate`
 //! binary on free ports, and its CLI. Everything is killed or closed on `Drop`.
 
+pub mod redis;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use redis::{RedisCluster, RedisServer};
 pub use upstream::Upstream;
 
 /// The policy most tests run against (the contract's example, plus a few routes).
@@ -80,6 +82,8 @@ pub struct Options<'a> {
     pub extra: &'a str,
     /// Upstream section override (default: `url:` of the given upstream).
     pub upstream_yaml: Option<String>,
+    /// Store section override (default: an embedded store in the gateway's folder).
+    pub store_yaml: Option<String>,
 }
 
 impl Default for Options<'_> {
@@ -88,6 +92,7 @@ impl Default for Options<'_> {
             policy: POLICY,
             extra: "",
             upstream_yaml: None,
+            store_yaml: None,
         }
     }
 }
@@ -230,6 +235,19 @@ pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
         .expect("run keygate")
 }
 
+/// A `store:` section for one Redis server.
+pub fn redis_store(url: &str) -> String {
+    format!("store:\n  kind: redis\n  url: {url}\n  timeout: 300ms\n")
+}
+
+/// A `store:` section for a Redis Cluster.
+pub fn cluster_store(seeds: &[String]) -> String {
+    format!(
+        "store:\n  kind: redis\n  cluster: [{}]\n  timeout: 300ms\n",
+        seeds.join(", ")
+    )
+}
+
 /// Writes `keygate.yaml` and `policy.yaml` into `dir`.
 pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathBuf {
     std::fs::write(dir.join("policy.yaml"), opts.policy).expect("write policy");
@@ -237,8 +255,12 @@ pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathB
         .upstream_yaml
         .clone()
         .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 2s\n"));
+    let store = opts
+        .store_yaml
+        .clone()
+        .unwrap_or_else(|| "store:\n  kind: embedded\n  path: keygate.db\n".to_owned());
     let config = format!(
-        "{upstream}store:\n  kind: embedded\n  path: keygate.db\npolicy: policy.yaml\nlog:\n  format: json\n{}",
+        "{upstream}{store}policy: policy.yaml\nlog:\n  format: json\n{}",
         opts.extra
     );
     let path = dir.join("keygate.yaml");
