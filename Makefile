@@ -19,6 +19,7 @@ lint:
 
 bench:
 	$(CARGO) bench --bench hot_path
+	$(CARGO) bench --bench revocation
 
 demo:
 	$(CARGO) run --release -- demo

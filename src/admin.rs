@@ -53,6 +53,7 @@ impl Admin {
         metrics::cache(
             stats.hits.load(Ordering::Relaxed),
             stats.misses.load(Ordering::Relaxed),
+            stats.stale_served.load(Ordering::Relaxed),
             self.cache.len(),
         );
         let mut r = Response::new(Full::new(Bytes::from(metrics::render())));

@@ -34,6 +34,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::proxy::{Proxy, Upstream};
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::{RedisStore, Target};
 use crate::store::{KeyStore, StoreError};
 use crate::tls::{self, Certs, TlsError};
 use crate::usage::Usage;
@@ -55,13 +56,24 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the key store the config names, for a command: an error is final.
-pub fn open_store(store: &config::Store) -> Result<Arc<dyn KeyStore>, ServeError> {
+/// Opens the key store the config names, for a command or a Redis-backed server. A Redis
+/// store opens even while Redis is down (it connects on first use), so the gateway starts
+/// and `/readyz` tells the truth. `timeout` bounds each registry round trip. Needs a tokio
+/// runtime.
+pub fn open_store(
+    store: &config::Store,
+    timeout: Duration,
+) -> Result<Arc<dyn KeyStore>, ServeError> {
     match store {
         config::Store::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
-        config::Store::Redis { .. } | config::Store::RedisCluster { .. } => Err(
-            ServeError::Unsupported("the Redis key registry (store.kind: redis)"),
-        ),
+        config::Store::Redis { url } => Ok(Arc::new(RedisStore::open(
+            &Target::Single(url.clone()),
+            timeout,
+        )?)),
+        config::Store::RedisCluster { seeds } => Ok(Arc::new(RedisStore::open(
+            &Target::Cluster(seeds.clone()),
+            timeout,
+        )?)),
     }
 }
 
@@ -101,13 +113,16 @@ impl App {
         // (503) until it can, and recovers without a restart.
         let store: Arc<dyn KeyStore> = match &config.store {
             config::Store::Embedded { path } => Arc::new(DeferredEmbedded::new(path.clone())),
-            other => open_store(other)?,
+            other => open_store(other, config.store_timeout)?,
         };
-        let cache = Arc::new(Cache::new(
-            config.cache_ttl,
-            config.cache_negative_ttl,
-            config.cache_max_entries,
-        ));
+        let cache = Arc::new(
+            Cache::new(
+                config.cache_ttl,
+                config.cache_negative_ttl,
+                config.cache_max_entries,
+            )
+            .with_stale_if_error(config.cache_stale_if_error),
+        );
         let upstream = Upstream::new(
             &config.upstream,
             config.upstream_timeout,

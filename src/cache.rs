@@ -9,7 +9,10 @@
 //!   arrived does not put the stale answer back (the epoch check in [`Cache::lookup`]);
 //! - at most `max_entries` entries: unknown keys are not remembered past the bound, a
 //!   known key evicts an arbitrary entry, so a flood of made-up keys cannot grow memory;
-//! - store errors are not cached: the next request asks again.
+//! - store errors are not cached: the next request asks again. While the store errs, a
+//!   known key fetched less than `ttl + stale_if_error` ago is still served (serve-stale,
+//!   off by default); an unknown or uncached key is an error, so the caller fails closed.
+//! - every store error is counted ([`CacheStats::store_errors`]), stale answers too.
 //!
 //! Why dashmap: sharded locks, so concurrent hits never contend on one global lock.
 
@@ -41,6 +44,11 @@ struct Entry {
 pub struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Look-ups the store answered with an error. (`keygate_store_errors_total` is counted
+    /// by the proxy, which also sees look-ups cut off by `store.timeout`.)
+    pub store_errors: AtomicU64,
+    /// Of those, the ones answered from a stale entry (`stale_if_error`).
+    pub stale_served: AtomicU64,
 }
 
 /// The shared cache. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -49,6 +57,7 @@ pub struct Cache {
     ttl: Duration,
     negative_ttl: Duration,
     max_entries: usize,
+    stale_if_error: Duration,
     /// Bumped by every invalidation; a miss only fills the cache if it did not move.
     epoch: AtomicU64,
     pub stats: CacheStats,
@@ -61,15 +70,24 @@ impl Cache {
             ttl,
             negative_ttl,
             max_entries: max_entries.max(1),
+            stale_if_error: Duration::ZERO,
             epoch: AtomicU64::new(0),
             stats: CacheStats::default(),
         }
     }
 
+    /// Lets a known key be served up to `stale` past its ttl while the store errs.
+    #[must_use]
+    pub fn with_stale_if_error(mut self, stale: Duration) -> Self {
+        self.stale_if_error = stale;
+        self
+    }
+
     /// The record for `hash`, from the cache while fresh, else from `store`.
     ///
     /// A corrupt record is logged and treated as unknown (refused, never a crash);
-    /// an unreachable store is an error, so the caller fails closed.
+    /// an unreachable store is an error (after [`Cache::on_store_error`] found no stale
+    /// entry to serve), so the caller fails closed.
     pub async fn lookup(&self, hash: &KeyHash, store: &dyn KeyStore) -> Result<Lookup, StoreError> {
         let now = Instant::now();
         if let Some(hit) = self.fresh(hash, now) {
@@ -84,12 +102,28 @@ impl Cache {
                 tracing::warn!(key_hash = ?hash, "registry entry does not decode; treating the key as unknown");
                 None
             }
-            Err(e) => return Err(e),
+            Err(e) => return self.on_store_error(hash).ok_or(e),
         };
         if self.epoch.load(Ordering::Acquire) == epoch {
             self.fill(*hash, record.clone(), Instant::now());
         }
         Ok(record.map_or(Lookup::Unknown, Lookup::Found))
+    }
+
+    /// Counts a store failure for `hash` (an error, or the caller's timeout) and returns
+    /// the stale answer `stale_if_error` allows, if any: a known key only, never an
+    /// unknown one, so an outage can never make an unknown key pass.
+    pub fn on_store_error(&self, hash: &KeyHash) -> Option<Lookup> {
+        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        let entry = self.map.get(hash)?;
+        let record = entry.record.as_ref()?;
+        let age = Instant::now().saturating_duration_since(entry.fetched);
+        if age < self.ttl.saturating_add(self.stale_if_error) {
+            self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+            Some(Lookup::Found(Arc::clone(record)))
+        } else {
+            None
+        }
     }
 
     fn fresh(&self, hash: &KeyHash, now: Instant) -> Option<Lookup> {
@@ -138,7 +172,7 @@ impl Cache {
         self.map.retain(|_, e| {
             let age = now.saturating_duration_since(e.fetched);
             if e.record.is_some() {
-                age < self.ttl
+                age < self.ttl.saturating_add(self.stale_if_error)
             } else {
                 age < self.negative_ttl
             }

@@ -367,7 +367,7 @@ impl KeysEnv {
     fn open(config_path: &Path) -> Result<Self, Exit> {
         let cfg = load_config(config_path)?;
         let policy = load_policy(&cfg.policy)?;
-        let store = app::open_store(&cfg.store).map_err(fail)?;
+        let store = app::open_store(&cfg.store, cfg.store_timeout).map_err(fail)?;
         Ok(Self { cfg, policy, store })
     }
 

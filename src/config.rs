@@ -181,6 +181,7 @@ struct RawCache {
     ttl: Option<Dur>,
     negative_ttl: Option<Dur>,
     max_entries: Option<usize>,
+    stale_if_error: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +257,9 @@ pub struct Config {
     pub cache_ttl: Duration,
     pub cache_negative_ttl: Duration,
     pub cache_max_entries: usize,
+    /// How long past `cache_ttl` a cached key may still be served while the registry
+    /// errs (0 = never: uncached or expired keys get 503 during an outage).
+    pub cache_stale_if_error: Duration,
     pub key_prefix: String,
     pub key_max_ttl: Option<Duration>,
     /// The request header that carries the key (`X-API-Key` unless configured).
@@ -365,6 +369,7 @@ impl Config {
                 .negative_ttl
                 .map_or(Duration::from_secs(5), |d| d.0),
             cache_max_entries,
+            cache_stale_if_error: raw.cache.stale_if_error.map_or(Duration::ZERO, |d| d.0),
             key_prefix,
             key_max_ttl: raw.keys.max_ttl.map(|d| d.0),
             key_header,
@@ -457,7 +462,7 @@ fn store(
                     );
                 }
                 for (i, s) in seeds.iter().enumerate() {
-                    if let Err(m) = check_redis_url(s) {
+                    if let Err(m) = check_cluster_seed(s) {
                         err(&[Seg::Key("store"), Seg::Key("cluster"), Seg::Index(i)], m);
                     }
                 }
@@ -474,16 +479,31 @@ fn store(
     }
 }
 
-/// A Redis address must be `redis://`, `rediss://` or `unix://` with something after it.
+/// Parses a Redis address the way the client will (`redis://`, `rediss://`, `unix://`,
+/// `redis+unix://`), so a typo is a `keygate check` error at its line, not a start-up
+/// surprise.
 fn check_redis_url(url: &str) -> Result<(), String> {
-    let rest = ["redis://", "rediss://", "unix://", "redis+unix://"]
+    let hint = "write it like redis://127.0.0.1:6379/0";
+    if !["redis://", "rediss://", "unix://", "redis+unix://"]
         .iter()
-        .find_map(|s| url.strip_prefix(s));
-    match rest {
-        Some(r) if !r.is_empty() => Ok(()),
-        _ => Err(format!(
-            "invalid Redis URL `{url}`: write it like redis://127.0.0.1:6379/0"
-        )),
+        .any(|s| url.starts_with(s))
+    {
+        return Err(format!("invalid Redis URL `{url}`: {hint}"));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| format!("invalid Redis URL `{url}` ({e}); {hint}"))
+}
+
+/// A Cluster seed must be a TCP address: `redis://host:port` (or `rediss://`).
+fn check_cluster_seed(url: &str) -> Result<(), String> {
+    check_redis_url(url)?;
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid cluster seed `{url}`: a seed is a TCP address, like redis://10.0.0.1:7000"
+        ))
     }
 }
 
@@ -575,6 +595,45 @@ mod tests {
         assert!(e.starts_with("/etc/kg/keygate.yaml:5:"), "{e}");
         let e = first_error("upstream:\n  url: http://127.0.0.1:9000\nkeys:\n  prefix: \"k g\"\n");
         assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn redis_addresses_are_parsed_with_their_line_and_column() {
+        let base = "upstream:\n  url: http://127.0.0.1:9000\nstore:\n  kind: redis\n";
+        for bad in [
+            "  url: redis://\n",
+            "  url: redis://host:notaport\n",
+            "  url: redis://127.0.0.1:6379/notadb\n",
+            "  url: 127.0.0.1:6379\n",
+        ] {
+            let e = first_error(&format!("{base}{bad}"));
+            assert!(e.starts_with("/etc/kg/keygate.yaml:5:"), "{bad}: {e}");
+            assert!(e.contains("Redis URL"), "{e}");
+        }
+        let e = first_error(&format!(
+            "{base}  cluster:\n    - redis://10.0.0.1:7000\n    - redis://10.0.0.2:x\n"
+        ));
+        assert!(e.starts_with("/etc/kg/keygate.yaml:7:7:"), "{e}");
+        let e = first_error(&format!("{base}  cluster: [unix:///tmp/r.sock]\n"));
+        assert!(e.contains("seed"), "{e}");
+        let c = parse(&format!(
+            "{base}  url: redis://:pw@127.0.0.1:6379/2\n  timeout: 250ms\ncache:\n  stale_if_error: 5m\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.store,
+            Store::Redis {
+                url: "redis://:pw@127.0.0.1:6379/2".into()
+            }
+        );
+        assert_eq!(c.store_timeout, Duration::from_millis(250));
+        assert_eq!(c.cache_stale_if_error, Duration::from_secs(300));
+        let c = parse(&format!(
+            "{base}  cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n"
+        ))
+        .unwrap();
+        assert!(matches!(c.store, Store::RedisCluster { ref seeds } if seeds.len() == 2));
+        assert_eq!(c.cache_stale_if_error, Duration::ZERO);
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → keys, policy, store
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
 //!   - [`store::embedded`]: `SQLite` (WAL) single-node back end, cross-process invalidation
-//! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation → keys, store
+//!   - [`store::redis`]: Redis / Redis Cluster fleet back end, pub/sub invalidation,
+//!     lazy connect with backoff
+//! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation,
+//!   serve-stale on store errors (`stale_if_error`) → keys, store
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
 //! - [`usage`]: batched `last_used_at` writes → keys
 //! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys

@@ -19,6 +19,7 @@ pub const UPSTREAM_DURATION: &str = "keygate_upstream_duration_seconds";
 pub const CACHE_HITS: &str = "keygate_cache_hits_total";
 pub const CACHE_MISSES: &str = "keygate_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "keygate_cache_entries";
+pub const CACHE_STALE: &str = "keygate_cache_stale_served_total";
 pub const STORE_ERRORS: &str = "keygate_store_errors_total";
 pub const POLICY_RELOADS: &str = "keygate_policy_reloads_total";
 
@@ -60,10 +61,15 @@ pub fn install<'a>(routes: impl IntoIterator<Item = &'a str>) {
     describe_counter!(CACHE_HITS, "Key look-ups answered by the cache");
     describe_counter!(CACHE_MISSES, "Key look-ups that went to the store");
     describe_gauge!(CACHE_ENTRIES, "Entries in the key cache");
+    describe_counter!(
+        CACHE_STALE,
+        "Known keys served past their ttl while the store erred (stale_if_error)"
+    );
     describe_counter!(STORE_ERRORS, "Store calls that failed or timed out");
     describe_counter!(POLICY_RELOADS, "Policy reloads, by result (ok or error)");
     counter!(CACHE_HITS).absolute(0);
     counter!(CACHE_MISSES).absolute(0);
+    counter!(CACHE_STALE).absolute(0);
     counter!(STORE_ERRORS).increment(0);
     gauge!(CACHE_ENTRIES).set(0.0);
     for result in ["ok", "error"] {
@@ -103,9 +109,10 @@ pub fn policy_reload(ok: bool) {
 }
 
 /// Copies the cache's own counters in, just before a scrape.
-pub fn cache(hits: u64, misses: u64, entries: usize) {
+pub fn cache(hits: u64, misses: u64, stale: u64, entries: usize) {
     counter!(CACHE_HITS).absolute(hits);
     counter!(CACHE_MISSES).absolute(misses);
+    counter!(CACHE_STALE).absolute(stale);
     #[allow(clippy::cast_precision_loss)] // a gauge; exact beyond 2^53 entries is moot
     gauge!(CACHE_ENTRIES).set(entries as f64);
 }

@@ -213,16 +213,19 @@ impl Proxy {
         Ok(permit)
     }
 
-    /// The key's record through the cache; a registry that errs or is too slow refuses (fail closed).
+    /// The key's record through the cache; a registry that errs or is too slow refuses
+    /// (fail closed), unless the cache may serve a stale known key (`stale_if_error`).
     async fn lookup(&self, hash: &KeyHash) -> Result<Lookup, Refusal> {
         match tokio::time::timeout(self.store_timeout, self.cache.lookup(hash, &*self.store)).await
         {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(e)) => Err(Refusal::AuthUnavailable(e)),
-            Err(_) => Err(Refusal::AuthUnavailable(StoreError::unavailable(format!(
-                "no answer within {} ms",
-                self.store_timeout.as_millis()
-            )))),
+            Err(_) => self.cache.on_store_error(hash).ok_or_else(|| {
+                Refusal::AuthUnavailable(StoreError::unavailable(format!(
+                    "no answer within {} ms",
+                    self.store_timeout.as_millis()
+                )))
+            }),
         }
     }
 }

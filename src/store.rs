@@ -21,13 +21,14 @@
 
 pub mod deferred;
 pub mod embedded;
+pub mod redis;
 
 use crate::keys::{KeyHash, KeyRecord, Status, Timestamp};
 
 /// A boxed cause, so [`StoreError`] names no back end's error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The key registry. Implemented by [`embedded::EmbeddedStore`] (and later Redis).
+/// The key registry. Implemented by [`embedded::EmbeddedStore`] and [`redis::RedisStore`].
 ///
 /// All methods are cancellation-safe in the sense that a dropped future never leaves
 /// a half-applied mutation: each mutation is one back-end transaction.

@@ -76,7 +76,7 @@ pub async fn run() -> anyhow::Result<()> {
     )?;
     let cfg = Config::load(&config_file)?;
     let policy = Policy::load(&cfg.policy)?;
-    let store = app::open_store(&cfg.store)?;
+    let store = app::open_store(&cfg.store, cfg.store_timeout)?;
     let rules = Rules {
         policy: &policy,
         prefix: &cfg.key_prefix,

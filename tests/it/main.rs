@@ -11,6 +11,7 @@ mod demo;
 mod forward_auth;
 mod hardening;
 mod proxy;
+mod redis;
 mod reload;
 mod support;
 mod tls;

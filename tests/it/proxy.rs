@@ -838,3 +838,48 @@ async fn rate_limits_count_per_key_and_answer_429_with_retry_after() {
     assert_eq!(error_code(resp).await.1, "rate_limited");
     assert_eq!(up.count(), 5, "refused requests never reach the upstream");
 }
+
+#[tokio::test]
+async fn a_registry_that_cannot_be_reached_is_503_auth_unavailable_never_open() {
+    let up = Upstream::start().await;
+    // Redis is down from the start: keygate starts anyway and fails closed.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            store_yaml: Some(support::redis_store(&format!("redis://{closed}"))),
+            ..Options::default()
+        },
+    )
+    .await;
+    let key = keygate::keys::generate("kg_");
+    let started = Instant::now();
+    let resp = client()
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", key.expose())
+        .send()
+        .await
+        .unwrap();
+    let (status, code, body) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (503, "auth_unavailable"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by store.timeout"
+    );
+    assert_eq!(up.count(), 0, "nothing reaches the upstream");
+    // A malformed key is refused without asking the registry at all.
+    let resp = client()
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", "kg_not-a-real-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await.0, 401);
+    let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let health = client().get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -1,6 +1,7 @@
 //! Real parts for the integration tests: a recording upstream, the real `keygate`
 //! binary on free ports, and its CLI. Everything is killed or closed on `Drop`.
 
+pub mod redis;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use redis::{RedisCluster, RedisServer};
 pub use upstream::Upstream;
 
 /// The policy most tests run against (the contract's example, plus a few routes).
@@ -245,6 +247,19 @@ pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("run keygate")
+}
+
+/// A `store:` section for one Redis server.
+pub fn redis_store(url: &str) -> String {
+    format!("store:\n  kind: redis\n  url: {url}\n  timeout: 300ms\n")
+}
+
+/// A `store:` section for a Redis Cluster.
+pub fn cluster_store(seeds: &[String]) -> String {
+    format!(
+        "store:\n  kind: redis\n  cluster: [{}]\n  timeout: 300ms\n",
+        seeds.join(", ")
+    )
 }
 
 /// Writes `keygate.yaml` and `policy.yaml` into `dir`.
