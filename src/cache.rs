@@ -188,3 +188,89 @@ impl Cache {
         self.map.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::keys::{self, Timestamp};
+    use crate::store::embedded::EmbeddedStore;
+
+    fn record(secret: &keys::Secret) -> KeyRecord {
+        KeyRecord {
+            id: keys::new_id("kg_"),
+            hash: secret.hash(),
+            name: "t".into(),
+            description: String::new(),
+            prefix: keys::display_prefix(secret, "kg_"),
+            user_id: "u".into(),
+            business_id: "b".into(),
+            scopes: vec![],
+            locations: vec![],
+            grants: vec![],
+            created_at: Timestamp::now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            created_by: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_keys_never_grows_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
+        let cache = Cache::new(Duration::from_secs(60), Duration::from_secs(60), 10);
+        for _ in 0..200 {
+            let hash = keys::generate("kg_").hash();
+            assert!(matches!(
+                cache.lookup(&hash, &store).await.unwrap(),
+                Lookup::Unknown
+            ));
+            assert!(cache.len() <= 10);
+        }
+        // Known keys still get in (evicting), so a flood cannot lock real clients out.
+        let secret = keys::generate("kg_");
+        store.insert(&record(&secret)).await.unwrap();
+        assert!(matches!(
+            cache.lookup(&secret.hash(), &store).await.unwrap(),
+            Lookup::Found(_)
+        ));
+        assert!(cache.len() <= 10);
+        let misses = cache.stats.misses.load(Ordering::Relaxed);
+        assert!(matches!(
+            cache.lookup(&secret.hash(), &store).await.unwrap(),
+            Lookup::Found(_)
+        ));
+        assert_eq!(
+            cache.stats.misses.load(Ordering::Relaxed),
+            misses,
+            "the second look-up is a hit"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_drops_the_entry_even_a_negative_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
+        let cache = Cache::new(Duration::from_secs(60), Duration::from_secs(60), 100);
+        let secret = keys::generate("kg_");
+        assert!(matches!(
+            cache.lookup(&secret.hash(), &store).await.unwrap(),
+            Lookup::Unknown
+        ));
+        store.insert(&record(&secret)).await.unwrap();
+        // Still remembered as unknown until the insert's invalidation arrives.
+        assert!(matches!(
+            cache.lookup(&secret.hash(), &store).await.unwrap(),
+            Lookup::Unknown
+        ));
+        cache.invalidate(&Invalidation::Key(secret.hash()));
+        assert!(matches!(
+            cache.lookup(&secret.hash(), &store).await.unwrap(),
+            Lookup::Found(_)
+        ));
+        cache.invalidate(&Invalidation::All);
+        assert!(cache.is_empty());
+    }
+}

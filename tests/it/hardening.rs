@@ -294,3 +294,106 @@ async fn forwarding_headers_are_believed_only_from_trusted_proxies() {
     );
     assert_eq!(up.last().header("x-forwarded-for"), Some("127.0.0.1"));
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let (_up, gw, key) = setup().await;
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(
+        format!("GET /v1/items/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive, then idle: closed within the idle timeout (1 s here), not held forever.
+    let started = std::time::Instant::now();
+    let rest = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut Vec::new())).await;
+    assert!(
+        rest.is_ok(),
+        "an idle keep-alive connection was still open after 5 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let up = Upstream::start().await;
+    let mut gw = Gateway::start_with(
+        &up,
+        Options {
+            upstream_yaml: Some(format!("upstream:\n  url: {}\n  timeout: 20s\n", up.url())),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    // /slow answers after 5 s; SIGTERM arrives while it is in flight.
+    let url = gw.url("/slow");
+    let in_flight = tokio::spawn(async move {
+        crate::support::client()
+            .get(url)
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let started = std::time::Instant::now();
+    while up.count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the request never reached the upstream"
+        );
+        tokio::task::yield_now().await;
+    }
+    gw.signal("TERM");
+    assert_eq!(
+        in_flight
+            .await
+            .unwrap()
+            .expect("the in-flight request was cut off"),
+        200
+    );
+    assert_eq!(gw.wait().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_connections_wait_for_a_free_slot() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            extra: "limits:\n  max_connections: 2\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    let hold_a = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    let _hold_b = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    // Both slots are taken (the admin listener shares the cap): a third client is not served yet.
+    let mut third = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    third
+        .write_all(format!("GET /v1/items/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read_to_end(&mut buf)).await;
+    assert!(
+        early.is_err() && buf.is_empty(),
+        "served past the cap: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // A slot frees up: the waiting client is served.
+    drop(hold_a);
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf)), 200);
+}

@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod forward_auth;
 mod hardening;
+mod ops;
 mod proxy;
 mod redis;
 mod reload;

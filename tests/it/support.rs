@@ -6,6 +6,7 @@ pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -82,6 +83,8 @@ pub struct Gateway {
     pub admin: String,
     /// The forward-auth listener, when the config has one.
     pub forward_auth: Option<String>,
+    /// Every line keygate wrote to stderr so far.
+    stderr: Arc<Mutex<Vec<String>>>,
     child: Child,
 }
 
@@ -148,14 +151,17 @@ impl Gateway {
             );
         };
         let (proxy, admin, forward_auth) = parse_listening(&line);
-        // Keep draining stderr so the child never blocks on a full pipe; keep it for debugging.
+        // Keep draining stderr so the child never blocks on a full pipe; keep the lines.
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(stderr) = child.stderr.take() {
+            let keep = Arc::clone(&stderr_lines);
             tokio::spawn(async move {
                 let mut l = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = l.next_line().await {
                     if std::env::var_os("KEYGATE_TEST_LOG").is_some() {
                         eprintln!("[keygate] {line}");
                     }
+                    keep.lock().expect("lock").push(line);
                 }
             });
         }
@@ -165,6 +171,7 @@ impl Gateway {
             proxy,
             admin,
             forward_auth,
+            stderr: stderr_lines,
             child,
         }
     }
@@ -217,6 +224,22 @@ impl Gateway {
             args.push(s);
         }
         self.create_key(&args).await
+    }
+
+    /// Waits (at most 5 s) until stderr holds `n` lines for which `pick` is true; returns all lines.
+    pub async fn stderr_until(&self, n: usize, pick: impl Fn(&str) -> bool) -> Vec<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let lines = self.stderr.lock().expect("lock").clone();
+            if lines.iter().filter(|l| pick(l)).count() >= n {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "only these stderr lines arrived: {lines:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends a signal to the gateway process.

@@ -1,0 +1,194 @@
+//! What operators read: JSON access logs and Prometheus metrics after real traffic.
+
+use serde_json::Value;
+
+use crate::support::{Gateway, Upstream, client};
+
+#[tokio::test]
+async fn every_stderr_line_is_json_and_each_request_logs_one_line_without_secrets() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await; // the test config sets log.format: json
+    let (id, key) = gw.key_with_scopes(&["items:read"]).await;
+    let c = client();
+    assert_eq!(
+        c.get(gw.url("/v1/items/1"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.url("/v1/reports"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        c.get(gw.url("/v1/items/1"))
+            .header("X-API-Key", "kg_junk")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let is_access = |l: &str| l.contains("\"message\":\"request\"");
+    let lines = gw.stderr_until(3, is_access).await;
+    for line in &lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.is_object());
+        assert!(!line.contains(&key[3..]), "a secret was logged: {line}");
+    }
+    let access: Vec<Value> = lines
+        .iter()
+        .filter(|l| is_access(l))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(access.len(), 3, "one line per request");
+    for field in [
+        "ts",
+        "method",
+        "path",
+        "route",
+        "status",
+        "code",
+        "key_id",
+        "business_id",
+        "duration_ms",
+        "upstream_status",
+    ] {
+        assert!(
+            access.iter().all(|a| a.get(field).is_some()),
+            "missing {field}: {access:#?}"
+        );
+    }
+    let ok = &access[0];
+    assert_eq!(
+        (
+            ok["method"].as_str(),
+            ok["path"].as_str(),
+            ok["route"].as_str()
+        ),
+        (Some("GET"), Some("/v1/items/1"), Some("items"))
+    );
+    assert_eq!(
+        (ok["status"].as_u64(), ok["upstream_status"].as_u64()),
+        (Some(200), Some(200))
+    );
+    assert_eq!(
+        (ok["key_id"].as_str(), ok["business_id"].as_str()),
+        (Some(id.as_str()), Some("acme"))
+    );
+    assert_eq!(access[1]["code"], "insufficient_scope");
+    assert_eq!(
+        (access[2]["status"].as_u64(), access[2]["code"].as_str()),
+        (Some(401), Some("invalid_api_key"))
+    );
+    assert!(access[0]["ts"].as_str().unwrap().ends_with('Z'));
+}
+
+/// A counter's value (counters and histogram counts print as integers).
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_are_registered_at_start_and_move_with_traffic() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await;
+    let scrape = || async {
+        client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    for name in [
+        "keygate_requests_total",
+        "keygate_request_duration_seconds",
+        "keygate_cache_hits_total",
+        "keygate_cache_misses_total",
+        "keygate_store_errors_total",
+        "keygate_policy_reloads_total",
+        "keygate_upstream_duration_seconds",
+    ] {
+        assert!(
+            before.lines().any(|l| l.starts_with(name)),
+            "{name} is not registered at start:\n{before}"
+        );
+    }
+    assert_eq!(sample(&before, "keygate_cache_hits_total"), 0);
+
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(gw.url("/v1/items/1"))
+                .header("X-API-Key", &key)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        c.get(gw.url("/v1/reports"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let after = scrape().await;
+    assert_eq!(
+        sample(
+            &after,
+            "keygate_requests_total{route=\"items\",status=\"200\"}"
+        ),
+        3
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "keygate_requests_total{route=\"reports\",status=\"403\"}"
+        ),
+        1
+    );
+    assert_eq!(sample(&after, "keygate_cache_misses_total"), 1);
+    assert_eq!(sample(&after, "keygate_cache_hits_total"), 3);
+    assert_eq!(
+        sample(
+            &after,
+            "keygate_request_duration_seconds_count{route=\"items\"}"
+        ),
+        3
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "keygate_upstream_duration_seconds_count{route=\"items\"}"
+        ),
+        3
+    );
+    assert!(
+        !after.contains("/v1/items/1") && !after.contains(&key[3..]),
+        "labels are bounded: no paths, no keys"
+    );
+}
