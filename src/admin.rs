@@ -15,6 +15,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::cache::Cache;
+use crate::expiry::Expiring;
 use crate::metrics;
 use crate::store::KeyStore;
 use error::AdminError;
@@ -23,6 +24,7 @@ use error::AdminError;
 pub struct Admin {
     pub store: Arc<dyn KeyStore>,
     pub cache: Arc<Cache>,
+    pub expiring: Arc<Expiring>,
     /// How long `/readyz` waits for the store's ping.
     pub store_timeout: Duration,
 }
@@ -56,6 +58,7 @@ impl Admin {
             stats.stale_served.load(Ordering::Relaxed),
             self.cache.len(),
         );
+        metrics::expiring_soon(self.expiring.count());
         let mut r = Response::new(Full::new(Bytes::from(metrics::render())));
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::Admin;
 use crate::cache::Cache;
 use crate::config::{self, Config};
+use crate::expiry::Expiring;
 use crate::forward_auth::ForwardAuth;
 use crate::limits::Limits;
 use crate::policy::watch::{self, Reloader, Trigger};
@@ -137,6 +138,7 @@ impl App {
             cache,
             usage: Arc::new(Usage::default()),
             limits: Arc::new(Limits::default()),
+            expiring: Arc::new(Expiring::new(config.key_expiry_warning)),
             upstream,
             key_header: config.key_header.clone(),
             key_header_display: config.key_header_display.clone(),
@@ -146,6 +148,7 @@ impl App {
         let admin = Arc::new(Admin {
             store,
             cache: Arc::clone(&proxy.cache),
+            expiring: Arc::clone(&proxy.expiring),
             store_timeout: config.store_timeout.max(Duration::from_secs(1)),
         });
         let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
@@ -298,6 +301,7 @@ impl App {
                 tick.tick().await;
                 p.cache.sweep();
                 p.limits.sweep();
+                p.expiring.sweep(crate::keys::Timestamp::now());
             }
         }));
         tasks

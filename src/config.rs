@@ -190,6 +190,7 @@ struct RawKeys {
     prefix: Option<String>,
     max_ttl: Option<Dur>,
     header: Option<String>,
+    expiry_warning: Option<Dur>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -262,6 +263,8 @@ pub struct Config {
     pub cache_stale_if_error: Duration,
     pub key_prefix: String,
     pub key_max_ttl: Option<Duration>,
+    /// Keys in use this close to their expiry are logged and counted.
+    pub key_expiry_warning: Duration,
     /// The request header that carries the key (`X-API-Key` unless configured).
     pub key_header: http::HeaderName,
     /// The key header as written in the config, for messages and `WWW-Authenticate`.
@@ -372,6 +375,10 @@ impl Config {
             cache_stale_if_error: raw.cache.stale_if_error.map_or(Duration::ZERO, |d| d.0),
             key_prefix,
             key_max_ttl: raw.keys.max_ttl.map(|d| d.0),
+            key_expiry_warning: raw
+                .keys
+                .expiry_warning
+                .map_or(Duration::from_secs(7 * 86_400), |d| d.0),
             key_header,
             key_header_display,
             policy: here(raw.policy.as_deref().unwrap_or(Path::new("policy.yaml"))),

@@ -19,6 +19,7 @@
 //! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation,
 //!   serve-stale on store errors (`stale_if_error`) → keys, store
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
+//! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
 //! - [`usage`]: batched `last_used_at` writes → keys
 //! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
 //!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match
@@ -39,6 +40,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod expiry;
 pub mod forward_auth;
 pub mod keys;
 pub mod lifecycle;

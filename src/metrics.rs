@@ -20,6 +20,7 @@ pub const CACHE_HITS: &str = "keygate_cache_hits_total";
 pub const CACHE_MISSES: &str = "keygate_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "keygate_cache_entries";
 pub const CACHE_STALE: &str = "keygate_cache_stale_served_total";
+pub const EXPIRING_SOON: &str = "keygate_keys_expiring_soon";
 pub const STORE_ERRORS: &str = "keygate_store_errors_total";
 pub const POLICY_RELOADS: &str = "keygate_policy_reloads_total";
 
@@ -65,6 +66,10 @@ pub fn install<'a>(routes: impl IntoIterator<Item = &'a str>) {
         CACHE_STALE,
         "Known keys served past their ttl while the store erred (stale_if_error)"
     );
+    describe_gauge!(
+        EXPIRING_SOON,
+        "Keys in use that expire within keys.expiry_warning"
+    );
     describe_counter!(STORE_ERRORS, "Store calls that failed or timed out");
     describe_counter!(POLICY_RELOADS, "Policy reloads, by result (ok or error)");
     counter!(CACHE_HITS).absolute(0);
@@ -72,6 +77,7 @@ pub fn install<'a>(routes: impl IntoIterator<Item = &'a str>) {
     counter!(CACHE_STALE).absolute(0);
     counter!(STORE_ERRORS).increment(0);
     gauge!(CACHE_ENTRIES).set(0.0);
+    gauge!(EXPIRING_SOON).set(0.0);
     for result in ["ok", "error"] {
         counter!(POLICY_RELOADS, "result" => result).increment(0);
     }
@@ -115,4 +121,10 @@ pub fn cache(hits: u64, misses: u64, stale: u64, entries: usize) {
     counter!(CACHE_STALE).absolute(stale);
     #[allow(clippy::cast_precision_loss)] // a gauge; exact beyond 2^53 entries is moot
     gauge!(CACHE_ENTRIES).set(entries as f64);
+}
+
+/// Keys in use that expire soon, just before a scrape.
+pub fn expiring_soon(keys: usize) {
+    #[allow(clippy::cast_precision_loss)] // a gauge of key counts
+    gauge!(EXPIRING_SOON).set(keys as f64);
 }

@@ -33,6 +33,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::cache::{Cache, Lookup};
+use crate::expiry::Expiring;
 use crate::keys::{self, KeyHash, Timestamp};
 use crate::limits::{Caller, Limits};
 use crate::metrics;
@@ -53,6 +54,7 @@ pub struct Proxy {
     pub cache: Arc<Cache>,
     pub usage: Arc<Usage>,
     pub limits: Arc<Limits>,
+    pub expiring: Arc<Expiring>,
     pub upstream: Upstream,
     pub key_header: HeaderName,
     /// The key header as configured (for `WWW-Authenticate`), e.g. `X-API-Key`.
@@ -201,6 +203,7 @@ impl Proxy {
             let now = Timestamp::now();
             let permit = policy.decide(matched, path, &record, &facts, now)?;
             self.usage.note(&record.id, now);
+            self.expiring.note(&record, now);
             (permit, Caller::Key(hash))
         };
         if let Some(limit) = permit.rate_limit() {

@@ -192,3 +192,67 @@ async fn metrics_are_registered_at_start_and_move_with_traffic() {
         "labels are bounded: no paths, no keys"
     );
 }
+
+#[tokio::test]
+async fn a_key_in_use_that_expires_soon_is_logged_once_and_counted() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await; // default window: 7 days
+    let (soon_id, soon) = gw
+        .create_key(&[
+            "--name",
+            "nightly",
+            "--user",
+            "u",
+            "--business",
+            "acme",
+            "--scope",
+            "items:read",
+            "--expires",
+            "2d",
+        ])
+        .await;
+    let (_, later) = gw
+        .create_key(&[
+            "--name",
+            "yearly",
+            "--user",
+            "u",
+            "--business",
+            "acme",
+            "--scope",
+            "items:read",
+            "--expires",
+            "1y",
+        ])
+        .await;
+    let c = client();
+    for key in [&soon, &soon, &later] {
+        assert_eq!(
+            c.get(gw.url("/v1/items/1"))
+                .header("X-API-Key", key)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let is_warning = |l: &str| l.contains("expires soon");
+    let lines = gw.stderr_until(1, is_warning).await;
+    let warnings: Vec<&String> = lines.iter().filter(|l| is_warning(l)).collect();
+    assert_eq!(warnings.len(), 1, "once per key: {warnings:#?}");
+    assert!(
+        warnings[0].contains(&soon_id) && !warnings[0].contains(&soon[3..]),
+        "{}",
+        warnings[0]
+    );
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sample(&text, "keygate_keys_expiring_soon"), 1);
+}
