@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::Admin;
+use crate::admin::auth::Token;
+use crate::admin::console::Console;
 use crate::cache::Cache;
 use crate::config::{self, Config};
 use crate::policy::{Policy, PolicyError};
@@ -83,11 +85,13 @@ impl App {
             config.upstream_connect_timeout,
             config.key_header.clone(),
         );
+        let policy = Arc::new(ArcSwap::from_pointee(policy));
+        let usage = Arc::new(Usage::default());
         let proxy = Arc::new(Proxy {
-            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            policy: Arc::clone(&policy),
             store: Arc::clone(&store),
-            cache,
-            usage: Arc::new(Usage::default()),
+            cache: Arc::clone(&cache),
+            usage: Arc::clone(&usage),
             upstream,
             key_header: config.key_header.clone(),
             key_header_display: config.key_header_display.clone(),
@@ -97,6 +101,15 @@ impl App {
         let admin = Arc::new(Admin {
             store,
             store_timeout: config.store_timeout.max(Duration::from_secs(1)),
+            policy,
+            cache,
+            usage,
+            key_prefix: config.key_prefix.clone(),
+            key_header: config.key_header.clone(),
+            key_header_display: config.key_header_display.clone(),
+            max_ttl: config.key_max_ttl,
+            token: admin_token(config.admin_token_env.as_deref()),
+            console: Console::new(&config.key_prefix, &config.key_header_display),
         });
         Ok(Self {
             config,
@@ -211,6 +224,20 @@ async fn flush_usage(p: &Proxy) {
         tracing::warn!(error = %e, "could not record last use; will retry");
         p.usage.restore(uses);
     }
+}
+
+/// The bootstrap admin token, read once from the env var `admin.token_env` names.
+/// Unset or empty: no token (only admin keys can use the admin API); said once in the log.
+fn admin_token(env: Option<&str>) -> Option<Token> {
+    let name = env?;
+    let token = std::env::var(name).ok().as_deref().and_then(Token::new);
+    if token.is_none() {
+        tracing::warn!(
+            env = name,
+            "admin.token_env names an unset or empty variable: no bootstrap admin token"
+        );
+    }
+    token
 }
 
 /// Binds a listener, naming the address in the error.
