@@ -6,6 +6,7 @@
     clippy::too_many_lines
 )]
 
+mod admin;
 mod cli;
 mod demo;
 mod proxy;

@@ -70,6 +70,8 @@ pub struct Gateway {
     pub config: PathBuf,
     pub proxy: String,
     pub admin: String,
+    /// The bootstrap admin token the gateway was started with, if any.
+    pub token: Option<String>,
     child: Child,
 }
 
@@ -80,6 +82,8 @@ pub struct Options<'a> {
     pub extra: &'a str,
     /// Upstream section override (default: `url:` of the given upstream).
     pub upstream_yaml: Option<String>,
+    /// A bootstrap admin token: passed in `KEYGATE_ADMIN_TOKEN`, named by `admin.token_env`.
+    pub admin_token: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -88,6 +92,7 @@ impl Default for Options<'_> {
             policy: POLICY,
             extra: "",
             upstream_yaml: None,
+            admin_token: None,
         }
     }
 }
@@ -101,53 +106,26 @@ impl Gateway {
     pub async fn start_with(upstream: &Upstream, opts: Options<'_>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &upstream.url(), &opts);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn keygate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("keygate did not print its listening line within 30 s")
-            .expect("read stdout");
-        let Some(line) = line else {
-            let out = child.wait_with_output().await.expect("wait");
-            panic!(
-                "keygate exited before listening: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let (proxy, admin) = parse_listening(&line);
-        // Keep draining stderr so the child never blocks on a full pipe; keep it for debugging.
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(async move {
-                let mut l = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = l.next_line().await {
-                    if std::env::var_os("KEYGATE_TEST_LOG").is_some() {
-                        eprintln!("[keygate] {line}");
-                    }
-                }
-            });
-        }
+        let token = opts.admin_token.map(str::to_owned);
+        let (child, proxy, admin) = spawn(&config, token.as_deref()).await;
         Self {
             _dir: dir,
             config,
             proxy,
             admin,
+            token,
             child,
         }
+    }
+
+    /// Stops the gateway and starts it again on the same config and store (new ports).
+    pub async fn restart(&mut self) {
+        self.signal("TERM");
+        self.wait().await;
+        let (child, proxy, admin) = spawn(&self.config, self.token.as_deref()).await;
+        self.child = child;
+        self.proxy = proxy;
+        self.admin = admin;
     }
 
     /// `http://proxy` + path.
@@ -219,6 +197,54 @@ impl Gateway {
     }
 }
 
+/// Spawns `keygate serve` on free ports and waits for its listening line.
+async fn spawn(config: &Path, token: Option<&str>) -> (Child, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--config",
+    ])
+    .arg(config)
+    .env_remove("KEYGATE_ADMIN_TOKEN")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    if let Some(t) = token {
+        cmd.env("KEYGATE_ADMIN_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("spawn keygate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("keygate did not print its listening line within 30 s")
+        .expect("read stdout");
+    let Some(line) = line else {
+        let out = child.wait_with_output().await.expect("wait");
+        panic!(
+            "keygate exited before listening: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (proxy, admin) = parse_listening(&line);
+    // Keep draining stderr so the child never blocks on a full pipe; keep it for debugging.
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut l = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = l.next_line().await {
+                if std::env::var_os("KEYGATE_TEST_LOG").is_some() {
+                    eprintln!("[keygate] {line}");
+                }
+            }
+        });
+    }
+    (child, proxy, admin)
+}
+
 /// Runs the keygate binary with `args` and `--config config`.
 pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keygate"))
@@ -237,8 +263,13 @@ pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathB
         .upstream_yaml
         .clone()
         .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 2s\n"));
+    let admin = if opts.admin_token.is_some() {
+        "admin:\n  token_env: KEYGATE_ADMIN_TOKEN\n"
+    } else {
+        ""
+    };
     let config = format!(
-        "{upstream}store:\n  kind: embedded\n  path: keygate.db\npolicy: policy.yaml\nlog:\n  format: json\n{}",
+        "{upstream}{admin}store:\n  kind: embedded\n  path: keygate.db\npolicy: policy.yaml\nlog:\n  format: json\n{}",
         opts.extra
     );
     let path = dir.join("keygate.yaml");
