@@ -8,6 +8,8 @@
 
 mod admin;
 mod cli;
+mod console;
 mod demo;
+mod openapi;
 mod proxy;
 mod support;

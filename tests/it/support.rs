@@ -245,6 +245,20 @@ async fn spawn(config: &Path, token: Option<&str>) -> (Child, String, String) {
     (child, proxy, admin)
 }
 
+/// A program of the test virtualenv (`target/venv/bin/NAME`), which `make test` creates
+/// (`scripts/test-deps.sh`: schemathesis and Playwright, pinned).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` once (it creates target/venv with schemathesis and playwright)",
+        path.display()
+    );
+    path
+}
+
 /// Runs the keygate binary with `args` and `--config config`.
 pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keygate"))
