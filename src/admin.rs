@@ -1,4 +1,4 @@
-//! The admin listener: health, readiness, the admin API (`/v1/…`), its OpenAPI
+//! The admin listener: health, readiness, the admin API (`/v1/…`), its `OpenAPI`
 //! description and the web console.
 //!
 //! [`Admin::route`] reads top-down: resolve `(method, path)` to an [`Endpoint`] (unknown
@@ -186,9 +186,9 @@ impl Admin {
                 let body = input::body(body).await?;
                 self.rotate_key(&caller, id, &body).await
             }
-            Api::Policy => self.show_policy(),
+            Api::Policy => Ok(self.show_policy()),
             Api::Audit => self.audit(&caller, query).await,
-            Api::Whoami => Self::whoami(&caller),
+            Api::Whoami => Ok(Self::whoami(&caller)),
         }
     }
 

@@ -3,7 +3,8 @@
 //! A reverse proxy in front of an existing HTTP API: every request carries an API key
 //! in `X-API-Key`; keygate looks its SHA-256 up in a key registry through a local cache,
 //! checks the key's scopes, roles and locations against a YAML policy, and forwards what
-//! is allowed. An admin listener serves health, readiness and (later) the admin API.
+//! is allowed. An admin listener serves health, readiness, the admin API (create, list,
+//! rotate, revoke keys; audit), its `OpenAPI` description and a web console.
 //!
 //! # Architecture map ("→": what a module may use)
 //! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output, `demo` → all
@@ -21,7 +22,14 @@
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
-//! - [`admin`]: the admin listener (`/healthz`, `/readyz`); [`admin::error`]: `AdminError` → status
+//! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`
+//!   → keys, lifecycle, store, cache, policy, usage
+//!   - [`admin::auth`]: caller authentication (token, admin/self keys) and the
+//!     permission model: visibility, ownership, no escalation
+//!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
+//!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
+//!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
+//!   - [`admin::error`]: `AdminError` → status + JSON (the only such mapping for the admin API)
 //!
 //! Fences: `keys`, `policy` and `cache` never import hyper or tokio I/O; only
 //! `proxy::refusal` and `admin::error` map errors to HTTP statuses; `proxy::forward`

@@ -93,36 +93,42 @@ impl Caller {
     /// A record of another business is 404 (invisible); another user's record, for a
     /// self key, is 403.
     pub fn check_visible(&self, record: &KeyRecord) -> Result<(), AdminError> {
-        match self {
-            Self::Token => Ok(()),
-            Self::Admin(k) | Self::OwnUser(k) if k.business_id != record.business_id => {
-                Err(AdminError::NotFound)
-            }
-            Self::Admin(_) => Ok(()),
-            Self::OwnUser(k) if k.user_id != record.user_id => Err(AdminError::Forbidden(
-                "a keygate:self key manages only its own user's keys".to_owned(),
-            )),
-            Self::OwnUser(_) => Ok(()),
+        let Some(k) = self.key() else {
+            return Ok(());
+        };
+        if k.business_id != record.business_id {
+            return Err(AdminError::NotFound);
         }
+        if let Self::OwnUser(k) = self
+            && k.user_id != record.user_id
+        {
+            return Err(AdminError::Forbidden(
+                "a keygate:self key manages only its own user's keys".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the caller may own keys for `business`/`user` (creating one).
     pub fn check_owner(&self, business: &str, user: &str) -> Result<(), AdminError> {
-        match self {
-            Self::Token => Ok(()),
-            Self::Admin(k) | Self::OwnUser(k) if k.business_id != business => {
-                Err(AdminError::Forbidden(format!(
-                    "business_id: this key manages only business `{}`",
-                    k.business_id
-                )))
-            }
-            Self::Admin(_) => Ok(()),
-            Self::OwnUser(k) if k.user_id != user => Err(AdminError::Forbidden(format!(
+        let Some(k) = self.key() else {
+            return Ok(());
+        };
+        if k.business_id != business {
+            return Err(AdminError::Forbidden(format!(
+                "business_id: this key manages only business `{}`",
+                k.business_id
+            )));
+        }
+        if let Self::OwnUser(k) = self
+            && k.user_id != user
+        {
+            return Err(AdminError::Forbidden(format!(
                 "user_id: a keygate:self key manages only its own user `{}`",
                 k.user_id
-            ))),
-            Self::OwnUser(_) => Ok(()),
+            )));
         }
+        Ok(())
     }
 
     /// The (business, user) filters the caller's listings are confined to.
@@ -286,7 +292,10 @@ async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
     }
 }
 
-fn one_header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, AdminError> {
+fn one_header<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h str>, AdminError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -368,24 +377,54 @@ routes: []
     #[test]
     fn minting_never_exceeds_what_the_key_holds() {
         let p = Policy::parse(Path::new("p.yaml"), POLICY).unwrap();
-        let k = key(&["keygate:admin", "items:read"], &["hq"], &[("editor", &["hq"])]);
-        assert!(k.check_mint(&p, &v(&["items:read"]), &v(&["hq"]), &[]).is_ok());
+        let k = key(
+            &["keygate:admin", "items:read"],
+            &["hq"],
+            &[("editor", &["hq"])],
+        );
+        assert!(
+            k.check_mint(&p, &v(&["items:read"]), &v(&["hq"]), &[])
+                .is_ok()
+        );
         assert!(k.check_mint(&p, &v(&["keygate:self"]), &[], &[]).is_ok());
         // items:write only at hq, through a role: not everywhere.
         assert!(k.check_mint(&p, &v(&["items:write"]), &[], &[]).is_err());
         assert!(k.check_mint(&p, &[], &[], &[g("editor", &["hq"])]).is_ok());
         assert!(k.check_mint(&p, &[], &[], &[g("viewer", &["hq"])]).is_ok());
         // viewer = items:read, held directly, so everywhere.
-        assert!(k.check_mint(&p, &[], &[], &[g("viewer", &["plant-1", "*"])]).is_ok());
-        assert!(k.check_mint(&p, &[], &[], &[g("editor", &["plant-1"])]).is_err());
+        assert!(
+            k.check_mint(&p, &[], &[], &[g("viewer", &["plant-1", "*"])])
+                .is_ok()
+        );
+        assert!(
+            k.check_mint(&p, &[], &[], &[g("editor", &["plant-1"])])
+                .is_err()
+        );
         assert!(k.check_mint(&p, &[], &[], &[g("editor", &["*"])]).is_err());
         assert!(k.check_mint(&p, &[], &v(&["plant-1"]), &[]).is_err());
         assert!(k.check_mint(&p, &[], &v(&["*"]), &[]).is_err());
 
         let everywhere = key(&["keygate:self"], &["*"], &[("editor", &["*"])]);
-        assert!(everywhere.check_mint(&p, &v(&["items:write"]), &v(&["*", "hq"]), &[g("editor", &["plant-1"])]).is_ok());
-        assert!(everywhere.check_mint(&p, &v(&["keygate:admin"]), &[], &[]).is_err());
-        assert!(Caller::Token.check_mint(&p, &v(&["keygate:admin"]), &v(&["*"]), &[]).is_ok());
+        assert!(
+            everywhere
+                .check_mint(
+                    &p,
+                    &v(&["items:write"]),
+                    &v(&["*", "hq"]),
+                    &[g("editor", &["plant-1"])]
+                )
+                .is_ok()
+        );
+        assert!(
+            everywhere
+                .check_mint(&p, &v(&["keygate:admin"]), &[], &[])
+                .is_err()
+        );
+        assert!(
+            Caller::Token
+                .check_mint(&p, &v(&["keygate:admin"]), &v(&["*"]), &[])
+                .is_ok()
+        );
     }
 
     #[test]
@@ -394,11 +433,19 @@ routes: []
         let mut mine = record("kid_y", "acme", "bob");
         assert!(admin.check_visible(&mine).is_ok());
         mine.business_id = "other".to_owned();
-        assert!(matches!(admin.check_visible(&mine), Err(AdminError::NotFound)));
-        let Caller::Admin(r) = admin else { unreachable!() };
+        assert!(matches!(
+            admin.check_visible(&mine),
+            Err(AdminError::NotFound)
+        ));
+        let Caller::Admin(r) = admin else {
+            unreachable!()
+        };
         let own = Caller::OwnUser(r);
         mine.business_id = "acme".to_owned();
-        assert!(matches!(own.check_visible(&mine), Err(AdminError::Forbidden(_))));
+        assert!(matches!(
+            own.check_visible(&mine),
+            Err(AdminError::Forbidden(_))
+        ));
         mine.user_id = "ann".to_owned();
         assert!(own.check_visible(&mine).is_ok());
         assert!(own.check_owner("acme", "bob").is_err());

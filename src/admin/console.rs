@@ -113,7 +113,10 @@ mod tests {
         assert!(!page.contains("<script>"), "inline script");
         assert!(!page.contains("style="), "inline style");
         assert!(!page.contains("<style"), "inline style");
-        assert!(!page.contains("http://") && !page.contains("https://"), "no CDN");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no CDN"
+        );
         assert!(!CSP.contains("unsafe-inline"));
     }
 }

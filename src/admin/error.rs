@@ -99,7 +99,9 @@ impl AdminError {
             Self::Unauthenticated(_) => {
                 r.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="keygate-admin", ApiKey header="X-API-Key""#),
+                    HeaderValue::from_static(
+                        r#"Bearer realm="keygate-admin", ApiKey header="X-API-Key""#,
+                    ),
                 );
             }
             Self::MethodNotAllowed { allow } => {

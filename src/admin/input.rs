@@ -69,7 +69,7 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8], empty_ok: bool) -> Result<T, Admi
     Ok(value)
 }
 
-/// serde_json appends " at line L column C"; the field name says more to an API client.
+/// `serde_json` appends " at line L column C"; the field name says more to an API client.
 fn without_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message.get(..i).unwrap_or(message).to_owned(),
@@ -92,7 +92,10 @@ pub fn query(raw: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, Stri
             ));
         }
         if out.contains_key(name.as_ref()) {
-            return Err(AdminError::invalid(name.into_owned(), "given more than once"));
+            return Err(AdminError::invalid(
+                name.into_owned(),
+                "given more than once",
+            ));
         }
         if !value.is_empty() {
             out.insert(name.into_owned(), value.into_owned());
@@ -110,7 +113,9 @@ pub fn limit(value: Option<&str>) -> Result<usize, AdminError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AdminError::invalid(
             "limit",
-            format!("must be a whole number from 1 (larger than {MAX_LIMIT} is taken as {MAX_LIMIT})"),
+            format!(
+                "must be a whole number from 1 (larger than {MAX_LIMIT} is taken as {MAX_LIMIT})"
+            ),
         ));
     }
     // All digits: a parse failure can only be an overflow, which is "larger".
@@ -148,12 +153,18 @@ mod tests {
             msg(r#"{"grants": [{"role": "r", "locations": [], "x": 1}]}"#),
             "grants[0].x: unknown field"
         );
-        assert!(msg(r#"{"name": 1}"#).starts_with("name: invalid type: integer `1`"), "{}", msg(r#"{"name": 1}"#));
-        assert!(msg(r#"{"grants": [{"role": 2, "locations": []}]}"#).starts_with("grants[0].role: "));
+        assert!(
+            msg(r#"{"name": 1}"#).starts_with("name: invalid type: integer `1`"),
+            "{}",
+            msg(r#"{"name": 1}"#)
+        );
+        assert!(
+            msg(r#"{"grants": [{"role": 2, "locations": []}]}"#).starts_with("grants[0].role: ")
+        );
         assert!(msg("{").starts_with("body: "), "{}", msg("{"));
         assert!(msg("[]").starts_with("body: "), "{}", msg("[]"));
         assert_eq!(msg(""), "body: must be a JSON object");
-        assert!(msg(r#"{} x"#).starts_with("body: trailing"));
+        assert!(msg(r"{} x").starts_with("body: trailing"));
         assert!(json::<T>(b"", true).is_ok());
     }
 

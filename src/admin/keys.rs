@@ -54,7 +54,10 @@ fn required(field: &'static str, value: Option<String>) -> Result<String, AdminE
 }
 
 /// `expires_in` or `expires_at` (not both); `None` when neither.
-fn expiry(expires_in: Option<&str>, expires_at: Option<&str>) -> Result<Option<Expiry>, AdminError> {
+fn expiry(
+    expires_in: Option<&str>,
+    expires_at: Option<&str>,
+) -> Result<Option<Expiry>, AdminError> {
     match (expires_in, expires_at) {
         (Some(_), Some(_)) => Err(AdminError::invalid(
             "expires_at",
@@ -130,7 +133,14 @@ impl Admin {
     pub(super) async fn list_keys(&self, caller: &Caller, raw_query: Option<&str>) -> Answer {
         let mut q = input::query(
             raw_query,
-            &["business_id", "user_id", "search", "status", "limit", "cursor"],
+            &[
+                "business_id",
+                "user_id",
+                "search",
+                "status",
+                "limit",
+                "cursor",
+            ],
         )?;
         let status = q
             .remove("status")
@@ -222,8 +232,8 @@ impl Admin {
     }
 
     /// `GET /v1/policy`: the active policy's scopes, roles, locations and routes.
-    pub(super) fn show_policy(&self) -> Answer {
-        Ok(json(StatusCode::OK, &self.policy.load().to_json()))
+    pub(super) fn show_policy(&self) -> Response<Full<Bytes>> {
+        json(StatusCode::OK, &self.policy.load().to_json())
     }
 
     /// `GET /v1/audit`: newest first; a key caller sees its own business only, and a
@@ -245,9 +255,9 @@ impl Admin {
     }
 
     /// `GET /v1/whoami`: what the console shows and pre-fills after sign-in.
-    pub(super) fn whoami(caller: &Caller) -> Answer {
+    pub(super) fn whoami(caller: &Caller) -> Response<Full<Bytes>> {
         let key = caller.key();
-        Ok(json(
+        json(
             StatusCode::OK,
             &serde_json::json!({
                 "kind": caller.kind(),
@@ -259,6 +269,6 @@ impl Admin {
                 "locations": key.map(|k| &k.locations),
                 "grants": key.map(|k| &k.grants),
             }),
-        ))
+        )
     }
 }

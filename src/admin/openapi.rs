@@ -1,4 +1,4 @@
-//! `GET /openapi.json`: the OpenAPI 3 description of the admin API.
+//! `GET /openapi.json`: the `OpenAPI` 3 description of the admin API.
 //!
 //! Invariants: the document is `openapi.json` beside this file, compiled in; every
 //! `/v1/` operation the router serves is described, with every status it can answer

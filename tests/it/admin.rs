@@ -30,12 +30,7 @@ async fn start(up: &Upstream) -> Gateway {
     .await
 }
 
-fn req(
-    gw: &Gateway,
-    method: reqwest::Method,
-    path: &str,
-    who: As<'_>,
-) -> reqwest::RequestBuilder {
+fn req(gw: &Gateway, method: reqwest::Method, path: &str, who: As<'_>) -> reqwest::RequestBuilder {
     let r = client().request(method, gw.admin_url(path));
     match who {
         As::Nobody => r,
@@ -211,7 +206,9 @@ async fn admin_token_creates_shows_lists_and_revokes_and_the_proxy_follows() {
     // The key works through the proxy (and is now cached there) ...
     assert_eq!(proxy_status(&gw, &secret, "/v1/items/1").await.0, 200);
     assert_eq!(
-        proxy_status(&gw, &secret, "/v1/locations/plant-2/items").await.0,
+        proxy_status(&gw, &secret, "/v1/locations/plant-2/items")
+            .await
+            .0,
         200
     );
     // ... last_used_at is written within 10 s ...
@@ -221,7 +218,10 @@ async fn admin_token_creates_shows_lists_and_revokes_and_the_proxy_follows() {
         if v["last_used_at"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "last_used_at not written in 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "last_used_at not written in 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // ... and is refused within a second of DELETE.
@@ -251,7 +251,10 @@ async fn admin_token_creates_shows_lists_and_revokes_and_the_proxy_follows() {
         204
     );
     let (status, v) = delete(&gw, "/v1/keys/kid_nope", As::Token(TOKEN)).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let (status, _) = get(&gw, "/v1/keys/kid_nope", As::Token(TOKEN)).await;
     assert_eq!(status, 404);
 }
@@ -297,7 +300,10 @@ async fn credentials_missing_wrong_or_insufficient() {
 
     // A valid key without keygate:admin or keygate:self: 403.
     let (status, v) = get(&gw, "/v1/keys", As::Key(&plain)).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     // A business switched off by the policy: 403.
     assert_eq!(get(&gw, "/v1/keys", As::Key(&trial)).await.0, 403);
     // Both credentials at once: ambiguous.
@@ -318,7 +324,13 @@ async fn credentials_missing_wrong_or_insufficient() {
     assert_eq!(get(&gw, "/v1/keys", As::Key(&admin)).await.0, 401);
 
     // Public: health, OpenAPI, the console.
-    for path in ["/healthz", "/openapi.json", "/", "/console/app.js", "/console/app.css"] {
+    for path in [
+        "/healthz",
+        "/openapi.json",
+        "/",
+        "/console/app.js",
+        "/console/app.css",
+    ] {
         let resp = client().get(gw.admin_url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
     }
@@ -335,7 +347,14 @@ async fn a_gateway_without_a_token_refuses_every_bearer() {
     // Keys created with the CLI still administer.
     let (_, admin) = gw
         .create_key(&[
-            "--name", "a", "--user", "boss", "--business", "acme", "--scope", "keygate:admin",
+            "--name",
+            "a",
+            "--user",
+            "boss",
+            "--business",
+            "acme",
+            "--scope",
+            "keygate:admin",
         ])
         .await;
     assert_eq!(get(&gw, "/v1/keys", As::Key(&admin)).await.0, 200);
@@ -373,18 +392,39 @@ async fn bad_input_is_400_naming_the_field() {
         (with(json!({"scopes": ["items:raed"]})), "scopes"),
         (with(json!({"scopes": "items:read"})), "scopes"),
         (with(json!({"locations": ["mars"]})), "locations"),
-        (with(json!({"grants": [{"role": "boss", "locations": ["hq"]}]})), "grants"),
-        (with(json!({"grants": [{"role": "viewer", "locations": ["mars"]}]})), "grants"),
-        (with(json!({"grants": [{"role": "viewer", "locations": []}]})), "grants"),
-        (with(json!({"grants": [{"role": "viewer", "locations": ["hq"], "x": 1}]})), "grants[0].x"),
+        (
+            with(json!({"grants": [{"role": "boss", "locations": ["hq"]}]})),
+            "grants",
+        ),
+        (
+            with(json!({"grants": [{"role": "viewer", "locations": ["mars"]}]})),
+            "grants",
+        ),
+        (
+            with(json!({"grants": [{"role": "viewer", "locations": []}]})),
+            "grants",
+        ),
+        (
+            with(json!({"grants": [{"role": "viewer", "locations": ["hq"], "x": 1}]})),
+            "grants[0].x",
+        ),
         (with(json!({"expires_in": "soon"})), "expires_in"),
         (with(json!({"expires_in": "0s"})), "expires_in"),
         (with(json!({"expires_in": "1y"})), "expires_in"),
         (with(json!({"expires_in": "never"})), "expires_in"),
         (with(json!({"expires_at": "tomorrow"})), "expires_at"),
-        (with(json!({"expires_at": "2001-01-01T00:00:00Z"})), "expires_at"),
-        (with(json!({"expires_at": "2999-01-01T00:00:00Z"})), "expires_at"),
-        (with(json!({"expires_in": "1d", "expires_at": "2999-01-01T00:00:00Z"})), "expires_at"),
+        (
+            with(json!({"expires_at": "2001-01-01T00:00:00Z"})),
+            "expires_at",
+        ),
+        (
+            with(json!({"expires_at": "2999-01-01T00:00:00Z"})),
+            "expires_at",
+        ),
+        (
+            with(json!({"expires_in": "1d", "expires_at": "2999-01-01T00:00:00Z"})),
+            "expires_at",
+        ),
     ];
     for (body, field) in cases {
         let (status, v) = post(&gw, "/v1/keys", As::Token(TOKEN), body.clone()).await;
@@ -403,14 +443,30 @@ async fn bad_input_is_400_naming_the_field() {
             .await
             .unwrap();
         let (status, code, v) = error_code(resp).await;
-        assert_eq!((status, code.as_str()), (400, "invalid_request"), "{raw:?}: {v}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{raw:?}: {v}"
+        );
     }
     // Too large.
     let big = "x".repeat(100_000);
-    let (status, v) = post(&gw, "/v1/keys", As::Token(TOKEN), with(json!({"description": big}))).await;
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        As::Token(TOKEN),
+        with(json!({"description": big})),
+    )
+    .await;
     assert_eq!(status, 413, "{v}");
     // Within max_ttl is fine.
-    let (status, v) = post(&gw, "/v1/keys", As::Token(TOKEN), with(json!({"expires_in": "5d"}))).await;
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        As::Token(TOKEN),
+        with(json!({"expires_in": "5d"})),
+    )
+    .await;
     assert_eq!(status, 201, "{v}");
     let (status, v) = post(&gw, "/v1/keys", As::Token(TOKEN), base.clone()).await;
     assert_eq!(status, 201, "no expiry given: max_ttl applies: {v}");
@@ -439,7 +495,13 @@ async fn bad_input_is_400_naming_the_field() {
         (json!({"graze": "1h"}), "graze"),
         (json!({"expires_in": "1y"}), "expires_in"),
     ] {
-        let (status, v) = post(&gw, &format!("/v1/keys/{id}/rotate"), As::Token(TOKEN), body).await;
+        let (status, v) = post(
+            &gw,
+            &format!("/v1/keys/{id}/rotate"),
+            As::Token(TOKEN),
+            body,
+        )
+        .await;
         assert_invalid(status, &v, field);
     }
 }
@@ -462,9 +524,19 @@ async fn routing_405_with_allow_and_404() {
         assert_eq!(resp.status(), 405, "{path}");
         assert_eq!(resp.headers()["allow"], allow);
     }
-    for path in ["/v1/nope", "/v1/keys/", "/v1/keys/a/b", "/v1/keys/a/rotate/x", "/nope"] {
+    for path in [
+        "/v1/nope",
+        "/v1/keys/",
+        "/v1/keys/a/b",
+        "/v1/keys/a/rotate/x",
+        "/nope",
+    ] {
         let (status, v) = get(&gw, path, As::Token(TOKEN)).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}"
+        );
     }
 }
 
@@ -491,13 +563,13 @@ async fn keys_never_mint_what_they_do_not_hold() {
         b
     };
     let refused = [
-        json!({"scopes": ["items:write"]}),                           // only at hq, via a role
-        json!({"scopes": ["reports:read"]}),                          // not held at all
-        json!({"locations": ["plant-1"]}),                            // not its location
-        json!({"locations": ["*"]}),                                  // not every location
+        json!({"scopes": ["items:write"]}),  // only at hq, via a role
+        json!({"scopes": ["reports:read"]}), // not held at all
+        json!({"locations": ["plant-1"]}),   // not its location
+        json!({"locations": ["*"]}),         // not every location
         json!({"grants": [{"role": "editor", "locations": ["plant-1"]}]}), // role only at hq
         json!({"grants": [{"role": "editor", "locations": ["*"]}]}),
-        json!({"business_id": "globex"}),                             // another business
+        json!({"business_id": "globex"}), // another business
     ];
     for extra in refused {
         let (status, v) = post(&gw, "/v1/keys", who, new(extra.clone())).await;
@@ -530,7 +602,13 @@ async fn keys_never_mint_what_they_do_not_hold() {
     )
     .await;
     let me = As::Key(&own);
-    let (status, v) = post(&gw, "/v1/keys", me, new(json!({"scopes": ["items:read"], "locations": ["plant-2"]}))).await;
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        me,
+        new(json!({"scopes": ["items:read"], "locations": ["plant-2"]})),
+    )
+    .await;
     assert_eq!(status, 201, "{v}");
     for extra in [
         json!({"user_id": "bob"}),
@@ -550,13 +628,20 @@ async fn keys_never_mint_what_they_do_not_hold() {
     let path = format!("/v1/keys/{bob_key}");
     assert_eq!(get(&gw, &path, me).await.0, 403);
     assert_eq!(delete(&gw, &path, me).await.0, 403);
-    assert_eq!(post(&gw, &format!("{path}/rotate"), me, json!({})).await.0, 403);
+    assert_eq!(
+        post(&gw, &format!("{path}/rotate"), me, json!({})).await.0,
+        403
+    );
     assert_eq!(get(&gw, "/v1/audit", me).await.0, 403);
     let (status, v) = get(&gw, "/v1/keys?user_id=bob", me).await;
     assert_eq!((status, v["keys"].as_array().unwrap().len()), (200, 0));
     let (_, v) = get(&gw, "/v1/keys", me).await;
     assert!(
-        v["keys"].as_array().unwrap().iter().all(|k| k["user_id"] == "ann"),
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["user_id"] == "ann"),
         "{v}"
     );
     assert_eq!(get(&gw, &path, who).await.0, 200);
@@ -592,21 +677,38 @@ async fn another_business_is_invisible() {
     for who in [As::Key(&admin), As::Key(&own)] {
         let path = format!("/v1/keys/{theirs}");
         let (status, v) = get(&gw, &path, who).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (404, Some("not_found")));
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
         assert_eq!(delete(&gw, &path, who).await.0, 404);
-        assert_eq!(post(&gw, &format!("{path}/rotate"), who, json!({})).await.0, 404);
+        assert_eq!(
+            post(&gw, &format!("{path}/rotate"), who, json!({})).await.0,
+            404
+        );
         let (status, v) = get(&gw, "/v1/keys?business_id=globex", who).await;
         assert_eq!(status, 200);
         assert_eq!(v["keys"], json!([]));
         let (_, v) = get(&gw, &format!("/v1/keys?search={theirs}"), who).await;
         assert_eq!(v["keys"], json!([]));
         let (_, v) = get(&gw, "/v1/keys", who).await;
-        assert!(v["keys"].as_array().unwrap().iter().all(|k| k["business_id"] == "acme"));
+        assert!(
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|k| k["business_id"] == "acme")
+        );
     }
     // Still alive: nothing happened to it.
     assert_eq!(proxy_status(&gw, &their_secret, "/v1/items/1").await.0, 200);
     // The token sees it.
-    assert_eq!(get(&gw, &format!("/v1/keys/{theirs}"), As::Token(TOKEN)).await.0, 200);
+    assert_eq!(
+        get(&gw, &format!("/v1/keys/{theirs}"), As::Token(TOKEN))
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test]
@@ -623,19 +725,28 @@ async fn listing_pages_searches_and_filters() {
         .await;
         ids.push(id);
     }
-    make(&gw, json!({"name": "pager elsewhere", "user_id": "even", "business_id": "other"})).await;
+    make(
+        &gw,
+        json!({"name": "pager elsewhere", "user_id": "even", "business_id": "other"}),
+    )
+    .await;
     for id in &ids[..2] {
-        assert_eq!(delete(&gw, &format!("/v1/keys/{id}"), As::Token(TOKEN)).await.0, 204);
+        assert_eq!(
+            delete(&gw, &format!("/v1/keys/{id}"), As::Token(TOKEN))
+                .await
+                .0,
+            204
+        );
     }
     // Three pages of 3, 3, 1; newest first; no gaps, no repeats.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = Vec::new();
     loop {
-        let mut path = "/v1/keys?business_id=pages&limit=3".to_owned();
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
+        let path = match &cursor {
+            Some(c) => format!("/v1/keys?business_id=pages&limit=3&cursor={c}"),
+            None => "/v1/keys?business_id=pages&limit=3".to_owned(),
+        };
         let (status, v) = get(&gw, &path, As::Token(TOKEN)).await;
         assert_eq!(status, 200, "{v}");
         let keys = v["keys"].as_array().unwrap();
@@ -665,33 +776,73 @@ async fn listing_pages_searches_and_filters() {
     assert_eq!(all.len(), newest_first.len());
 
     let count = |v: &Value| v["keys"].as_array().unwrap().len();
-    let (_, v) = get(&gw, "/v1/keys?business_id=pages&status=revoked", As::Token(TOKEN)).await;
+    let (_, v) = get(
+        &gw,
+        "/v1/keys?business_id=pages&status=revoked",
+        As::Token(TOKEN),
+    )
+    .await;
     assert_eq!(count(&v), 2);
-    assert!(v["keys"].as_array().unwrap().iter().all(|k| k["status"] == "revoked"));
-    let (_, v) = get(&gw, "/v1/keys?business_id=pages&status=active", As::Token(TOKEN)).await;
+    assert!(
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["status"] == "revoked")
+    );
+    let (_, v) = get(
+        &gw,
+        "/v1/keys?business_id=pages&status=active",
+        As::Token(TOKEN),
+    )
+    .await;
     assert_eq!(count(&v), 5);
-    let (_, v) = get(&gw, "/v1/keys?business_id=pages&status=expired", As::Token(TOKEN)).await;
+    let (_, v) = get(
+        &gw,
+        "/v1/keys?business_id=pages&status=expired",
+        As::Token(TOKEN),
+    )
+    .await;
     assert_eq!(count(&v), 0);
     let (_, v) = get(&gw, "/v1/keys?search=needle", As::Token(TOKEN)).await;
     assert_eq!(v["keys"][0]["id"], ids[3].as_str());
     assert_eq!(count(&v), 1);
     let (_, v) = get(&gw, "/v1/keys?search=PAGER+5", As::Token(TOKEN)).await;
     assert_eq!(v["keys"][0]["id"], ids[5].as_str());
-    let (_, v) = get(&gw, &format!("/v1/keys?search={}", &ids[6][4..]), As::Token(TOKEN)).await;
+    let (_, v) = get(
+        &gw,
+        &format!("/v1/keys?search={}", &ids[6][4..]),
+        As::Token(TOKEN),
+    )
+    .await;
     assert_eq!(v["keys"][0]["id"], ids[6].as_str());
     let (_, v) = get(&gw, "/v1/keys?search=pager", As::Token(TOKEN)).await;
     assert_eq!(count(&v), 8, "every business for the token");
-    let (_, v) = get(&gw, "/v1/keys?business_id=pages&user_id=odd", As::Token(TOKEN)).await;
+    let (_, v) = get(
+        &gw,
+        "/v1/keys?business_id=pages&user_id=odd",
+        As::Token(TOKEN),
+    )
+    .await;
     assert_eq!(count(&v), 3);
 
     // Default page size 50, larger limits clamped to 500.
     for i in 0..52 {
-        make(&gw, json!({"name": format!("bulk {i}"), "user_id": "b", "business_id": "bulk"})).await;
+        make(
+            &gw,
+            json!({"name": format!("bulk {i}"), "user_id": "b", "business_id": "bulk"}),
+        )
+        .await;
     }
     let (_, v) = get(&gw, "/v1/keys?business_id=bulk", As::Token(TOKEN)).await;
     assert_eq!(count(&v), 50);
     assert!(v["next_cursor"].is_string());
-    let (_, v) = get(&gw, "/v1/keys?business_id=bulk&limit=100000000000000000000", As::Token(TOKEN)).await;
+    let (_, v) = get(
+        &gw,
+        "/v1/keys?business_id=bulk&limit=100000000000000000000",
+        As::Token(TOKEN),
+    )
+    .await;
     assert_eq!(count(&v), 52);
     assert_eq!(v["next_cursor"], Value::Null);
 }
@@ -721,7 +872,15 @@ async fn rotation_keeps_the_old_key_during_grace_then_expires_it() {
     let new_secret = new["key"].as_str().unwrap();
     assert_ne!(new["id"], old["id"]);
     assert_ne!(new_secret, old_secret);
-    for field in ["name", "description", "user_id", "business_id", "scopes", "locations", "grants"] {
+    for field in [
+        "name",
+        "description",
+        "user_id",
+        "business_id",
+        "scopes",
+        "locations",
+        "grants",
+    ] {
         assert_eq!(new[field], old[field], "{field}");
     }
     // Same lifetime from now: five days.
@@ -745,23 +904,37 @@ async fn rotation_keeps_the_old_key_during_grace_then_expires_it() {
             assert_eq!(code, "expired_api_key");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(6), "old key still works");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "old key still works"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(started.elapsed() >= Duration::from_secs(1), "the grace was not honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the grace was not honoured"
+    );
     assert_eq!(proxy_status(&gw, new_secret, "/v1/items/1").await.0, 200);
     let (_, v) = get(&gw, &format!("/v1/keys/{old_id}"), As::Token(TOKEN)).await;
     assert_eq!(v["status"], "expired");
 
     // No body: no grace; given expiry: used.
     let new_id = new["id"].as_str().unwrap();
-    let resp = req(&gw, reqwest::Method::POST, &format!("/v1/keys/{new_id}/rotate"), As::Token(TOKEN))
-        .send()
-        .await
-        .unwrap();
+    let resp = req(
+        &gw,
+        reqwest::Method::POST,
+        &format!("/v1/keys/{new_id}/rotate"),
+        As::Token(TOKEN),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 201);
     let newest: Value = resp.json().await.unwrap();
-    assert_eq!(proxy_status(&gw, new_secret, "/v1/items/1").await.1, "expired_api_key");
+    assert_eq!(
+        proxy_status(&gw, new_secret, "/v1/items/1").await.1,
+        "expired_api_key"
+    );
     let (status, v) = post(
         &gw,
         &format!("/v1/keys/{}/rotate", newest["id"].as_str().unwrap()),
@@ -770,21 +943,43 @@ async fn rotation_keeps_the_old_key_during_grace_then_expires_it() {
     )
     .await;
     assert_eq!(status, 201);
-    assert_eq!((at(&v, "expires_at") - at(&v, "created_at")).whole_hours(), 1);
+    assert_eq!(
+        (at(&v, "expires_at") - at(&v, "created_at")).whole_hours(),
+        1
+    );
     // A revoked key cannot be rotated; an unknown one is 404.
     let id = v["id"].as_str().unwrap();
     delete(&gw, &format!("/v1/keys/{id}"), As::Token(TOKEN)).await;
-    let (status, v) = post(&gw, &format!("/v1/keys/{id}/rotate"), As::Token(TOKEN), json!({})).await;
+    let (status, v) = post(
+        &gw,
+        &format!("/v1/keys/{id}/rotate"),
+        As::Token(TOKEN),
+        json!({}),
+    )
+    .await;
     assert_invalid(status, &v, "id");
-    assert_eq!(post(&gw, "/v1/keys/kid_nope/rotate", As::Token(TOKEN), json!({})).await.0, 404);
+    assert_eq!(
+        post(&gw, "/v1/keys/kid_nope/rotate", As::Token(TOKEN), json!({}))
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
 async fn audit_is_scoped_and_survives_a_restart() {
     let up = Upstream::start().await;
     let mut gw = start(&up).await;
-    let (admin_id, admin) = admin_key(&gw, "acme", "keygate:admin", &["items:read"], &["*"], json!([])).await;
-    let (by_key, _) = {
+    let (admin_id, admin) = admin_key(
+        &gw,
+        "acme",
+        "keygate:admin",
+        &["items:read"],
+        &["*"],
+        json!([]),
+    )
+    .await;
+    let by_key = {
         let (status, v) = post(
             &gw,
             "/v1/keys",
@@ -793,14 +988,29 @@ async fn audit_is_scoped_and_survives_a_restart() {
         )
         .await;
         assert_eq!(status, 201, "{v}");
-        (v["id"].as_str().unwrap().to_owned(), ())
+        v["id"].as_str().unwrap().to_owned()
     };
-    let (other, _) = make(&gw, json!({"name": "g", "user_id": "u", "business_id": "globex"})).await;
-    let (status, rotated) = post(&gw, &format!("/v1/keys/{by_key}/rotate"), As::Key(&admin), json!({"grace": "1h"})).await;
+    let (other, _) = make(
+        &gw,
+        json!({"name": "g", "user_id": "u", "business_id": "globex"}),
+    )
+    .await;
+    let (status, rotated) = post(
+        &gw,
+        &format!("/v1/keys/{by_key}/rotate"),
+        As::Key(&admin),
+        json!({"grace": "1h"}),
+    )
+    .await;
     assert_eq!(status, 201);
     assert_eq!(rotated["created_by"], format!("key:{admin_id}"));
     let rotated_id = rotated["id"].as_str().unwrap().to_owned();
-    assert_eq!(delete(&gw, &format!("/v1/keys/{rotated_id}"), As::Token(TOKEN)).await.0, 204);
+    assert_eq!(
+        delete(&gw, &format!("/v1/keys/{rotated_id}"), As::Token(TOKEN))
+            .await
+            .0,
+        204
+    );
 
     gw.restart().await;
 
@@ -817,7 +1027,10 @@ async fn audit_is_scoped_and_survives_a_restart() {
     assert_eq!(find("created", &admin_id)["actor"], "token");
     assert_eq!(find("created", &by_key)["actor"], format!("key:{admin_id}"));
     assert_eq!(find("rotated", &by_key)["actor"], format!("key:{admin_id}"));
-    assert_eq!(find("created", &rotated_id)["actor"], format!("key:{admin_id}"));
+    assert_eq!(
+        find("created", &rotated_id)["actor"],
+        format!("key:{admin_id}")
+    );
     let revoked = find("revoked", &rotated_id);
     assert_eq!(revoked["actor"], "token");
     assert_eq!(revoked["business_id"], "acme");
@@ -846,12 +1059,25 @@ async fn policy_and_whoami() {
         v["scopes"][0],
         json!({"name": "items:read", "description": "Read items"})
     );
-    assert_eq!(v["roles"][1], json!({"name": "editor", "scopes": ["items:read", "items:write"]}));
+    assert_eq!(
+        v["roles"][1],
+        json!({"name": "editor", "scopes": ["items:read", "items:write"]})
+    );
     assert_eq!(v["locations"], json!(["hq", "plant-1", "plant-2"]));
-    assert!(v["routes"].as_array().unwrap().iter().any(|r| r["name"] == "location-items"));
+    assert!(
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "location-items")
+    );
     let (status, v) = get(&gw, "/v1/whoami", As::Token(TOKEN)).await;
     assert_eq!((status, v["kind"].as_str()), (200, Some("token")));
-    let (id, own) = make(&gw, json!({"name": "s", "user_id": "ann", "business_id": "acme", "scopes": ["keygate:self"]})).await;
+    let (id, own) = make(
+        &gw,
+        json!({"name": "s", "user_id": "ann", "business_id": "acme", "scopes": ["keygate:self"]}),
+    )
+    .await;
     let (_, v) = get(&gw, "/v1/whoami", As::Key(&own)).await;
     assert_eq!(v["kind"], "self");
     assert_eq!(v["key_id"], id.as_str());
@@ -876,15 +1102,39 @@ async fn console_is_served_with_security_headers() {
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(h.get("set-cookie").is_none());
     let page = resp.text().await.unwrap();
-    for label in ["Admin token or key", "Sign in", "Search", "Status", "Create key"] {
+    for label in [
+        "Admin token or key",
+        "Sign in",
+        "Search",
+        "Status",
+        "Create key",
+    ] {
         assert!(page.contains(label), "{label}");
     }
     assert!(page.contains(r#"<script src="/console/app.js""#));
-    let js = client().get(gw.admin_url("/console/app.js")).send().await.unwrap();
-    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let js = client()
+        .get(gw.admin_url("/console/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     let js = js.text().await.unwrap();
     assert!(js.contains("sessionStorage"));
     assert!(!js.contains("localStorage") && !js.contains("document.cookie"));
-    let css = client().get(gw.admin_url("/console/app.css")).send().await.unwrap();
-    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    let css = client()
+        .get(gw.admin_url("/console/app.css"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
 }

@@ -29,14 +29,21 @@ async fn console_signs_in_creates_searches_and_revokes_in_chromium() {
     // A few keys already there, so the list looks like a real one.
     for (name, user, business, scopes) in [
         ("billing export", "alice", "acme", vec!["reports:read"]),
-        ("warehouse scanner", "bob", "acme", vec!["items:read", "items:write"]),
+        (
+            "warehouse scanner",
+            "bob",
+            "acme",
+            vec!["items:read", "items:write"],
+        ),
         ("partner feed", "carol", "globex", vec!["items:read"]),
     ] {
         let resp = client()
             .post(gw.admin_url("/v1/keys"))
             .bearer_auth(TOKEN)
-            .json(&json!({"name": name, "user_id": user, "business_id": business,
-                          "scopes": scopes, "locations": ["hq"], "expires_in": "1y"}))
+            .json(
+                &json!({"name": name, "user_id": user, "business_id": business,
+                          "scopes": scopes, "locations": ["hq"], "expires_in": "1y"}),
+            )
             .send()
             .await
             .unwrap();

@@ -1,7 +1,8 @@
-//! `/openapi.json` checked by schemathesis (from PyPI, in the `target/venv` that
+//! `/openapi.json` checked by schemathesis (from `PyPI`, in the `target/venv` that
 //! `make test` creates) against a running gateway with the bootstrap token: no server
 //! error, no status, header, content type or body that the document does not describe,
-//! and every request the document calls invalid refused.
+//! every request the document calls invalid refused, 405 + `Allow` for other methods,
+//! 401 without credentials, and a deleted key gone.
 
 use std::path::PathBuf;
 
@@ -37,11 +38,14 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .current_dir(root.join("target"))
         .args(["run", &gw.admin_url("/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+        // Every check but one: `positive_data_acceptance` expects any schema-valid body
+        // to be accepted, but which scopes, roles and locations exist (and how long a
+        // key may live) is the live policy's and config's say, not the document's.
         .args([
             "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,\
-             response_headers_conformance,response_schema_conformance,\
-             negative_data_rejection,unsupported_method,ignored_auth,use_after_free",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
         ])
         .args(["--max-examples", "40", "--workers", "1", "--seed", "1"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
