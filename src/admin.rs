@@ -1,55 +1,206 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (and, later, the admin API and console).
+//! The admin listener: health, readiness, the admin API (`/v1/…`), its `OpenAPI`
+//! description and the web console.
 //!
-//! Invariants: `/healthz` answers 200 while the process serves; `/readyz` answers 200
-//! only when a policy is loaded and the store answers a live ping within
-//! `store.timeout` (at least a second). Both need no credentials: bind the admin listener privately.
+//! [`Admin::route`] reads top-down: resolve `(method, path)` to an [`Endpoint`] (unknown
+//! path 404, known path with another method 405 + `Allow`) before any credential is
+//! looked at; public endpoints answer at once; every `/v1/` endpoint first
+//! authenticates the caller ([`auth::authenticate`]: 401/403), then reads its input
+//! ([`input`]: 400/413), then acts ([`keys`]).
+//!
+//! Invariants: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the console's page and assets
+//! need no credentials (bind the admin listener privately); everything under `/v1/`
+//! does; errors become JSON only in [`error`]; every answer carries `nosniff`,
+//! `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`, and API answers
+//! `Cache-Control: no-store` (they may hold a secret). `/readyz` answers 200 only when
+//! a policy is loaded and the store answers a live ping within `store.timeout` (at
+//! least a second). Writes go only through `KeyStore`, via `lifecycle`.
 
+pub mod auth;
+pub mod console;
 pub mod error;
+pub mod input;
+pub mod keys;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::cache::Cache;
 use crate::expiry::Expiring;
 use crate::metrics;
+use crate::policy::Policy;
 use crate::store::KeyStore;
+use crate::usage::Usage;
 use error::AdminError;
 
 /// What the admin listener serves from.
 pub struct Admin {
     pub store: Arc<dyn KeyStore>,
-    pub cache: Arc<Cache>,
-    pub expiring: Arc<Expiring>,
-    /// How long `/readyz` waits for the store's ping.
+    /// How long `/readyz` and a key look-up wait for the store.
     pub store_timeout: Duration,
+    /// The live policy (the proxy's, swapped on reload): validation and `GET /v1/policy`.
+    pub policy: Arc<ArcSwap<Policy>>,
+    /// The proxy's key cache: admin keys are looked up like any other key.
+    pub cache: Arc<Cache>,
+    /// Keys in use that expire soon (for `/metrics`).
+    pub expiring: Arc<Expiring>,
+    /// Last-use times of admin keys, flushed with the proxy's.
+    pub usage: Arc<Usage>,
+    pub key_prefix: String,
+    pub key_header: HeaderName,
+    pub key_header_display: String,
+    pub max_ttl: Option<Duration>,
+    /// The bootstrap token, read once at start from the env var `admin.token_env` names.
+    pub token: Option<auth::Token>,
+    pub console: console::Console,
+}
+
+/// What a request asks for, known before anyone is authenticated.
+enum Endpoint<'p> {
+    Health,
+    Ready,
+    Metrics,
+    OpenApi,
+    Console(console::Asset),
+    Api(Api<'p>),
+}
+
+/// The endpoints that need credentials.
+enum Api<'p> {
+    CreateKey,
+    ListKeys,
+    ShowKey(&'p str),
+    RevokeKey(&'p str),
+    RotateKey(&'p str),
+    Policy,
+    Audit,
+    Whoami,
+}
+
+/// `(method, path)` → endpoint; a known path with another method is 405 with `Allow`.
+fn endpoint<'p>(method: &Method, path: &'p str) -> Result<Endpoint<'p>, AdminError> {
+    use Endpoint as E;
+    let get = *method == Method::GET;
+    let get_or_head = get || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let (found, allow) = match path {
+        "/healthz" => (get_or_head.then_some(E::Health), "GET, HEAD"),
+        "/readyz" => (get_or_head.then_some(E::Ready), "GET, HEAD"),
+        "/metrics" => (get_or_head.then_some(E::Metrics), "GET, HEAD"),
+        "/openapi.json" => (get.then_some(E::OpenApi), "GET"),
+        "/v1/keys" => (
+            if get {
+                Some(E::Api(Api::ListKeys))
+            } else if post {
+                Some(E::Api(Api::CreateKey))
+            } else {
+                None
+            },
+            "GET, POST",
+        ),
+        "/v1/policy" => (get.then_some(E::Api(Api::Policy)), "GET"),
+        "/v1/audit" => (get.then_some(E::Api(Api::Audit)), "GET"),
+        "/v1/whoami" => (get.then_some(E::Api(Api::Whoami)), "GET"),
+        _ => {
+            if let Some(asset) = console::Asset::at(path) {
+                (get_or_head.then_some(E::Console(asset)), "GET, HEAD")
+            } else if let Some(rest) = path.strip_prefix("/v1/keys/") {
+                match rest.split_once('/') {
+                    None if !rest.is_empty() => (
+                        if get {
+                            Some(E::Api(Api::ShowKey(rest)))
+                        } else if *method == Method::DELETE {
+                            Some(E::Api(Api::RevokeKey(rest)))
+                        } else {
+                            None
+                        },
+                        "GET, DELETE",
+                    ),
+                    Some((id, "rotate")) if !id.is_empty() => {
+                        (post.then_some(E::Api(Api::RotateKey(id))), "POST")
+                    }
+                    _ => return Err(AdminError::NotFound),
+                }
+            } else {
+                return Err(AdminError::NotFound);
+            }
+        }
+    };
+    found.ok_or(AdminError::MethodNotAllowed { allow })
 }
 
 impl Admin {
     /// Answers one admin request; errors become their JSON answer here.
-    pub async fn serve<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
-        match self.route(&req).await {
+    pub async fn serve<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut response = match self.route(req).await {
             Ok(r) => r,
             Err(e) => e.to_response(),
+        };
+        let h = response.headers_mut();
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        if path.starts_with("/v1/") {
+            tracing::info!(target: "keygate::admin", method = %method, path = %path, status = response.status().as_u16(), "admin request");
         }
+        response
     }
 
-    async fn route<B>(&self, req: &Request<B>) -> Result<Response<Full<Bytes>>, AdminError> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => {
-                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+    async fn route<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, AdminError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let api = match endpoint(&parts.method, parts.uri.path())? {
+            Endpoint::Health => {
+                return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
             }
-            (&Method::GET | &Method::HEAD, "/readyz") => Ok(self.readyz().await),
-            (&Method::GET | &Method::HEAD, "/metrics") => Ok(self.metrics()),
-            (_, "/healthz" | "/readyz" | "/metrics") => Err(AdminError::MethodNotAllowed),
-            _ => Err(AdminError::NotFound),
+            Endpoint::Ready => return Ok(self.readyz().await),
+            Endpoint::Metrics => return Ok(self.metrics()),
+            Endpoint::OpenApi => return Ok(openapi::response()),
+            Endpoint::Console(asset) => return Ok(self.console.response(asset)),
+            Endpoint::Api(api) => api,
+        };
+        let caller = auth::authenticate(self, &parts.headers).await?;
+        let query = parts.uri.query();
+        match api {
+            Api::CreateKey => {
+                let body = input::body(body).await?;
+                self.create_key(&caller, &body).await
+            }
+            Api::ListKeys => self.list_keys(&caller, query).await,
+            Api::ShowKey(id) => self.show_key(&caller, id).await,
+            Api::RevokeKey(id) => self.revoke_key(&caller, id).await,
+            Api::RotateKey(id) => {
+                let body = input::body(body).await?;
+                self.rotate_key(&caller, id, &body).await
+            }
+            Api::Policy => Ok(self.show_policy()),
+            Api::Audit => self.audit(&caller, query).await,
+            Api::Whoami => Ok(Self::whoami(&caller)),
         }
     }
 
+    /// Prometheus text; counters kept as atomics elsewhere are copied in first.
     fn metrics(&self) -> Response<Full<Bytes>> {
         let stats = &self.cache.stats;
         metrics::cache(
@@ -62,7 +213,7 @@ impl Admin {
         let mut r = Response::new(Full::new(Bytes::from(metrics::render())));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         r
     }

@@ -25,6 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::admin::auth::Token;
+use crate::admin::console::Console;
 use crate::cache::Cache;
 use crate::config::{self, Config};
 use crate::expiry::Expiring;
@@ -132,13 +134,15 @@ impl App {
             config.max_body_bytes,
             config.trusted_proxies.clone(),
         );
+        let usage = Arc::new(Usage::default());
+        let expiring = Arc::new(Expiring::new(config.key_expiry_warning));
         let proxy = Arc::new(Proxy {
             policy: Arc::clone(&live_policy),
             store: Arc::clone(&store),
-            cache,
-            usage: Arc::new(Usage::default()),
+            cache: Arc::clone(&cache),
+            usage: Arc::clone(&usage),
             limits: Arc::new(Limits::default()),
-            expiring: Arc::new(Expiring::new(config.key_expiry_warning)),
+            expiring: Arc::clone(&expiring),
             upstream,
             key_header: config.key_header.clone(),
             key_header_display: config.key_header_display.clone(),
@@ -147,9 +151,17 @@ impl App {
         });
         let admin = Arc::new(Admin {
             store,
-            cache: Arc::clone(&proxy.cache),
-            expiring: Arc::clone(&proxy.expiring),
+            expiring,
             store_timeout: config.store_timeout.max(Duration::from_secs(1)),
+            policy: Arc::clone(&live_policy),
+            cache,
+            usage,
+            key_prefix: config.key_prefix.clone(),
+            key_header: config.key_header.clone(),
+            key_header_display: config.key_header_display.clone(),
+            max_ttl: config.key_max_ttl,
+            token: admin_token(config.admin_token_env.as_deref()),
+            console: Console::new(&config.key_prefix, &config.key_header_display),
         });
         let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
         Ok(Self {
@@ -407,6 +419,20 @@ async fn flush_usage(p: &Proxy) {
         tracing::warn!(error = %e, "could not record last use; will retry");
         p.usage.restore(uses);
     }
+}
+
+/// The bootstrap admin token, read once from the env var `admin.token_env` names.
+/// Unset or empty: no token (only admin keys can use the admin API); said once in the log.
+fn admin_token(env: Option<&str>) -> Option<Token> {
+    let name = env?;
+    let token = std::env::var(name).ok().as_deref().and_then(Token::new);
+    if token.is_none() {
+        tracing::warn!(
+            env = name,
+            "admin.token_env names an unset or empty variable: no bootstrap admin token"
+        );
+    }
+    token
 }
 
 /// Binds a listener, naming the address in the error.

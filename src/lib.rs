@@ -3,7 +3,8 @@
 //! A reverse proxy in front of an existing HTTP API: every request carries an API key
 //! in `X-API-Key`; keygate looks its SHA-256 up in a key registry through a local cache,
 //! checks the key's scopes, roles and locations against a YAML policy, and forwards what
-//! is allowed. An admin listener serves health, readiness and (later) the admin API.
+//! is allowed. An admin listener serves health, readiness, the admin API (create, list,
+//! rotate, revoke keys; audit), its `OpenAPI` description and a web console.
 //!
 //! # Architecture map ("→": what a module may use)
 //! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output, `demo` → all
@@ -29,7 +30,14 @@
 //! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
 //! - [`forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through `Proxy::authorise` → proxy
-//! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`); [`admin::error`]: `AdminError` → status
+//! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
+//!   → keys, lifecycle, store, cache, policy, usage
+//!   - [`admin::auth`]: caller authentication (token, admin/self keys) and the
+//!     permission model: visibility, ownership, no escalation
+//!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
+//!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
+//!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
+//!   - [`admin::error`]: `AdminError` → status + JSON (the only such mapping for the admin API)
 //!
 //! Fences: `keys`, `policy` and `cache` never import hyper or tokio I/O; only
 //! `proxy::refusal` and `admin::error` map errors to HTTP statuses; `proxy::forward`

@@ -40,7 +40,28 @@ impl Expiry {
             )
         })
     }
+
+    /// The admin API's `expires_in`: `never` or a duration (`1h`, `12h`, `1d`, `5d`, `1y`, `90m`, …).
+    pub fn parse_in(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("never") {
+            return Ok(Self::Never);
+        }
+        crate::config::parse_duration(t)
+            .map(Self::In)
+            .map_err(|_| format!("`{t}` is not `never` or a duration like 1h, 12h, 1d, 5d or 1y"))
+    }
+
+    /// The admin API's `expires_at`: an RFC 3339 time.
+    pub fn parse_at(text: &str) -> Result<Self, String> {
+        Timestamp::parse_rfc3339(text.trim())
+            .map(Self::At)
+            .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2030-01-31T12:00:00Z"))
+    }
 }
+
+/// The latest expiry a key may have (9999-12-31T23:59:59Z): every time we show must be RFC 3339.
+const LATEST: Timestamp = Timestamp(253_402_300_799);
 
 /// What a caller asks for when creating a key.
 #[derive(Clone, Debug, Default)]
@@ -84,13 +105,25 @@ fn invalid(field: &'static str, message: impl Into<String>) -> LifecycleError {
     }
 }
 
-/// Creates a key; returns its record and its secret (shown once by the caller).
-pub async fn create(
-    store: &dyn KeyStore,
-    rules: &Rules<'_>,
-    new: NewKey,
-    actor: &str,
-) -> Result<(KeyRecord, Secret), LifecycleError> {
+/// A [`NewKey`] that passed every rule of the active policy and of `keys.max_ttl`:
+/// trimmed, de-duplicated, with its expiry resolved. Only [`prepare`] builds one.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    key: NewKey,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+}
+
+impl Prepared {
+    /// The checked request (scopes, locations and grants de-duplicated).
+    pub fn key(&self) -> &NewKey {
+        &self.key
+    }
+}
+
+/// Checks `new` against the rules without writing anything, so a caller (the admin API)
+/// can apply its own permission checks to exactly what will be created.
+pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleError> {
     let now = Timestamp::now();
     let name = new.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
@@ -105,19 +138,57 @@ pub async fn create(
     let locations = check_locations(rules.policy, "locations", new.locations)?;
     let grants = check_grants(rules.policy, new.grants)?;
     let expires_at = resolve_expiry(new.expiry, rules.max_ttl, now)?;
+    Ok(Prepared {
+        key: NewKey {
+            name,
+            description: new.description,
+            user_id: new.user_id,
+            business_id: new.business_id,
+            scopes,
+            locations,
+            grants,
+            expiry: new.expiry,
+        },
+        expires_at,
+        now,
+    })
+}
 
-    let secret = keys::generate(rules.prefix);
+/// Creates a key; returns its record and its secret (shown once by the caller).
+pub async fn create(
+    store: &dyn KeyStore,
+    rules: &Rules<'_>,
+    new: NewKey,
+    actor: &str,
+) -> Result<(KeyRecord, Secret), LifecycleError> {
+    let prepared = prepare(rules, new)?;
+    create_prepared(store, rules.prefix, prepared, actor).await
+}
+
+/// Creates the key [`prepare`] checked; returns its record and its secret.
+pub async fn create_prepared(
+    store: &dyn KeyStore,
+    prefix: &str,
+    prepared: Prepared,
+    actor: &str,
+) -> Result<(KeyRecord, Secret), LifecycleError> {
+    let Prepared {
+        key: new,
+        expires_at,
+        now,
+    } = prepared;
+    let secret = keys::generate(prefix);
     let record = KeyRecord {
-        id: keys::new_id(rules.prefix),
+        id: keys::new_id(prefix),
         hash: secret.hash(),
-        name,
+        name: new.name,
         description: new.description,
-        prefix: keys::display_prefix(&secret, rules.prefix),
+        prefix: keys::display_prefix(&secret, prefix),
         user_id: new.user_id,
         business_id: new.business_id,
-        scopes,
-        locations,
-        grants,
+        scopes: new.scopes,
+        locations: new.locations,
+        grants: new.grants,
         created_at: now,
         expires_at,
         revoked_at: None,
@@ -334,43 +405,43 @@ fn resolve_expiry(
     now: Timestamp,
 ) -> Result<Option<Timestamp>, LifecycleError> {
     let latest = max_ttl.map(|m| now.plus(m));
-    let at = match expiry {
+    let too_long = |field: &'static str, m: Duration| {
+        invalid(
+            field,
+            format!(
+                "keys may not live longer than keys.max_ttl ({})",
+                humantime::format_duration(m)
+            ),
+        )
+    };
+    let (field, at) = match expiry {
         None => return Ok(latest),
         Some(Expiry::Never) => {
             return match max_ttl {
-                Some(m) => Err(invalid(
-                    "expires_in",
-                    format!(
-                        "keys may not live longer than keys.max_ttl ({})",
-                        humantime::format_duration(m)
-                    ),
-                )),
+                Some(m) => Err(too_long("expires_in", m)),
                 None => Ok(None),
             };
         }
         Some(Expiry::In(d)) => {
-            if d.is_zero() {
-                return Err(invalid("expires_in", "must be longer than zero"));
+            if d.as_secs() == 0 {
+                return Err(invalid("expires_in", "must be at least one second"));
             }
-            now.plus(d)
+            ("expires_in", now.plus(d))
         }
         Some(Expiry::At(t)) => {
             if t <= now {
                 return Err(invalid("expires_at", "must be in the future"));
             }
-            t
+            ("expires_at", t)
         }
     };
     if let (Some(latest), Some(m)) = (latest, max_ttl)
         && at > latest
     {
-        return Err(invalid(
-            "expires_in",
-            format!(
-                "keys may not live longer than keys.max_ttl ({})",
-                humantime::format_duration(m)
-            ),
-        ));
+        return Err(too_long(field, m));
+    }
+    if at > LATEST {
+        return Err(invalid(field, "must end before the year 10000"));
     }
     Ok(Some(at))
 }

@@ -6,10 +6,13 @@
     clippy::too_many_lines
 )]
 
+mod admin;
 mod cli;
+mod console;
 mod demo;
 mod forward_auth;
 mod hardening;
+mod openapi;
 mod ops;
 mod proxy;
 mod redis;

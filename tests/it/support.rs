@@ -85,6 +85,8 @@ pub struct Gateway {
     pub forward_auth: Option<String>,
     /// Every line keygate wrote to stderr so far.
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The bootstrap admin token the gateway was started with, if any.
+    pub token: Option<String>,
     child: Child,
 }
 
@@ -99,6 +101,8 @@ pub struct Options<'a> {
     pub store_yaml: Option<String>,
     /// Files written beside the config before start (name, contents), e.g. certificates.
     pub files: Vec<(&'a str, String)>,
+    /// A bootstrap admin token: passed in `KEYGATE_ADMIN_TOKEN`, named by `admin.token_env`.
+    pub admin_token: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -109,6 +113,7 @@ impl Default for Options<'_> {
             upstream_yaml: None,
             store_yaml: None,
             files: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -122,58 +127,30 @@ impl Gateway {
     pub async fn start_with(upstream: &Upstream, opts: Options<'_>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &upstream.url(), &opts);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn keygate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("keygate did not print its listening line within 30 s")
-            .expect("read stdout");
-        let Some(line) = line else {
-            let out = child.wait_with_output().await.expect("wait");
-            panic!(
-                "keygate exited before listening: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let (proxy, admin, forward_auth) = parse_listening(&line);
-        // Keep draining stderr so the child never blocks on a full pipe; keep the lines.
-        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let keep = Arc::clone(&stderr_lines);
-            tokio::spawn(async move {
-                let mut l = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = l.next_line().await {
-                    if std::env::var_os("KEYGATE_TEST_LOG").is_some() {
-                        eprintln!("[keygate] {line}");
-                    }
-                    keep.lock().expect("lock").push(line);
-                }
-            });
-        }
+        let token = opts.admin_token.map(str::to_owned);
+        let spawned = spawn(&config, token.as_deref()).await;
         Self {
             _dir: dir,
             config,
-            proxy,
-            admin,
-            forward_auth,
-            stderr: stderr_lines,
-            child,
+            proxy: spawned.proxy,
+            admin: spawned.admin,
+            forward_auth: spawned.forward_auth,
+            stderr: spawned.stderr,
+            token,
+            child: spawned.child,
         }
+    }
+
+    /// Stops the gateway and starts it again on the same config and store (new ports).
+    pub async fn restart(&mut self) {
+        self.signal("TERM");
+        self.wait().await;
+        let spawned = spawn(&self.config, self.token.as_deref()).await;
+        self.child = spawned.child;
+        self.proxy = spawned.proxy;
+        self.admin = spawned.admin;
+        self.forward_auth = spawned.forward_auth;
+        self.stderr = spawned.stderr;
     }
 
     /// `http://proxy` + path.
@@ -261,6 +238,86 @@ impl Gateway {
     }
 }
 
+/// Spawns `keygate serve` on free ports and waits for its listening line.
+/// A started `keygate serve` and what it said.
+struct Spawned {
+    child: Child,
+    proxy: String,
+    admin: String,
+    forward_auth: Option<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+async fn spawn(config: &Path, token: Option<&str>) -> Spawned {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--config",
+    ])
+    .arg(config)
+    .env_remove("KEYGATE_ADMIN_TOKEN")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    if let Some(t) = token {
+        cmd.env("KEYGATE_ADMIN_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("spawn keygate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("keygate did not print its listening line within 30 s")
+        .expect("read stdout");
+    let Some(line) = line else {
+        let out = child.wait_with_output().await.expect("wait");
+        panic!(
+            "keygate exited before listening: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (proxy, admin, forward_auth) = parse_listening(&line);
+    // Keep draining stderr so the child never blocks on a full pipe; keep the lines.
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    if let Some(pipe) = child.stderr.take() {
+        let keep = Arc::clone(&stderr);
+        tokio::spawn(async move {
+            let mut l = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = l.next_line().await {
+                if std::env::var_os("KEYGATE_TEST_LOG").is_some() {
+                    eprintln!("[keygate] {line}");
+                }
+                keep.lock().expect("lock").push(line);
+            }
+        });
+    }
+    Spawned {
+        child,
+        proxy,
+        admin,
+        forward_auth,
+        stderr,
+    }
+}
+
+/// A program of the test virtualenv (`target/venv/bin/NAME`), which `make test` creates
+/// (`scripts/test-deps.sh`: schemathesis and Playwright, pinned).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` once (it creates target/venv with schemathesis and playwright)",
+        path.display()
+    );
+    path
+}
+
 /// Runs the keygate binary with `args` and `--config config`.
 pub async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keygate"))
@@ -295,12 +352,17 @@ pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathB
         .upstream_yaml
         .clone()
         .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 2s\n"));
+    let admin = if opts.admin_token.is_some() {
+        "admin:\n  token_env: KEYGATE_ADMIN_TOKEN\n"
+    } else {
+        ""
+    };
     let store = opts
         .store_yaml
         .clone()
         .unwrap_or_else(|| "store:\n  kind: embedded\n  path: keygate.db\n".to_owned());
     let config = format!(
-        "{upstream}{store}policy: policy.yaml\nlog:\n  format: json\n{}",
+        "{upstream}{admin}{store}policy: policy.yaml\nlog:\n  format: json\n{}",
         opts.extra
     );
     let path = dir.join("keygate.yaml");
