@@ -1,6 +1,8 @@
-# syntax=docker/dockerfile:1
-# Build: docker build -t keygate .
-# Run:   docker run --rm -p 8080:8080 -p 8081:8081 -v "$PWD/config:/etc/keygate" keygate
+# keygate container image.
+#   docker build -t keygate .
+#   docker run --rm -p 8080:8080 -p 8081:8081 -v keygate-data:/var/lib/keygate \
+#     -e KEYGATE_ADMIN_TOKEN=change-me keygate serve --upstream http://your-api:9000
+# Probes: GET :8081/healthz (liveness) and GET :8081/readyz (readiness) need no credentials.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -10,15 +12,13 @@ COPY tests ./tests
 RUN cargo build --release --locked --bin keygate
 
 FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates=20230311+deb12u1 curl=7.88.1-10+deb12u14 \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/keygate --create-home keygate
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/keygate --create-home keygate
 COPY --from=build /src/target/release/keygate /usr/local/bin/keygate
-COPY config/ /etc/keygate/
-USER 10001
+COPY config/container.yaml /etc/keygate/keygate.yaml
+COPY config/policy.yaml /etc/keygate/policy.yaml
+USER 10001:10001
 ENV KEYGATE_CONFIG=/etc/keygate/keygate.yaml
+VOLUME ["/var/lib/keygate"]
 EXPOSE 8080 8081
-HEALTHCHECK --interval=10s --timeout=3s CMD curl -fsS http://127.0.0.1:8081/healthz || exit 1
 ENTRYPOINT ["/usr/local/bin/keygate"]
-CMD ["serve", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:8081"]
+CMD ["serve"]

@@ -1,10 +1,10 @@
 # `make test` is the one command CI and developers run: it installs missing test
 # dependencies, then checks formatting, lints, and runs every test.
-.PHONY: test deps fmt-check lint unit bench demo
+.PHONY: test deps fmt-check lint lint-docker unit bench demo
 
 CARGO ?= cargo
 
-test: deps fmt-check lint
+test: deps fmt-check lint lint-docker
 	$(CARGO) test --benches --quiet   # runs every criterion bench once, as a smoke test
 	$(CARGO) test
 
@@ -16,6 +16,9 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+lint-docker: deps
+	target/venv/bin/hadolint Dockerfile
 
 bench:
 	$(CARGO) bench --bench hot_path

