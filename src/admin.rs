@@ -180,6 +180,28 @@ impl Admin {
             Endpoint::Console(asset) => return Ok(self.console.response(asset)),
             Endpoint::Api(api) => api,
         };
+        // A hung registry must not hang the admin API: the whole action (several store
+        // round trips) is bounded, and an answer that does not come is a 503.
+        let bound = (self.store_timeout * 5).max(Duration::from_secs(5));
+        match tokio::time::timeout(bound, self.act(api, &parts, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(AdminError::Store(crate::store::StoreError::unavailable(
+                format!("the key store did not answer within {} s", bound.as_secs()),
+            ))),
+        }
+    }
+
+    /// Authenticates the caller, reads the input and performs one `/v1/` request.
+    async fn act<B>(
+        &self,
+        api: Api<'_>,
+        parts: &http::request::Parts,
+        body: B,
+    ) -> Result<Response<Full<Bytes>>, AdminError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let caller = auth::authenticate(self, &parts.headers).await?;
         let query = parts.uri.query();
         match api {

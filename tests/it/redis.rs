@@ -293,3 +293,62 @@ async fn check_names_the_line_and_column_of_a_bad_redis_address() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("store redis"));
 }
+
+#[tokio::test]
+async fn a_hung_registry_is_an_outage_not_a_hung_request() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            store_yaml: Some(support::redis_store(&redis.url())),
+            extra: LONG_CACHE,
+            admin_token: Some("t0ken"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, cached) = gw.key_with_scopes(&["items:read"]).await;
+    let (_, uncached) = gw.key_with_scopes(&["items:read"]).await;
+    assert_eq!(status(&gw, &cached).await, 200);
+
+    redis.freeze(true);
+    // store.timeout is 500 ms by default: refused fast, never left hanging.
+    let started = Instant::now();
+    assert_eq!(status(&gw, &uncached).await, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status(&gw, &cached).await, 200, "cached keys keep working");
+    let started = Instant::now();
+    let resp = client()
+        .get(gw.admin_url("/v1/keys"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        503,
+        "the admin API answers 503 instead of hanging"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        client()
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    redis.freeze(false);
+    until_status(&gw, &uncached, 200, Duration::from_secs(10)).await;
+}

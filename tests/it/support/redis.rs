@@ -95,6 +95,18 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`true`: SIGSTOP) or thaws (SIGCONT) the server: a registry that hangs
+    /// instead of refusing connections.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if frozen { "STOP" } else { "CONT" };
+        let ok = std::process::Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
     /// Starts it again on the same port (empty).
     pub fn restart(&mut self) {
         self.stop();
