@@ -34,7 +34,8 @@ use crate::forward_auth::ForwardAuth;
 use crate::limits::Limits;
 use crate::policy::watch::{self, Reloader, Trigger};
 use crate::policy::{Policy, PolicyError};
-use crate::proxy::{Proxy, Upstream};
+use crate::proxy::framing::Guarded;
+use crate::proxy::{Ambiguous, Proxy, Upstream};
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisStore, Target};
@@ -221,6 +222,7 @@ impl App {
                         Arc::clone(&self.proxy),
                         self.tls.clone(),
                         self.config.header_read_timeout,
+                        self.config.max_header_bytes,
                         stream,
                         peer,
                         slot,
@@ -347,19 +349,28 @@ async fn serve_proxy_connection(
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    max_head: usize,
     stream: TcpStream,
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 ) {
+    // Every connection's bytes pass the framing guard on their way to hyper.
+    let framing = Ambiguous::default();
     match tls {
-        None => serve_http(&builder, watcher, proxy, TokioIo::new(stream), peer, false).await,
-        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-            .await
-        {
-            Ok(Ok(s)) => serve_http(&builder, watcher, proxy, TokioIo::new(s), peer, true).await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
+        None => {
+            let io = TokioIo::new(Guarded::new(stream, framing.clone(), max_head));
+            serve_http(&builder, watcher, proxy, io, peer, false, framing).await;
+        }
+        Some(acceptor) => {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let io = TokioIo::new(Guarded::new(s, framing.clone(), max_head));
+                    serve_http(&builder, watcher, proxy, io, peer, true, framing).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
     }
 }
 
@@ -370,12 +381,14 @@ async fn serve_http<I>(
     io: I,
     peer: SocketAddr,
     tls: bool,
+    framing: Ambiguous,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let p = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(p.serve(req, peer, tls).await) }
+        let framing = framing.clone();
+        async move { Ok::<_, Infallible>(p.serve(req, peer, tls, &framing).await) }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let _ = watcher.watch(conn).await;

@@ -2,7 +2,8 @@
 //!
 //! [`Proxy::handle`] runs the phases in this fixed order, each returning
 //! `Result<_, Refusal>`:
-//! 1. refuse `Upgrade: h2c`, ambiguous body framing, and targets that are not origin-form;
+//! 1. refuse `Upgrade: h2c`, ambiguous body framing (seen by [`framing`] in the raw
+//!    bytes, or in the parsed head), and targets that are not origin-form;
 //! 2. [`Proxy::authorise`] — the decision, shared with forward-auth mode:
 //!    1. read exactly one key header (none is fine until a route needs one);
 //!    2. normalise the path (unsafe → 400 `bad_path`, never forwarded);
@@ -20,6 +21,7 @@
 //! [`forward`] is with a [`Permitted`], which only `policy` can build.
 
 pub mod forward;
+pub mod framing;
 pub mod refusal;
 
 use std::net::SocketAddr;
@@ -42,6 +44,7 @@ use crate::policy::{Facts, Permitted, Policy};
 use crate::store::{KeyStore, StoreError};
 use crate::usage::Usage;
 pub use forward::Upstream;
+pub use framing::Ambiguous;
 pub use refusal::Refusal;
 
 /// A streamed upstream body or a small body keygate wrote itself.
@@ -87,17 +90,26 @@ pub struct Trace {
 
 impl Proxy {
     /// Answers one request: forwards it or refuses it, and logs it either way.
+    /// `framing` is the connection's framing verdict: from the first request with both
+    /// `Content-Length` and `Transfer-Encoding` on, requests are refused.
     pub async fn serve(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
+        framing: &Ambiguous,
     ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_owned();
         let mut trace = Trace::default();
-        let result = self.handle(req, peer, tls, &mut trace).await;
+        let result = if framing.admit() {
+            self.handle(req, peer, tls, &mut trace).await
+        } else {
+            Err(Refusal::BadRequest(
+                "both Content-Length and Transfer-Encoding are set",
+            ))
+        };
         self.finish(started, &method, &raw_path, &trace, result)
     }
 
