@@ -26,6 +26,7 @@
 //!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
+//!   - [`proxy::framing`]: guard on the raw HTTP/1 bytes: finds heads framed by both CL and TE
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
 //! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels

@@ -19,3 +19,4 @@ mod redis;
 mod reload;
 mod support;
 mod tls;
+mod websocket;
