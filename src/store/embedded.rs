@@ -992,19 +992,20 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let mut rx = store.invalidations();
         // Another writer appends rows that are pruned before this poller reads them.
+        // (Rows carry the current time: the poller's own pruning drops old ones.)
         let mut raw = Connection::open(&path).unwrap();
         raw.busy_timeout(BUSY_TIMEOUT).unwrap();
         let tx = raw.transaction().unwrap();
         for _ in 0..3 {
             tx.execute(
-                "INSERT INTO changes (hash, at) VALUES (zeroblob(32), 0)",
+                "INSERT INTO changes (hash, at) VALUES (zeroblob(32), CAST(strftime('%s','now') AS INTEGER))",
                 [],
             )
             .unwrap();
         }
         tx.execute("DELETE FROM changes", []).unwrap();
         tx.execute(
-            "INSERT INTO changes (hash, at) VALUES (zeroblob(32), 0)",
+            "INSERT INTO changes (hash, at) VALUES (zeroblob(32), CAST(strftime('%s','now') AS INTEGER))",
             [],
         )
         .unwrap();
@@ -1016,7 +1017,7 @@ mod tests {
         assert_eq!(got, Invalidation::All);
 
         // A malformed hash in `changes` is also answered with `All`.
-        raw.execute("INSERT INTO changes (hash, at) VALUES (x'0102', 0)", [])
+        raw.execute("INSERT INTO changes (hash, at) VALUES (x'0102', CAST(strftime('%s','now') AS INTEGER))", [])
             .unwrap();
         let got = timeout(Duration::from_secs(5), rx.recv())
             .await
