@@ -592,9 +592,16 @@ async fn ten_megabyte_bodies_stream_both_ways() {
 #[tokio::test]
 async fn dead_and_slow_upstreams_are_502_and_504() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&up).await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            upstream_yaml: Some(format!("upstream:\n  url: {}\n  timeout: 2s\n", up.url())),
+            ..Options::default()
+        },
+    )
+    .await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
-    // upstream timeout is 2 s in the test config; /slow answers after 5 s.
+    // The upstream timeout is 2 s here; /slow answers after 5 s.
     let resp = client()
         .get(gw.url("/slow"))
         .header("X-API-Key", &key)

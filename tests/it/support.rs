@@ -351,7 +351,7 @@ pub fn write_config(dir: &Path, upstream_url: &str, opts: &Options<'_>) -> PathB
     let upstream = opts
         .upstream_yaml
         .clone()
-        .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 2s\n"));
+        .unwrap_or_else(|| format!("upstream:\n  url: {upstream_url}\n  timeout: 30s\n"));
     let admin = if opts.admin_token.is_some() {
         "admin:\n  token_env: KEYGATE_ADMIN_TOKEN\n"
     } else {
