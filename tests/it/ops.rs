@@ -171,8 +171,14 @@ async fn metrics_are_registered_at_start_and_move_with_traffic() {
         ),
         1
     );
-    assert_eq!(sample(&after, "keygate_cache_misses_total"), 1);
-    assert_eq!(sample(&after, "keygate_cache_hits_total"), 3);
+    // Four keyed look-ups: the first misses; the key's own create-invalidation may land
+    // after it and cost one more miss, so only the total and the first miss are exact.
+    let (hits, misses) = (
+        sample(&after, "keygate_cache_hits_total"),
+        sample(&after, "keygate_cache_misses_total"),
+    );
+    assert_eq!(hits + misses, 4, "hits {hits} + misses {misses}");
+    assert!((1..=2).contains(&misses), "misses {misses}");
     assert_eq!(
         sample(
             &after,
