@@ -52,8 +52,6 @@ pub enum ServeError {
     Policy(#[from] PolicyError),
     #[error("cannot open the key store: {0}")]
     Store(#[from] StoreError),
-    #[error("{0} is not available in this build yet")]
-    Unsupported(&'static str),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("cannot accept connections: {0}")]
