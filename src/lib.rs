@@ -21,7 +21,8 @@
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
 //! - [`usage`]: batched `last_used_at` writes → keys
 //! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
-//!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match
+//!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match;
+//!     `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
