@@ -3,7 +3,7 @@
 # in the same run, on loopback. Run with `make compare`.
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--keys N] [--connections N]
-#                      [--no-redis] [--smoke]
+#                      [--no-redis] [--smoke] [--profile]
 #
 # What runs (everything on 127.0.0.1, free ports, one temporary folder, all killed on exit):
 #   upstream      nginx, 1 worker, `return 200` with a small fixed body
@@ -30,6 +30,8 @@
 # to stderr (redirected to a file).
 #
 # --smoke: 1 round of 1 s with 50 keys; checks the rig works end to end, measures nothing.
+# --profile: also samples keygate (embedded) with `perf record` during its first round and
+#            prints the top symbols (perf: apt-get install linux-perf).
 set -euo pipefail
 
 ROUNDS=3
@@ -37,6 +39,7 @@ DURATION=5
 NKEYS=1000
 CONNS=32
 REDIS=1
+PROFILE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -44,8 +47,9 @@ while [ $# -gt 0 ]; do
     --keys) NKEYS=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --no-redis) REDIS=0; shift ;;
+    --profile) PROFILE=1; shift ;;
     --smoke) ROUNDS=1; DURATION=1; NKEYS=50; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -89,6 +93,9 @@ BULK=$ROOT/target/release/examples/bulk_keys
 
 # --- processes, cleaned up whatever happens ------------------------------------------------
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/keygate-compare.XXXXXX")
+# keygate watches its policy's folder for edits: its configs and policy live in $DIR/etc,
+# apart from the logs, or every access-log write would wake the watcher.
+mkdir -p "$DIR/etc"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -150,7 +157,7 @@ PIDS+=($!)
 wait_port "$UP"
 
 # --- keys -----------------------------------------------------------------------------
-cat >"$DIR/policy.yaml" <<'EOF'
+cat >"$DIR/etc/policy.yaml" <<'EOF'
 version: 1
 scopes:
   items:read: Read items
@@ -187,17 +194,17 @@ log:
   level: info
 EOF
 }
-keygate_conf "$DIR/embedded.yaml" "$KG" "$KG_ADMIN" "  kind: embedded
+keygate_conf "$DIR/etc/embedded.yaml" "$KG" "$KG_ADMIN" "  kind: embedded
   path: $DIR/keygate.db"
-configs=(--config "$DIR/embedded.yaml")
+configs=(--config "$DIR/etc/embedded.yaml")
 if [ "$REDIS" = 1 ]; then
   taskset -c "$PROXY_CPUS" redis-server --bind 127.0.0.1 --port "$RP" --save '' \
     --appendonly no --dir "$DIR" --logfile "$DIR/redis.log" &
   PIDS+=($!)
   wait_port "$RP"
-  keygate_conf "$DIR/redis.yaml" "$KGR" "$KGR_ADMIN" "  kind: redis
+  keygate_conf "$DIR/etc/redis.yaml" "$KGR" "$KGR_ADMIN" "  kind: redis
   url: redis://127.0.0.1:$RP/0"
-  configs+=(--config "$DIR/redis.yaml")
+  configs+=(--config "$DIR/etc/redis.yaml")
 fi
 echo "compare: creating $NKEYS keys" >&2
 "$BULK" "${configs[@]}" --count "$NKEYS" --scope items:read --out "$DIR/keys.txt"
@@ -227,13 +234,14 @@ taskset -c "$PROXY_CPUS" "$NGINX" -p "$DIR/nginx-map" -c "$DIR/nginx-map/nginx.c
 PIDS+=($!)
 wait_port "$NGX"
 
-taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/embedded.yaml" \
+taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/embedded.yaml" \
   >"$DIR/keygate.out" 2>"$DIR/keygate.log" &
+KG_PID=$!
 PIDS+=($!)
 wait_port "$KG"
 targets=("nginx-map:$NGX" "keygate:$KG")
 if [ "$REDIS" = 1 ]; then
-  taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/redis.yaml" \
+  taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/redis.yaml" \
     >"$DIR/keygate-redis.out" 2>"$DIR/keygate-redis.log" &
   PIDS+=($!)
   wait_port "$KGR"
@@ -284,6 +292,10 @@ echo "compare: $ROUNDS round(s) of ${DURATION}s per target, $CONNS connections, 
 for r in $(seq "$ROUNDS"); do
   for t in "${targets[@]}"; do
     name=${t%%:*}; port=${t#*:}
+    if [ "$PROFILE" = 1 ] && [ "$r" = 1 ] && [ "$name" = keygate ]; then
+      taskset -c "$LOAD_CPUS" perf record -q -F 999 -o "$DIR/perf.data" -p "$KG_PID" \
+        -- sleep "$DURATION" >/dev/null 2>&1 &
+    fi
     read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION")
     if [ "$errs" != 0 ] || [ "$non2xx" != 0 ]; then
       echo "compare: round $r $name: $errs socket errors, $non2xx non-2xx answers" >&2
@@ -313,3 +325,13 @@ print("|---|---:|---:|---:|---:|---:|")
 for name, (rps, p50, p99) in med.items():
     print(f"| {name} | {rps:,.0f} | {p50:.0f} | {p99:.0f} | {rps / base[0]:.2f} | {p99 / base[2]:.2f} |")
 EOF
+
+if [ "$PROFILE" = 1 ]; then
+  wait_for_perf=0
+  while [ ! -s "$DIR/perf.data" ] && [ $wait_for_perf -lt 50 ]; do sleep 0.1; wait_for_perf=$((wait_for_perf + 1)); done
+  sleep 1
+  echo
+  echo "keygate (embedded), top symbols by self time during round 1:"
+  perf report -i "$DIR/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -45
+fi
