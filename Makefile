@@ -1,10 +1,11 @@
 # `make test` is the one command CI and developers run: it installs missing test
 # dependencies, then checks formatting, lints, and runs every test.
-.PHONY: test deps fmt-check lint lint-docker unit bench demo
+.PHONY: test deps fmt-check lint lint-docker unit bench compare demo
 
 CARGO ?= cargo
 
 test: deps fmt-check lint lint-docker
+	bash -n benches/compare.sh   # syntax only: the load comparison itself is `make compare`
 	$(CARGO) test --benches --quiet   # runs every criterion bench once, as a smoke test
 	$(CARGO) test
 
@@ -23,6 +24,12 @@ lint-docker: deps
 bench:
 	$(CARGO) bench --bench hot_path
 	$(CARGO) bench --bench revocation
+	benches/compare.sh
+
+# keygate vs nginx with a map of the same keys, on loopback, pinned, interleaved rounds
+# (benches/compare.sh --help). Takes about a minute; not part of `make test`.
+compare:
+	benches/compare.sh
 
 demo:
 	$(CARGO) run --release -- demo

@@ -23,7 +23,8 @@
 //! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
 //! - [`usage`]: batched `last_used_at` writes → keys
 //! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
-//!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match
+//!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match;
+//!     `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
 //!   - [`proxy::framing`]: guard on the raw HTTP/1 bytes: finds heads framed by both CL and TE

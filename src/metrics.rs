@@ -5,11 +5,19 @@
 //! scrape sees zeros before the first request; counters that live elsewhere as
 //! atomics (cache hits and misses) are copied in at scrape time, costing the hot path
 //! nothing.
+//!
+//! Why per-route handles ([`RouteSeries`]): `counter!` with labels builds a key (label
+//! strings allocated) and looks it up in the recorder's registry on every call; a request
+//! instead finds its route's handles in a map by `&str` and bumps atomics. The map holds
+//! one entry per route name ever answered (names come from the policy), so it stays as
+//! bounded as the labels themselves.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
 
+use dashmap::DashMap;
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -81,6 +89,8 @@ pub fn install<'a>(routes: impl IntoIterator<Item = &'a str>) {
     for result in ["ok", "error"] {
         counter!(POLICY_RELOADS, "result" => result).increment(0);
     }
+    // Handles taken before a recorder was installed would count into nothing.
+    SERIES.clear();
     for route in routes {
         counter!(REQUESTS, "route" => route.to_owned(), "status" => "200").increment(0);
         let _ = histogram!(REQUEST_DURATION, "route" => route.to_owned());
@@ -97,12 +107,68 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
+/// The registered series of one route: registered on its first request, then reused.
+struct RouteSeries {
+    duration: Histogram,
+    upstream: Histogram,
+    /// `keygate_requests_total` per status seen on this route (a handful).
+    by_status: RwLock<Vec<(u16, Counter)>>,
+}
+
+impl RouteSeries {
+    fn new(route: &str) -> Self {
+        Self {
+            duration: histogram!(REQUEST_DURATION, "route" => route.to_owned()),
+            upstream: histogram!(UPSTREAM_DURATION, "route" => route.to_owned()),
+            by_status: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn count(&self, route: &str, status: u16) {
+        let seen = |list: &[(u16, Counter)]| {
+            list.iter()
+                .find(|(s, _)| *s == status)
+                .map(|(_, c)| c.clone())
+        };
+        // A poisoned lock only means another thread panicked mid-push; the list is intact.
+        let hit = seen(
+            &self
+                .by_status
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let counter = hit.unwrap_or_else(|| {
+            let mut list = self
+                .by_status
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            seen(&list).unwrap_or_else(|| {
+                let c =
+                    counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string());
+                list.push((status, c.clone()));
+                c
+            })
+        });
+        counter.increment(1);
+    }
+}
+
+static SERIES: LazyLock<DashMap<Box<str>, Arc<RouteSeries>>> = LazyLock::new(DashMap::new);
+
 /// One answered request.
 pub fn request(route: &str, status: u16, seconds: f64, upstream_seconds: Option<f64>) {
-    counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
-    histogram!(REQUEST_DURATION, "route" => route.to_owned()).record(seconds);
+    let series = match SERIES.get(route) {
+        Some(s) => Arc::clone(&s),
+        None => Arc::clone(
+            &SERIES
+                .entry(route.into())
+                .or_insert_with(|| Arc::new(RouteSeries::new(route))),
+        ),
+    };
+    series.count(route, status);
+    series.duration.record(seconds);
     if let Some(u) = upstream_seconds {
-        histogram!(UPSTREAM_DURATION, "route" => route.to_owned()).record(u);
+        series.upstream.record(u);
     }
 }
 

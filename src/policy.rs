@@ -15,6 +15,7 @@
 //! - A policy that loaded is valid: every scope and role a route needs is declared, every
 //!   pattern compiled, every location source resolvable.
 
+mod index;
 pub mod load;
 pub mod path;
 pub mod watch;
@@ -46,6 +47,8 @@ pub struct Policy {
     /// The `default` entry of `businesses`; unlisted businesses are enabled without it.
     business_default: bool,
     routes: Vec<Route>,
+    /// Which routes may match a path (by first segment), so matching is not a full scan.
+    index: index::RouteIndex,
     default: DefaultRule,
     default_name: Arc<str>,
 }
@@ -265,6 +268,14 @@ impl<'p> Matched<'p> {
         }
     }
 
+    /// The route name as a shared string (for the access log; no copy).
+    pub fn route_name_shared(&self) -> Arc<str> {
+        match self.target {
+            Target::Route(r) => Arc::clone(&r.name),
+            Target::Default => Arc::clone(&self.policy.default_name),
+        }
+    }
+
     /// Every scope a key needs here (the route's `scopes` and those of its `roles`).
     pub fn required_scopes(&self) -> &'p [String] {
         match self.target {
@@ -358,9 +369,14 @@ impl Policy {
     /// The first route, in file order, whose pattern matches `path` and whose methods include
     /// `method` (no `methods` = all); a path match with another method falls through. With no
     /// match: `default: deny` refuses with [`Denial::NoRoute`], `allow_authenticated` gives the
-    /// `default` pseudo-route. Allocation-free.
+    /// `default` pseudo-route. Allocation-free; only the routes the index names as
+    /// candidates (same first literal segment, or a parameter first) are tried, in file order.
     pub fn route<'p>(&'p self, method: &Method, path: &NormalPath) -> Result<Matched<'p>, Denial> {
-        for route in &self.routes {
+        for route in self
+            .index
+            .candidates(path)
+            .filter_map(|i| self.routes.get(i))
+        {
             if route
                 .methods
                 .as_ref()
@@ -1292,5 +1308,62 @@ routes:
         assert_eq!(RateLimit::parse("100/s").unwrap().count, 100);
         assert!(RateLimit::parse("0/s").is_err());
         assert!(RateLimit::parse("+1/s").is_err());
+    }
+
+    /// The index must pick exactly the route a linear first-match scan in file order picks.
+    #[test]
+    fn indexed_match_is_the_linear_first_match() {
+        let p = policy(
+            "version: 1
+routes:
+  - name: root
+    path: /
+  - name: v1-get
+    methods: [GET]
+    path: /v1/{*rest}
+  - name: any-id
+    path: /{id}/x
+  - name: v1-items
+    path: /v1/items/{id}
+  - name: all
+    methods: [POST]
+    path: /{*rest}
+  - name: health
+    path: /health
+  - name: v1-post
+    path: /v1/items
+default: allow_authenticated
+",
+        );
+        let linear = |method: &Method, path: &NormalPath| {
+            p.routes
+                .iter()
+                .find(|r| {
+                    r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+                        && r.pattern.matches(path)
+                })
+                .map_or(DEFAULT_ROUTE, |r| &*r.name)
+        };
+        let paths = [
+            "/",
+            "/v1",
+            "/v1/",
+            "/v1/items",
+            "/v1/items/7",
+            "/health",
+            "/health/",
+            "/a/x",
+            "/v1/x",
+            "/x",
+            "/health/x",
+            "/v2/items/7",
+        ];
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            for raw in paths {
+                let path = path::normalise(raw).unwrap();
+                let got = p.route(&method, &path).unwrap().route_name();
+                assert_eq!(got, linear(&method, &path), "{method} {raw}");
+            }
+        }
     }
 }

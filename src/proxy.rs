@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 
 use crate::cache::{Cache, Lookup};
 use crate::expiry::Expiring;
-use crate::keys::{self, KeyHash, Timestamp};
+use crate::keys::{self, KeyHash, KeyRecord, Timestamp};
 use crate::limits::{Caller, Limits};
 use crate::metrics;
 use crate::policy::path;
@@ -80,10 +80,10 @@ pub struct Ask<'a> {
 
 /// What one request did, filled in as the phases run; becomes the access-log line.
 #[derive(Default)]
+/// Shared, not copied: the route name and the key's record are `Arc`s already.
 pub struct Trace {
-    route: Option<String>,
-    key_id: Option<String>,
-    business_id: Option<String>,
+    route: Option<Arc<str>>,
+    key: Option<Arc<KeyRecord>>,
     upstream_status: Option<u16>,
     upstream_seconds: Option<f64>,
 }
@@ -101,7 +101,8 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
-        let raw_path = req.uri().path().to_owned();
+        // Cloning a `Uri` shares its bytes; no copy of the path.
+        let uri = req.uri().clone();
         let mut trace = Trace::default();
         let result = if framing.admit() {
             self.handle(req, peer, tls, &mut trace).await
@@ -110,7 +111,7 @@ impl Proxy {
                 "both Content-Length and Transfer-Encoding are set",
             ))
         };
-        self.finish(started, &method, &raw_path, &trace, result)
+        self.finish(started, &method, uri.path(), &trace, result)
     }
 
     /// Turns a result into the answer, counts it and writes its access-log line.
@@ -154,8 +155,8 @@ impl Proxy {
             route = trace.route.as_deref().unwrap_or(""),
             status,
             code = code.unwrap_or(""),
-            key_id = trace.key_id.as_deref().unwrap_or(""),
-            business_id = trace.business_id.as_deref().unwrap_or(""),
+            key_id = trace.key.as_ref().map_or("", |k| k.id.as_str()),
+            business_id = trace.key.as_ref().map_or("", |k| k.business_id.as_str()),
             duration_ms = elapsed * 1000.0,
             upstream_status = trace.upstream_status.unwrap_or(0),
             "request"
@@ -193,7 +194,7 @@ impl Proxy {
         let path = path::normalise(ask.path)?;
         let policy = self.policy.load_full();
         let matched = policy.route(ask.method, &path)?;
-        trace.route = Some(matched.route_name().to_owned());
+        trace.route = Some(matched.route_name_shared());
         let (permit, caller) = if matched.is_public() {
             (
                 policy.permit_public(matched, path),
@@ -206,8 +207,7 @@ impl Proxy {
                 Lookup::Found(r) => r,
                 Lookup::Unknown => return Err(Refusal::InvalidKey),
             };
-            trace.key_id = Some(record.id.clone());
-            trace.business_id = Some(record.business_id.clone());
+            trace.key = Some(Arc::clone(&record));
             let facts = Facts {
                 headers: ask.headers,
                 query: ask.query,

@@ -197,6 +197,7 @@ fn build(raw: RawPolicy, c: &mut Check<'_>) -> Policy {
         }
     }
 
+    let index = super::index::RouteIndex::new(routes.iter().map(|r| r.pattern.first_literal()));
     Policy {
         scopes,
         roles,
@@ -204,6 +205,7 @@ fn build(raw: RawPolicy, c: &mut Check<'_>) -> Policy {
         businesses,
         business_default,
         routes,
+        index,
         default,
         default_name: Arc::from(DEFAULT_ROUTE),
     }

@@ -328,6 +328,15 @@ impl Pattern {
             .any(|s| matches!(s, PatSeg::CatchAll(n) if n == name))
     }
 
+    /// The first segment when it is a literal (`""` for the root `/`); `None` when the
+    /// pattern starts with a parameter or a catch-all. Used to index routes.
+    pub fn first_literal(&self) -> Option<&str> {
+        match self.segments.first()? {
+            PatSeg::Literal(l) => Some(l),
+            PatSeg::Param(_) | PatSeg::CatchAll(_) => None,
+        }
+    }
+
     /// Whether `path` matches. Allocation-free.
     pub fn matches(&self, path: &NormalPath) -> bool {
         self.capture(path, None).is_some()
