@@ -242,11 +242,20 @@ fn load_policy(path: &Path) -> Result<Policy, Exit> {
 }
 
 /// Sets up logging for `serve` and `demo`: text or JSON lines on stderr.
-pub fn init_logging(format: LogFormat, level: &str) {
+///
+/// Lines go through a worker thread that writes them in batches (flushed whenever its
+/// queue runs dry), so a request never waits on a `write` to stderr. Lines are never
+/// dropped: a full queue makes the logger wait. Keep the guard until exit: dropping it
+/// flushes what is left.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter);
     let _ = match format {
         LogFormat::Json => builder
@@ -257,6 +266,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
@@ -272,7 +282,7 @@ async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
             .map_err(|m| Exit(1, format!("error: --upstream: {m}")))?
             .0;
     }
-    init_logging(cfg.log_format, &cfg.log_level);
+    let _log = init_logging(cfg.log_format, &cfg.log_level);
     let (listen, admin_listen, forward_auth_listen) =
         (cfg.listen, cfg.admin_listen, cfg.forward_auth_listen);
     let app = App::build(cfg).map_err(|e| match e {
