@@ -292,6 +292,27 @@ mod contract {
         audit(store, &run).await;
     }
 
+    /// Waits (at most `within`) for `want` on `rx`, skipping other invalidations. Shared by
+    /// every back end's own tests.
+    pub(crate) async fn expect_invalidation(
+        rx: &mut tokio::sync::broadcast::Receiver<super::Invalidation>,
+        want: &super::Invalidation,
+        within: std::time::Duration,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        tokio::time::timeout(within, async {
+            loop {
+                match rx.recv().await {
+                    Ok(got) if got == *want => return,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => panic!("channel closed"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} within {within:?}"));
+    }
+
     pub(crate) fn record(id: &str, business: &str, user: &str, created: i64) -> KeyRecord {
         KeyRecord {
             id: id.to_owned(),

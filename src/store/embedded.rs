@@ -892,7 +892,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::contract::record;
+    use crate::store::contract::{expect_invalidation, record};
     use tokio::sync::broadcast::error::RecvError;
     use tokio::time::timeout;
 
@@ -900,26 +900,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("data/keygate.db")).unwrap();
         (dir, store)
-    }
-
-    /// Waits (at most `within`) for `want` on `rx`, skipping other invalidations. Waits
-    /// that are not the 1 s revocation bound itself allow 5 s, for loaded machines.
-    async fn expect_invalidation(
-        rx: &mut broadcast::Receiver<Invalidation>,
-        want: &Invalidation,
-        within: Duration,
-    ) {
-        timeout(within, async {
-            loop {
-                match rx.recv().await {
-                    Ok(got) if got == *want => return,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => panic!("channel closed"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {want:?} within {within:?}"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

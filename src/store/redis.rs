@@ -1061,33 +1061,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::test_server::{RedisCluster, RedisServer};
     use super::*;
-    use crate::store::contract::record;
-    use tokio::sync::broadcast::error::RecvError;
+    use crate::store::contract::{expect_invalidation, record};
     use tokio::time::timeout;
 
     const T: Duration = Duration::from_millis(500);
 
     fn open(url: &str) -> RedisStore {
         RedisStore::open(&Target::Single(url.to_owned()), T).unwrap()
-    }
-
-    /// Waits (at most `within`) for `want` on `rx`, skipping other invalidations.
-    async fn expect(
-        rx: &mut broadcast::Receiver<Invalidation>,
-        want: &Invalidation,
-        within: Duration,
-    ) {
-        timeout(within, async {
-            loop {
-                match rx.recv().await {
-                    Ok(got) if got == *want => return,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => panic!("channel closed"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {want:?} within {within:?}"));
     }
 
     /// Polls `ping` until it answers (bounded).
@@ -1127,10 +1107,10 @@ mod tests {
         let (a, b) = (open(&server.url()), open(&server.url()));
         let mut rx = b.invalidations();
         until_ready(&a).await;
-        expect(&mut rx, &Invalidation::All, Duration::from_secs(5)).await; // first subscribe
+        expect_invalidation(&mut rx, &Invalidation::All, Duration::from_secs(5)).await; // first subscribe
         let key = record("kid_inv", "biz", "u", 1);
         a.insert(&key).await.unwrap();
-        expect(
+        expect_invalidation(
             &mut rx,
             &Invalidation::Key(key.hash),
             Duration::from_secs(1),
@@ -1165,11 +1145,11 @@ mod tests {
         assert!(store.error_count() >= 1);
         server.restart();
         until_ready(&store).await;
-        expect(&mut rx, &Invalidation::All, Duration::from_secs(5)).await;
+        expect_invalidation(&mut rx, &Invalidation::All, Duration::from_secs(5)).await;
         // And again after an outage in the middle of a life.
         server.restart();
         until_ready(&store).await;
-        expect(&mut rx, &Invalidation::All, Duration::from_secs(5)).await;
+        expect_invalidation(&mut rx, &Invalidation::All, Duration::from_secs(5)).await;
         let key = record("kid_back", "biz", "u", 1);
         store.insert(&key).await.unwrap();
         assert_eq!(store.by_id(&key.id).await.unwrap(), Some(key));
