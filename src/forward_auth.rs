@@ -117,13 +117,11 @@ fn pair(
 }
 
 fn single(h: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Refusal> {
-    let mut values = h.get_all(name).iter();
-    let Some(first) = values.next() else {
+    let Some(first) =
+        crate::headers::at_most_one(h, name).map_err(|_| Refusal::AmbiguousRequest)?
+    else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(Refusal::AmbiguousRequest);
-    }
     let text = first.to_str().map_err(|_| Refusal::AmbiguousRequest)?;
     Ok(Some(text.trim().to_owned()))
 }

@@ -11,6 +11,7 @@
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → all below
 //! - [`config`]: YAML → validated, immutable `Config`; no network → `yaml`
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
+//! - [`headers`]: the "at most one value of this header" rule shared by every reader → (none)
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
 //! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → keys, policy, store
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
@@ -52,6 +53,7 @@ pub mod cli;
 pub mod config;
 pub mod expiry;
 pub mod forward_auth;
+pub mod headers;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;

@@ -526,17 +526,17 @@ impl Policy {
                 .map(str::to_owned)
                 .ok_or_else(|| forbid(format!("the request names no location in `{{{name}}}`")))?,
             LocationSource::Header(name) => {
-                let mut values = facts.headers.get_all(name).iter();
-                let first = values.next().ok_or_else(|| {
-                    forbid(format!(
-                        "the request names no location (no `{name}` header)"
-                    ))
-                })?;
-                if values.next().is_some() {
-                    return Err(forbid(format!(
-                        "the location is ambiguous: more than one `{name}` header"
-                    )));
-                }
+                let first = crate::headers::at_most_one(facts.headers, name)
+                    .map_err(|_| {
+                        forbid(format!(
+                            "the location is ambiguous: more than one `{name}` header"
+                        ))
+                    })?
+                    .ok_or_else(|| {
+                        forbid(format!(
+                            "the request names no location (no `{name}` header)"
+                        ))
+                    })?;
                 std::str::from_utf8(first.as_bytes())
                     .map_err(|_| forbid(format!("the `{name}` header is not valid UTF-8")))?
                     .to_owned()

@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 
 use crate::cache::{Cache, Lookup};
 use crate::expiry::Expiring;
+use crate::headers;
 use crate::keys::{self, KeyHash, KeyRecord, Timestamp};
 use crate::limits::{Caller, Limits};
 use crate::metrics;
@@ -313,13 +314,10 @@ fn one_key_header<'r>(
     headers: &'r HeaderMap,
     name: &HeaderName,
 ) -> Result<Option<&'r str>, Refusal> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
+    let Some(first) = headers::at_most_one(headers, name).map_err(|_| Refusal::AmbiguousKey)?
+    else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(Refusal::AmbiguousKey);
-    }
     let text = first.to_str().map_err(|_| Refusal::InvalidKey)?.trim();
     if text.contains(',') {
         return Err(Refusal::AmbiguousKey);

@@ -296,16 +296,11 @@ fn one_header<'h>(
     headers: &'h HeaderMap,
     name: &HeaderName,
 ) -> Result<Option<&'h str>, AdminError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
+    let Some(first) = crate::headers::at_most_one(headers, name)
+        .map_err(|_| AdminError::invalid(name.as_str(), "more than one such header"))?
+    else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(AdminError::invalid(
-            name.as_str(),
-            "more than one such header",
-        ));
-    }
     first
         .to_str()
         .map(Some)
