@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::{GracefulConnection, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -234,11 +234,7 @@ impl App {
                         async move { Ok::<_, Infallible>(f.serve(req, peer).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let _ = watcher.watch(conn).await;
-                    });
+                    spawn_watched(graceful.watcher(), conn, slot);
                 }
                 accepted = admin.accept() => {
                     let Ok((stream, _peer)) = accepted else { continue };
@@ -248,11 +244,7 @@ impl App {
                         async move { Ok::<_, Infallible>(a.serve(req).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let _ = watcher.watch(conn).await;
-                    });
+                    spawn_watched(graceful.watcher(), conn, slot);
                 }
             }
         }
@@ -326,6 +318,18 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// Forward-auth sub-requests (`forward_auth.listen`), when configured.
     pub forward_auth: Option<TcpListener>,
+}
+
+/// Runs a plain connection to its end under the drain watcher, holding its cap slot.
+fn spawn_watched<C>(watcher: Watcher, conn: C, slot: OwnedSemaphorePermit)
+where
+    C: GracefulConnection + Send + 'static,
+    C::Error: Send,
+{
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _ = watcher.watch(conn).await;
+    });
 }
 
 /// Accepts on `listener`, or never resolves when there is none.
