@@ -12,7 +12,8 @@
 //! - store errors are not cached: the next request asks again. While the store errs, a
 //!   known key fetched less than `ttl + stale_if_error` ago is still served (serve-stale,
 //!   off by default); an unknown or uncached key is an error, so the caller fails closed.
-//! - every store error is counted ([`CacheStats::store_errors`]), stale answers too.
+//! - stale answers are counted ([`CacheStats::stale_served`]); store errors are counted
+//!   by the proxy, which also sees look-ups its `store.timeout` cut off.
 //!
 //! Why dashmap: sharded locks, so concurrent hits never contend on one global lock.
 
@@ -44,9 +45,6 @@ struct Entry {
 pub struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    /// Look-ups the store answered with an error. (`keygate_store_errors_total` is counted
-    /// by the proxy, which also sees look-ups cut off by `store.timeout`.)
-    pub store_errors: AtomicU64,
     /// Of those, the ones answered from a stale entry (`stale_if_error`).
     pub stale_served: AtomicU64,
 }
@@ -110,11 +108,10 @@ impl Cache {
         Ok(record.map_or(Lookup::Unknown, Lookup::Found))
     }
 
-    /// Counts a store failure for `hash` (an error, or the caller's timeout) and returns
+    /// After a store failure for `hash` (an error, or the caller's timeout), returns
     /// the stale answer `stale_if_error` allows, if any: a known key only, never an
     /// unknown one, so an outage can never make an unknown key pass.
     pub fn on_store_error(&self, hash: &KeyHash) -> Option<Lookup> {
-        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
         let entry = self.map.get(hash)?;
         let record = entry.record.as_ref()?;
         let age = Instant::now().saturating_duration_since(entry.fetched);

@@ -1,7 +1,7 @@
 //! Per-route rate limits: `rate_limit: N/s|N/m|N/h` on a route allows each key N requests
 //! per period on this gateway, with a burst of N (a token bucket, GCRA via `governor`).
 //!
-//! Invariants: limits are counted per (route, limit) and per key hash (per client
+//! Invariants: limits are counted per route (for its current limit) and per key hash (per client
 //! address on public routes, which have no key); a policy reload that changes a
 //! route's limit starts a fresh bucket set; state for keys idle longer than their
 //! period is reclaimed by [`Limits::sweep`], so memory follows active keys, not all
@@ -27,50 +27,60 @@ pub enum Caller {
     Address(IpAddr),
 }
 
-/// Every route's limiter, created on first use.
+/// A route's buckets, for the limit they were made for.
+struct RouteLimiter {
+    limit: RateLimit,
+    buckets: DefaultKeyedRateLimiter<Caller>,
+}
+
+/// Every route's limiter by route name, created on first use.
 #[derive(Default)]
 pub struct Limits {
-    by_route: DashMap<(Arc<str>, RateLimit), Arc<DefaultKeyedRateLimiter<Caller>>>,
+    by_route: DashMap<Arc<str>, Arc<RouteLimiter>>,
 }
 
 impl Limits {
     /// `Ok` if `caller` may make one more request to `route`; else how long to wait.
     pub fn check(&self, route: &str, limit: RateLimit, caller: Caller) -> Result<(), Duration> {
-        let limiter = self.limiter(route, limit);
-        limiter
+        self.limiter(route, limit)
+            .buckets
             .check_key(&caller)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
-    fn limiter(&self, route: &str, limit: RateLimit) -> Arc<DefaultKeyedRateLimiter<Caller>> {
-        // Look up with a borrowed name first: the common case allocates nothing.
-        if let Some(l) = self
-            .by_route
-            .iter()
-            .find(|e| &*e.key().0 == route && e.key().1 == limit)
+    /// The route's limiter: one keyed look-up by borrowed name (no allocation) in the
+    /// common case; a first use, or a reload that changed the limit, starts afresh.
+    fn limiter(&self, route: &str, limit: RateLimit) -> Arc<RouteLimiter> {
+        if let Some(l) = self.by_route.get(route)
+            && l.limit == limit
         {
-            return Arc::clone(l.value());
+            return Arc::clone(&l);
         }
-        Arc::clone(
-            self.by_route
-                .entry((Arc::from(route), limit))
-                .or_insert_with(|| Arc::new(RateLimiter::keyed(quota(limit))))
-                .value(),
-        )
+        let fresh = || {
+            Arc::new(RouteLimiter {
+                limit,
+                buckets: RateLimiter::keyed(quota(limit)),
+            })
+        };
+        let mut entry = self.by_route.entry(Arc::from(route)).or_insert_with(fresh);
+        if entry.limit != limit {
+            *entry = fresh();
+        }
+        Arc::clone(&entry)
     }
 
     /// Forgets callers whose buckets are full again, and limiters nobody uses.
     pub fn sweep(&self) {
-        self.by_route.retain(|_, limiter| {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-            !limiter.is_empty()
+        self.by_route.retain(|_, l| {
+            l.buckets.retain_recent();
+            l.buckets.shrink_to_fit();
+            !l.buckets.is_empty()
         });
     }
 
     /// Callers with live state, across routes (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.by_route.iter().map(|l| l.value().len()).sum()
+        self.by_route.iter().map(|l| l.value().buckets.len()).sum()
     }
 }
 
@@ -108,6 +118,27 @@ mod tests {
         assert!(limits.check("r", limit, b).is_ok(), "limits are per key");
         assert!(limits.check("other", limit, a).is_ok(), "and per route");
         assert_eq!(limits.tracked(), 3);
+    }
+
+    #[test]
+    fn a_changed_limit_starts_a_fresh_bucket_set() {
+        let limits = Limits::default();
+        let a = Caller::Key(KeyHash([7; 32]));
+        let one = RateLimit {
+            count: 1,
+            per: Duration::from_secs(3600),
+        };
+        assert!(limits.check("r", one, a).is_ok());
+        assert!(limits.check("r", one, a).is_err());
+        let two = RateLimit {
+            count: 2,
+            per: Duration::from_secs(3600),
+        };
+        assert!(
+            limits.check("r", two, a).is_ok(),
+            "the reloaded limit is counted afresh"
+        );
+        assert_eq!(limits.tracked(), 1, "the old buckets are gone");
     }
 
     #[test]
