@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, App};
-use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::config::{self, Config, ConfigError};
 use crate::keys::{Grant, KeyRecord, Secret, Status, Timestamp};
 use crate::lifecycle::{self, Expiry, LifecycleError, NewKey, Rules};
 use crate::policy::{Policy, PolicyError};
@@ -176,13 +176,10 @@ impl From<anyhow::Error> for Exit {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
@@ -195,6 +192,33 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The async runtime: one worker per CPU this process may use, or `KEYGATE_WORKERS`.
+/// With one worker (a container limited to one CPU, a gateway pinned with `taskset`) the
+/// single-threaded scheduler runs everything on one thread: no work-stealing, no
+/// cross-thread wake-ups, which is measurably faster there (README, Performance).
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    let workers = match std::env::var("KEYGATE_WORKERS") {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("KEYGATE_WORKERS={v:?}: expected a whole number above 0"))?,
+        Err(_) => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    crate::logging::runtime_hooks(&mut builder)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 async fn run(cli: Cli) -> Result<(), Exit> {
@@ -241,34 +265,6 @@ fn load_policy(path: &Path) -> Result<Policy, Exit> {
     })
 }
 
-/// Sets up logging for `serve` and `demo`: text or JSON lines on stderr.
-///
-/// Lines go through a worker thread that writes them in batches (flushed whenever its
-/// queue runs dry), so a request never waits on a `write` to stderr. Lines are never
-/// dropped: a full queue makes the logger wait. Keep the guard until exit: dropping it
-/// flushes what is left.
-#[must_use = "dropping the guard stops the log writer"]
-pub fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::new(std::io::stderr()));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    guard
-}
-
 async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
     let mut cfg = load_config(config_path)?;
     if let Some(l) = args.listen {
@@ -282,7 +278,7 @@ async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
             .map_err(|m| Exit(1, format!("error: --upstream: {m}")))?
             .0;
     }
-    let _log = init_logging(cfg.log_format, &cfg.log_level);
+    let _log = crate::logging::init(cfg.log_format, &cfg.log_level);
     let (listen, admin_listen, forward_auth_listen) =
         (cfg.listen, cfg.admin_listen, cfg.forward_auth_listen);
     let app = App::build(cfg).map_err(|e| match e {
@@ -301,7 +297,14 @@ async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
         None => println!("listening proxy={p} admin={a}"),
     }
     let _ = std::io::stdout().flush();
-    tracing::info!(proxy = %p, admin = %a, "keygate serving");
+    let runtime = tokio::runtime::Handle::current();
+    tracing::info!(
+        proxy = %p,
+        admin = %a,
+        workers = runtime.metrics().num_workers(),
+        scheduler = ?runtime.runtime_flavor(),
+        "keygate serving"
+    );
     let listeners = app::Listeners {
         proxy,
         admin,

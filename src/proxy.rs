@@ -39,6 +39,7 @@ use crate::expiry::Expiring;
 use crate::headers;
 use crate::keys::{self, KeyHash, KeyRecord, Timestamp};
 use crate::limits::{Caller, Limits};
+use crate::logging;
 use crate::metrics;
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
@@ -140,28 +141,25 @@ impl Proxy {
                 )
             }
         };
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
         let status = response.status().as_u16();
         metrics::request(
             trace.route.as_deref().unwrap_or(""),
             status,
-            elapsed,
+            elapsed.as_secs_f64(),
             trace.upstream_seconds,
         );
-        tracing::info!(
-            target: "keygate::access",
-            ts = %Timestamp::now().to_rfc3339(),
-            method = %method,
-            path = %raw_path,
-            route = trace.route.as_deref().unwrap_or(""),
+        logging::access(&logging::Access {
+            method: method.as_str(),
+            path: raw_path,
+            route: trace.route.as_deref().unwrap_or(""),
             status,
-            code = code.unwrap_or(""),
-            key_id = trace.key.as_ref().map_or("", |k| k.id.as_str()),
-            business_id = trace.key.as_ref().map_or("", |k| k.business_id.as_str()),
-            duration_ms = elapsed * 1000.0,
-            upstream_status = trace.upstream_status.unwrap_or(0),
-            "request"
-        );
+            code: code.unwrap_or(""),
+            key_id: trace.key.as_ref().map_or("", |k| k.id.as_str()),
+            business_id: trace.key.as_ref().map_or("", |k| k.business_id.as_str()),
+            duration: elapsed,
+            upstream_status: trace.upstream_status.unwrap_or(0),
+        });
         response
     }
 

@@ -51,7 +51,7 @@ default: deny
 
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> anyhow::Result<()> {
-    let _log = super::init_logging(crate::config::LogFormat::Text, "info");
+    let _log = crate::logging::init(crate::config::LogFormat::Text, "info");
     let dir = tempfile::Builder::new()
         .prefix("keygate-demo-")
         .tempdir()

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Gateway, Upstream, client};
+use crate::support::{Gateway, Options, Upstream, client};
 
 #[tokio::test]
 async fn every_stderr_line_is_json_and_each_request_logs_one_line_without_secrets() {
@@ -92,6 +92,55 @@ async fn every_stderr_line_is_json_and_each_request_logs_one_line_without_secret
         (Some(401), Some("invalid_api_key"))
     );
     assert!(access[0]["ts"].as_str().unwrap().ends_with('Z'));
+}
+
+/// `KEYGATE_WORKERS=1` (what a gateway pinned to one CPU gets): the single-threaded
+/// scheduler serves, and its batched log lines reach stderr when it goes idle, without
+/// waiting for more traffic; SIGTERM still writes the last ones.
+#[tokio::test]
+async fn one_worker_serves_and_writes_its_log_lines_when_idle() {
+    let up = Upstream::start().await;
+    let mut gw = Gateway::start_with(
+        &up,
+        Options {
+            workers: Some(1),
+            ..Options::default()
+        },
+    )
+    .await;
+    let serving = gw.stderr_until(1, |l| l.contains("keygate serving")).await;
+    let serving: Value = serde_json::from_str(serving.last().unwrap()).unwrap();
+    assert_eq!(
+        (serving["workers"].as_u64(), serving["scheduler"].as_str()),
+        (Some(1), Some("CurrentThread")),
+        "{serving}"
+    );
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    let c = client();
+    for n in 1..=3 {
+        let resp = c
+            .get(gw.url(&format!("/v1/items/{n}")))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let is_access = |l: &str| l.contains("\"message\":\"request\"");
+    let lines = gw.stderr_until(3, is_access).await;
+    let paths: Vec<String> = lines
+        .iter()
+        .filter(|l| is_access(l))
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(paths, ["/v1/items/1", "/v1/items/2", "/v1/items/3"]);
+    gw.signal("TERM");
+    assert!(gw.wait().await.success());
 }
 
 /// A counter's value (counters and histogram counts print as integers).

@@ -87,6 +87,8 @@ pub struct Gateway {
     stderr: Arc<Mutex<Vec<String>>>,
     /// The bootstrap admin token the gateway was started with, if any.
     pub token: Option<String>,
+    /// `KEYGATE_WORKERS` for the process (default: as many as CPUs).
+    workers: Option<usize>,
     child: Child,
 }
 
@@ -103,6 +105,8 @@ pub struct Options<'a> {
     pub files: Vec<(&'a str, String)>,
     /// A bootstrap admin token: passed in `KEYGATE_ADMIN_TOKEN`, named by `admin.token_env`.
     pub admin_token: Option<&'a str>,
+    /// Runtime workers (`KEYGATE_WORKERS`); 1 runs the single-threaded scheduler.
+    pub workers: Option<usize>,
 }
 
 impl Default for Options<'_> {
@@ -114,6 +118,7 @@ impl Default for Options<'_> {
             store_yaml: None,
             files: Vec::new(),
             admin_token: None,
+            workers: None,
         }
     }
 }
@@ -128,7 +133,7 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &upstream.url(), &opts);
         let token = opts.admin_token.map(str::to_owned);
-        let spawned = spawn(&config, token.as_deref()).await;
+        let spawned = spawn(&config, token.as_deref(), opts.workers).await;
         Self {
             _dir: dir,
             config,
@@ -137,6 +142,7 @@ impl Gateway {
             forward_auth: spawned.forward_auth,
             stderr: spawned.stderr,
             token,
+            workers: opts.workers,
             child: spawned.child,
         }
     }
@@ -145,7 +151,7 @@ impl Gateway {
     pub async fn restart(&mut self) {
         self.signal("TERM");
         self.wait().await;
-        let spawned = spawn(&self.config, self.token.as_deref()).await;
+        let spawned = spawn(&self.config, self.token.as_deref(), self.workers).await;
         self.child = spawned.child;
         self.proxy = spawned.proxy;
         self.admin = spawned.admin;
@@ -248,7 +254,7 @@ struct Spawned {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-async fn spawn(config: &Path, token: Option<&str>) -> Spawned {
+async fn spawn(config: &Path, token: Option<&str>, workers: Option<usize>) -> Spawned {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
     cmd.args([
         "serve",
@@ -265,6 +271,9 @@ async fn spawn(config: &Path, token: Option<&str>) -> Spawned {
     .kill_on_drop(true);
     if let Some(t) = token {
         cmd.env("KEYGATE_ADMIN_TOKEN", t);
+    }
+    if let Some(n) = workers {
+        cmd.env("KEYGATE_WORKERS", n.to_string());
     }
     let mut child = cmd.spawn().expect("spawn keygate serve");
     let stdout = child.stdout.take().expect("stdout");
