@@ -35,7 +35,7 @@ use crate::limits::Limits;
 use crate::policy::watch::{self, Reloader, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::framing::Guarded;
-use crate::proxy::{Ambiguous, Proxy, Upstream};
+use crate::proxy::{Ambiguous, Downstream, Proxy, Upstream};
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisStore, Target};
@@ -387,10 +387,11 @@ async fn serve_http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let conn = Arc::new(Downstream::new(peer, tls, framing));
     let svc = service_fn(move |req| {
         let p = Arc::clone(&proxy);
-        let framing = framing.clone();
-        async move { Ok::<_, Infallible>(p.serve(req, peer, tls, &framing).await) }
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(p.serve(req, &conn).await) }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let _ = watcher.watch(conn).await;

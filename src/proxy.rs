@@ -45,7 +45,7 @@ use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
 use crate::store::{KeyStore, StoreError};
 use crate::usage::Usage;
-pub use forward::Upstream;
+pub use forward::{Affinity, Upstream};
 pub use framing::Ambiguous;
 pub use refusal::Refusal;
 
@@ -67,6 +67,30 @@ pub struct Proxy {
     pub key_prefix: String,
     /// A registry slower than this is treated as down: 503, never a hung request.
     pub store_timeout: Duration,
+}
+
+/// The client connection a request came in on: what the flow needs to know about it,
+/// and what it keeps from one request to the next.
+pub struct Downstream {
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+    /// From the first request with both `Content-Length` and `Transfer-Encoding` on,
+    /// requests are refused (see [`framing`]).
+    pub framing: Ambiguous,
+    /// The connection's own upstream connection (see [`forward`]).
+    pub upstream: Affinity,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, tls: bool, framing: Ambiguous) -> Self {
+        Self {
+            peer,
+            tls,
+            framing,
+            upstream: Affinity::default(),
+        }
+    }
 }
 
 /// The request a decision is about: the proxied request itself, or, in forward-auth
@@ -91,23 +115,16 @@ pub struct Trace {
 }
 
 impl Proxy {
-    /// Answers one request: forwards it or refuses it, and logs it either way.
-    /// `framing` is the connection's framing verdict: from the first request with both
-    /// `Content-Length` and `Transfer-Encoding` on, requests are refused.
-    pub async fn serve(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        tls: bool,
-        framing: &Ambiguous,
-    ) -> Response<Body> {
+    /// Answers one request that came in on `conn`: forwards it or refuses it, and logs
+    /// it either way.
+    pub async fn serve(&self, req: Request<Incoming>, conn: &Downstream) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         // Cloning a `Uri` shares its bytes; no copy of the path.
         let uri = req.uri().clone();
         let mut trace = Trace::default();
-        let result = if framing.admit() {
-            self.handle(req, peer, tls, &mut trace).await
+        let result = if conn.framing.admit() {
+            self.handle(req, conn, &mut trace).await
         } else {
             Err(Refusal::BadRequest(
                 "both Content-Length and Transfer-Encoding are set",
@@ -166,8 +183,7 @@ impl Proxy {
     async fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        tls: bool,
+        conn: &Downstream,
         trace: &mut Trace,
     ) -> Result<Response<Body>, Refusal> {
         refuse_h2c(req.headers())?;
@@ -178,10 +194,13 @@ impl Proxy {
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),
-            peer,
+            peer: conn.peer,
         };
         let permit = self.authorise(&ask, trace).await?;
-        let forwarded = self.upstream.send(permit, req, peer, tls).await?;
+        let forwarded = self
+            .upstream
+            .send(permit, req, conn.peer, conn.tls, &conn.upstream)
+            .await?;
         trace.upstream_status = Some(forwarded.upstream_status.as_u16());
         trace.upstream_seconds = Some(forwarded.elapsed.as_secs_f64());
         Ok(forwarded.response.map(Either::Left))

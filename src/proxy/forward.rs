@@ -12,14 +12,24 @@
 //!   or chunked), so the client's `Transfer-Encoding` never reaches the upstream;
 //! - a WebSocket upgrade is passed through only after authorisation (it is only ever
 //!   called with a `Permitted`); any other `Upgrade` is dropped as hop-by-hop.
+//!
+//! Connections to the upstream: an HTTP/1 client connection sends its requests one at a
+//! time, so it gets its own upstream connection ([`Affinity`]), opened on its first
+//! forwarded request and reused for the next ones with no pool look-up and no lock shared
+//! with other connections; it closes with the client's connection. HTTP/2 streams (which
+//! run concurrently on one client connection) share a keep-alive pool instead. A reused
+//! connection the upstream has closed is replaced, and a request it never sent is sent
+//! once more on a new connection; one that was sent is not retried.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::{self as client_h1, SendRequest};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -38,11 +48,21 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The upstream API: a pooled keep-alive client and where to send.
+/// A forwarded request's body: the client's, cut off past `max_body`.
+type UpBody = Limited<Incoming>;
+
+/// Why a request could not be sent upstream.
+pub type SendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream API: where to send, and how to reach it.
 pub struct Upstream {
-    client: Client<HttpConnector, Limited<Incoming>>,
+    /// The shared keep-alive pool (HTTP/2 client streams).
+    client: Client<HttpConnector, UpBody>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
+    /// `Host` on every upstream request: the upstream URL's authority.
+    host: HeaderValue,
+    connect_timeout: Duration,
     /// The upstream URL's own path without its trailing `/` (often empty).
     base_path: String,
     timeout: Duration,
@@ -79,10 +99,14 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
+        let authority = url.authority().cloned().expect("upstream URL has a host");
         Self {
             client,
             scheme: url.scheme().cloned().expect("upstream URL has a scheme"),
-            authority: url.authority().cloned().expect("upstream URL has a host"),
+            host: HeaderValue::from_str(authority.as_str())
+                .expect("an authority is a valid header"),
+            authority,
+            connect_timeout,
             base_path: url.path().trim_end_matches('/').to_owned(),
             timeout,
             key_header,
@@ -91,13 +115,15 @@ impl Upstream {
         }
     }
 
-    /// Forwards `req` as `permit` allows and returns the upstream's answer.
+    /// Forwards `req` as `permit` allows and returns the upstream's answer. `affinity`
+    /// is the client connection's own upstream connection.
     pub async fn send(
         &self,
         permit: Permitted,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
+        affinity: &Affinity,
     ) -> Result<Forwarded, Refusal> {
         if declared_length(req.headers()).is_some_and(|n| n > self.max_body) {
             return Err(Refusal::PayloadTooLarge);
@@ -105,6 +131,7 @@ impl Upstream {
         let websocket = is_websocket(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let multiplexed = parts.version == http::Version::HTTP_2;
         parts.uri = self.target(&permit, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
         let trusted_peer = self.trusted.iter().any(|n| n.contains(&peer.ip()));
@@ -119,16 +146,18 @@ impl Upstream {
             },
             websocket,
         );
+        parts.headers.insert(header::HOST, self.host.clone());
         let started = std::time::Instant::now();
         let body = Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX));
-        let sent = tokio::time::timeout(
-            self.timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
+        let req = Request::from_parts(parts, body);
+        let sent = if multiplexed {
+            tokio::time::timeout(self.timeout, self.pooled(req)).await
+        } else {
+            tokio::time::timeout(self.timeout, self.own(req, affinity)).await
+        };
         let mut response = match sent {
             Err(_) => return Err(Refusal::UpstreamTimeout),
-            Ok(Err(e)) if caused_by_body_limit(&e) => return Err(Refusal::PayloadTooLarge),
+            Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(Refusal::PayloadTooLarge),
             Ok(Err(e)) => return Err(Refusal::UpstreamUnavailable(e)),
             Ok(Ok(r)) => r,
         };
@@ -148,6 +177,75 @@ impl Upstream {
         })
     }
 
+    /// Through the shared pool, which wants the absolute URI.
+    async fn pooled(&self, mut req: Request<UpBody>) -> Result<Response<Incoming>, SendError> {
+        let mut uri = std::mem::take(req.uri_mut()).into_parts();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        *req.uri_mut() = Uri::from_parts(uri)?;
+        Ok(self.client.request(req).await?)
+    }
+
+    /// Through the client connection's own upstream connection, opened when there is none
+    /// (or it was closed); if a concurrent request holds it, through the pool.
+    async fn own(
+        &self,
+        req: Request<UpBody>,
+        affinity: &Affinity,
+    ) -> Result<Response<Incoming>, SendError> {
+        let Some(mut lease) = affinity.lease() else {
+            return self.pooled(req).await;
+        };
+        let mut reused = lease.conn.take().filter(|c| !c.is_closed());
+        if let Some(conn) = reused.as_mut()
+            && conn.ready().await.is_err()
+        {
+            reused = None;
+        }
+        let req = match reused {
+            Some(mut conn) => match conn.try_send_request(req).await {
+                Ok(resp) => return Ok(lease.keep(conn, resp)),
+                // Closed under us before the request left: never sent, so send it anew.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(e.into_error().into()),
+                },
+            },
+            None => req,
+        };
+        let mut conn = self.connect().await?;
+        let resp = conn.send_request(req).await?;
+        Ok(lease.keep(conn, resp))
+    }
+
+    /// A new HTTP/1.1 connection to the upstream, within the connect timeout.
+    async fn connect(&self) -> Result<SendRequest<UpBody>, SendError> {
+        let host = self.authority.host();
+        // An IPv6 literal comes bracketed in a URL, and without brackets to the resolver.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = self.authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "no connection to {} within {:?}",
+                self.authority, self.connect_timeout
+            )
+        })??;
+        stream.set_nodelay(true)?;
+        let (conn, driver) = client_h1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = driver.with_upgrades().await;
+        });
+        Ok(conn)
+    }
+
     fn target(&self, permit: &Permitted, query: Option<&str>) -> Result<Uri, Refusal> {
         let path = permit.path().as_str();
         let mut pq = String::with_capacity(
@@ -159,12 +257,71 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| Refusal::BadTarget)
+        // Origin-form; `pooled` adds the scheme and authority.
+        Uri::try_from(pq).map_err(|_| Refusal::BadTarget)
+    }
+}
+
+/// One client connection's own upstream connection (see the module docs).
+#[derive(Default)]
+pub struct Affinity(Mutex<Slot>);
+
+#[derive(Default)]
+enum Slot {
+    /// None yet, or the last one failed.
+    #[default]
+    Empty,
+    Idle(SendRequest<UpBody>),
+    /// A request holds it.
+    Busy,
+}
+
+impl Affinity {
+    /// Takes the connection (if any) for one request; `None` when a request holds it.
+    fn lease(&self) -> Option<Lease<'_>> {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conn = match std::mem::replace(&mut *slot, Slot::Busy) {
+            Slot::Empty => None,
+            Slot::Idle(conn) => Some(conn),
+            Slot::Busy => return None,
+        };
+        Some(Lease {
+            affinity: self,
+            conn,
+        })
+    }
+}
+
+/// A request's hold on its connection's upstream connection; dropped without
+/// [`Lease::keep`] (an error, a timeout, a cancelled request), it leaves the slot empty
+/// and the connection is closed.
+struct Lease<'a> {
+    affinity: &'a Affinity,
+    conn: Option<SendRequest<UpBody>>,
+}
+
+impl Lease<'_> {
+    /// Puts `conn` back for the next request once its answer has come, unless the
+    /// answer switched protocols (the connection then belongs to the upgrade).
+    fn keep(mut self, conn: SendRequest<UpBody>, resp: Response<Incoming>) -> Response<Incoming> {
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            self.conn = Some(conn);
+        }
+        resp
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut slot = self
+            .affinity
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = self.conn.take().map_or(Slot::Empty, Slot::Idle);
     }
 }
 

@@ -47,7 +47,7 @@ pub enum Refusal {
     #[error("the key registry cannot be reached")]
     AuthUnavailable(#[source] StoreError),
     #[error("the upstream could not be reached")]
-    UpstreamUnavailable(#[source] hyper_util::client::legacy::Error),
+    UpstreamUnavailable(#[source] super::forward::SendError),
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
 }

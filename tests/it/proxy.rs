@@ -524,6 +524,54 @@ async fn paths_are_normalised_and_the_authorised_path_is_forwarded() {
     assert_eq!(up.count(), before, "refused paths must never be forwarded");
 }
 
+/// An HTTP/1.1 client connection keeps one upstream connection for all its requests,
+/// another client connection gets its own, and when the upstream closes one
+/// (`Connection: close`) the next request on that client connection opens a new one.
+#[tokio::test]
+async fn each_client_connection_reuses_its_own_upstream_connection() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await;
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    // One pooled connection each, HTTP/1.1: requests in turn reuse it.
+    let one_connection = || {
+        reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap()
+    };
+    let get =
+        |c: &reqwest::Client, path: &str| c.get(gw.url(path)).header("X-API-Key", &key).send();
+    let (a, b) = (one_connection(), one_connection());
+    for path in ["/v1/items/1", "/v1/items/2", "/v1/items/3"] {
+        assert_eq!(get(&a, path).await.unwrap().status(), 200);
+    }
+    assert_eq!(get(&b, "/v1/items/4").await.unwrap().status(), 200);
+    assert_eq!(get(&a, "/v1/items/close").await.unwrap().status(), 200);
+    assert_eq!(get(&a, "/v1/items/5").await.unwrap().status(), 200);
+    assert_eq!(get(&a, "/v1/items/6").await.unwrap().status(), 200);
+
+    let port = |path: &str| {
+        up.seen()
+            .iter()
+            .find(|s| s.target == path)
+            .unwrap_or_else(|| panic!("{path} never reached the upstream"))
+            .peer
+    };
+    let first = port("/v1/items/1");
+    assert_eq!(port("/v1/items/2"), first);
+    assert_eq!(port("/v1/items/3"), first);
+    assert_eq!(port("/v1/items/close"), first);
+    assert_ne!(
+        port("/v1/items/4"),
+        first,
+        "another client connection, another upstream one"
+    );
+    let after = port("/v1/items/5");
+    assert_ne!(after, first, "the closed upstream connection was replaced");
+    assert_eq!(port("/v1/items/6"), after);
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_is_served() {
     let up = Upstream::start().await;

@@ -3,6 +3,7 @@
 //!
 //! - `/slow…` answers after 5 s (for upstream timeouts);
 //! - `/v1/items/download/{n}` streams `n` bytes back;
+//! - `/v1/items/close` answers with `Connection: close` (and then closes);
 //! - anything else answers 200 with `{"path", "body_bytes", "body_sha256"}`.
 
 use std::convert::Infallible;
@@ -28,6 +29,8 @@ pub struct Seen {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_bytes: usize,
+    /// The connection it came on (keygate's end of it).
+    pub peer: std::net::SocketAddr,
 }
 
 impl Seen {
@@ -76,12 +79,12 @@ impl Upstream {
         let s = Arc::clone(&seen);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let s = Arc::clone(&s);
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, Arc::clone(&s)));
+                    let svc = service_fn(move |req| handle(req, peer, Arc::clone(&s)));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -115,6 +118,7 @@ impl Upstream {
 
 async fn handle(
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -149,6 +153,7 @@ async fn handle(
         version: format!("{:?}", parts.version),
         headers,
         body_bytes,
+        peer,
     });
     if parts.uri.path().starts_with("/slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -171,6 +176,10 @@ async fn handle(
     let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::from(answer.to_string()))));
     r.headers_mut()
         .insert("content-type", "application/json".parse().expect("static"));
+    if parts.uri.path() == "/v1/items/close" {
+        r.headers_mut()
+            .insert("connection", "close".parse().expect("static"));
+    }
     Ok(r)
 }
 
