@@ -136,18 +136,22 @@ pub fn access(a: &Access<'_>) {
                 buf.push(b'\n');
             }
             LogFormat::Text => {
+                let _ = write!(buf, "{ts}  INFO keygate::access: request method=");
+                text_value(buf, a.method);
+                for (name, value) in [
+                    (" path=", a.path),
+                    (" route=", a.route),
+                    (" code=", a.code),
+                    (" key_id=", a.key_id),
+                    (" business_id=", a.business_id),
+                ] {
+                    buf.extend_from_slice(name.as_bytes());
+                    text_value(buf, value);
+                }
                 let _ = writeln!(
                     buf,
-                    "{ts}  INFO keygate::access: request method={} path={:?} route={:?} \
-                     status={} code={:?} key_id={:?} business_id={:?} duration_ms={}.{:03} \
-                     upstream_status={}",
-                    a.method,
-                    a.path,
-                    a.route,
+                    " status={} duration_ms={}.{:03} upstream_status={}",
                     a.status,
-                    a.code,
-                    a.key_id,
-                    a.business_id,
                     micros / 1000,
                     micros % 1000,
                     a.upstream_status,
@@ -155,6 +159,20 @@ pub fn access(a: &Access<'_>) {
             }
         }
     });
+}
+
+/// A text-format value: as it is when it is plain (visible ASCII, no quote or backslash),
+/// else quoted and escaped, so a value can never forge another field or line; an empty
+/// value is `""`.
+fn text_value(buf: &mut Vec<u8>, v: &str) {
+    let plain = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if plain {
+        buf.extend_from_slice(v.as_bytes());
+    } else {
+        let _ = write!(buf, "{v:?}");
+    }
 }
 
 #[derive(Serialize)]
@@ -290,6 +308,20 @@ mod tests {
         assert!(ts.ends_with('Z'), "{ts}");
         assert_eq!(parsed.nanosecond() % 1000, 0, "{ts}");
         assert!((OffsetDateTime::now_utc() - parsed).whole_seconds().abs() < 5);
+    }
+
+    #[test]
+    fn text_values_are_plain_or_quoted_never_raw_spaces_or_newlines() {
+        let text = |v: &str| {
+            let mut b = Vec::new();
+            text_value(&mut b, v);
+            String::from_utf8(b).unwrap()
+        };
+        assert_eq!(text("/v1/items/1"), "/v1/items/1");
+        assert_eq!(text(""), "\"\"");
+        assert_eq!(text("a b"), "\"a b\"");
+        assert_eq!(text("x\nstatus=200"), "\"x\\nstatus=200\"");
+        assert_eq!(text("say \"hi\""), "\"say \\\"hi\\\"\"");
     }
 
     #[test]
