@@ -1,6 +1,6 @@
 //! The per-request hot path, piece by piece and whole: key parse + checksum, SHA-256,
 //! path normalisation, route match over 10/100/1,000 routes, cache hit, and the full
-//! authorise decision on a cache hit. Run with `make bench` (`cargo bench --bench hot_path`).
+//! authorise decision on a cache hit, and the upstream request's header rewrite. Run with `make bench` (`cargo bench --bench hot_path`).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::fmt::Write as _;
@@ -8,14 +8,19 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use keygate::cache::{Cache, Lookup};
 use keygate::keys::{self, KeyRecord, Timestamp};
 use keygate::policy::path::normalise;
 use keygate::policy::{Facts, Policy};
+use keygate::proxy::forward::{Hop, rewrite_request_headers};
 use keygate::store::KeyStore;
 use keygate::store::embedded::EmbeddedStore;
+
+// The allocator the binary uses (src/main.rs), so allocation costs are the real ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const HEAD: &str = "version: 1\nscopes:\n  items:read: Read\nroles:\n  viewer: [items:read]\nlocations: [hq, plant-1]\nroutes:\n";
 
@@ -121,6 +126,43 @@ fn hot_path(c: &mut Criterion) {
                 let permit = p.decide(m, path, &record, &Facts::of(&req), now).unwrap();
                 black_box(permit);
             });
+        },
+    );
+
+    // What wrk sends in the load comparison, plus a browser-ish pair.
+    let mut sent = http::HeaderMap::new();
+    for (k, v) in [
+        ("host", "127.0.0.1:8080"),
+        ("x-api-key", secret.expose()),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("connection", "keep-alive"),
+    ] {
+        sent.insert(
+            http::HeaderName::from_static(k),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let path = normalise(req.uri().path()).unwrap();
+    let m = p.route(req.method(), &path).unwrap();
+    let permit = p
+        .decide(m, path, &std::sync::Arc::new(rec), &Facts::of(&req), now)
+        .unwrap();
+    let key_header = http::HeaderName::from_static("x-api-key");
+    let hop = Hop {
+        peer: "127.0.0.1:50000".parse().unwrap(),
+        tls: false,
+        trusted_peer: false,
+    };
+    c.bench_function(
+        "header rewrite (strip key and hop-by-hop, add identity)",
+        |b| {
+            b.iter_batched_ref(
+                || sent.clone(),
+                |h| rewrite_request_headers(h, &key_header, &permit, hop, false),
+                // Small batches: the prepared maps stay in cache, as a request's headers would.
+                BatchSize::NumIterations(64),
+            );
         },
     );
 }
