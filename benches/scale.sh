@@ -2,7 +2,7 @@
 # The registry at 1,000 and at 1,000,000 keys: cache-miss (one by_hash query) and cache-hit
 # cost, measured on the same sample of keys before and after the store grows.
 #
-#   benches/scale.sh [--keys 1000000] [--sample 5000] [--no-redis]
+#   benches/scale.sh [--keys 1000000] [--sample 5000] [--no-redis | --no-embedded]
 #
 # Keys go in with examples/bulk_keys.rs --direct: one KeyStore::insert per key (one SQLite
 # transaction each, 8 concurrent Redis inserts), no audit events. Everything lives in a
@@ -12,11 +12,13 @@ set -euo pipefail
 TOTAL=1000000
 SAMPLE=5000
 REDIS=1
+EMBEDDED=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) TOTAL=$2; shift 2 ;;
     --sample) SAMPLE=$2; shift 2 ;;
     --no-redis) REDIS=0; shift ;;
+    --no-embedded) EMBEDDED=0; shift ;;
     *) echo "scale.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +43,8 @@ conf() { # $1 file, $2 store block
 }
 conf "$DIR/embedded.yaml" "  kind: embedded
   path: $DIR/keygate.db"
-stores=(embedded)
+stores=()
+if [ "$EMBEDDED" = 1 ]; then stores+=(embedded); fi
 if [ "$REDIS" = 1 ]; then
   RP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   redis-server --bind 127.0.0.1 --port "$RP" --save '' --appendonly no --dir "$DIR" \
@@ -69,4 +72,4 @@ for s in "${stores[@]}"; do
   echo "$s: $((TOTAL - SAMPLE)) more keys inserted in $(( $(date +%s) - t0 )) s" >&2
 done
 for s in "${stores[@]}"; do measure_store "$s" "$TOTAL keys"; done
-ls -l "$DIR"/keygate.db* | awk '{ s += $5 } END { printf "embedded store on disk: %.0f MiB\n", s / 1048576 }'
+[ "$EMBEDDED" = 0 ] || ls -l "$DIR"/keygate.db* | awk '{ s += $5 } END { printf "embedded store on disk: %.0f MiB\n", s / 1048576 }'

@@ -21,6 +21,10 @@ use keygate::cache::Cache;
 use keygate::keys::{self, KeyHash, KeyRecord, Timestamp};
 use keygate::store::{AuditEvent, Invalidation, KeyStore, ListQuery, Page, StoreError};
 
+// The allocator the binary uses (src/main.rs): RSS per key depends on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Knows every hash (`known`) or none.
 struct Synthetic {
     known: bool,

@@ -407,8 +407,6 @@ pub fn rewrite_request_headers(
     hop: Hop,
     websocket: bool,
 ) {
-    // Room for what is added below, so the map grows (and rehashes) at most once.
-    h.reserve(8);
     let original_host = h.remove(header::HOST);
     strip_hop_by_hop(h);
     if websocket {
