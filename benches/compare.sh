@@ -23,8 +23,10 @@
 # proxy's CPU (on 2 cores: proxy + upstream on core 0, wrk on core 1; the upstream nginx
 # shares the proxy's core, for every target alike). Rounds are interleaved (nginx, keygate,
 # keygate-redis, nginx, ...) so drift on a shared machine hits every target; the table
-# gives the median over rounds. Every round must have zero errors and zero non-2xx
-# answers, or the script fails.
+# gives the median over rounds. "proxy CPU" is the proxy process's own user + system time
+# per request (/proc/PID/stat; nginx's worker, keygate with all its threads): steadier
+# than req/s on a noisy machine, since the upstream's share of the core is left out.
+# Every round must have zero errors and zero non-2xx answers, or the script fails.
 #
 # Both proxies log each request: nginx to a buffered access log, keygate its access line
 # to stderr (redirected to a file).
@@ -231,21 +233,25 @@ nginx_conf nginx-map "
     }
   }"
 taskset -c "$PROXY_CPUS" "$NGINX" -p "$DIR/nginx-map" -c "$DIR/nginx-map/nginx.conf" &
+NGX_MASTER=$!
 PIDS+=($!)
 wait_port "$NGX"
+NGX_WORKER=$(pgrep -P "$NGX_MASTER" | head -n1)
 
 taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/embedded.yaml" \
   >"$DIR/keygate.out" 2>"$DIR/keygate.log" &
 KG_PID=$!
 PIDS+=($!)
 wait_port "$KG"
-targets=("nginx-map:$NGX" "keygate:$KG")
+# name:port:pid (the process whose CPU time is the proxy's: nginx's worker, keygate itself)
+targets=("nginx-map:$NGX:$NGX_WORKER" "keygate:$KG:$KG_PID")
 if [ "$REDIS" = 1 ]; then
   taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/redis.yaml" \
     >"$DIR/keygate-redis.out" 2>"$DIR/keygate-redis.log" &
+  KGR_PID=$!
   PIDS+=($!)
   wait_port "$KGR"
-  targets+=("keygate-redis:$KGR")
+  targets+=("keygate-redis:$KGR:$KGR_PID")
 fi
 
 # --- load ----------------------------------------------------------------------------------
@@ -267,6 +273,10 @@ done = function(summary, latency, requests)
 end
 EOF
 
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
 run_wrk() { # $1 port, $2 seconds → "requests duration_us errors non2xx p50_us p99_us"
   taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$2"s --timeout 2s -s "$DIR/rotate.lua" \
     "http://127.0.0.1:$1/" | sed -n 's/^RESULT //p'
@@ -276,7 +286,7 @@ run_wrk() { # $1 port, $2 seconds → "requests duration_us errors non2xx p50_us
 # pass (fills keygate's cache, opens the upstream keep-alive pools).
 key1=$(head -n1 "$DIR/keys.txt")
 for t in "${targets[@]}"; do
-  name=${t%%:*}; port=${t#*:}
+  IFS=: read -r name port pid <<<"$t"
   ok=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key1" "http://127.0.0.1:$port/v1/items/1")
   no=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/items/1")
   if [ "$ok" != 200 ] || [ "$no" != 401 ]; then
@@ -291,19 +301,23 @@ echo "compare: $ROUNDS round(s) of ${DURATION}s per target, $CONNS connections, 
 : >"$DIR/results"
 for r in $(seq "$ROUNDS"); do
   for t in "${targets[@]}"; do
-    name=${t%%:*}; port=${t#*:}
+    IFS=: read -r name port pid <<<"$t"
     if [ "$PROFILE" = 1 ] && [ "$r" = 1 ] && [ "$name" = keygate ]; then
       taskset -c "$LOAD_CPUS" perf record -q -F 999 -o "$DIR/perf.data" -p "$KG_PID" \
         -- sleep "$DURATION" >/dev/null 2>&1 &
     fi
+    t0=$(cpu_ticks "$pid")
     read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION")
+    t1=$(cpu_ticks "$pid")
     if [ "$errs" != 0 ] || [ "$non2xx" != 0 ]; then
       echo "compare: round $r $name: $errs socket errors, $non2xx non-2xx answers" >&2
       exit 1
     fi
     rps=$(awk -v n="$n" -v d="$dur" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
-    printf '  round %d %-14s %8s req/s  p50 %7.0f us  p99 %7.0f us\n' "$r" "$name" "$rps" "$p50" "$p99" >&2
-    echo "$name $rps $p50 $p99" >>"$DIR/results"
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    printf '  round %d %-14s %8s req/s  p50 %7.0f us  p99 %7.0f us  cpu %5s us/req\n' \
+      "$r" "$name" "$rps" "$p50" "$p99" "$cpu" >&2
+    echo "$name $rps $p50 $p99 $cpu" >>"$DIR/results"
   done
 done
 
@@ -316,14 +330,14 @@ python3 - "$DIR/results" <<'EOF'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, rps, p50, p99 = line.split()
-    rows.setdefault(name, []).append((float(rps), float(p50), float(p99)))
-med = {n: tuple(statistics.median(v[i] for v in vs) for i in range(3)) for n, vs in rows.items()}
+    name, rps, p50, p99, cpu = line.split()
+    rows.setdefault(name, []).append((float(rps), float(p50), float(p99), float(cpu)))
+med = {n: tuple(statistics.median(v[i] for v in vs) for i in range(4)) for n, vs in rows.items()}
 base = med["nginx-map"]
-print("| target | req/s | p50 (µs) | p99 (µs) | req/s ÷ nginx | p99 ÷ nginx |")
-print("|---|---:|---:|---:|---:|---:|")
-for name, (rps, p50, p99) in med.items():
-    print(f"| {name} | {rps:,.0f} | {p50:.0f} | {p99:.0f} | {rps / base[0]:.2f} | {p99 / base[2]:.2f} |")
+print("| target | req/s | p50 (µs) | p99 (µs) | proxy CPU (µs/req) | req/s ÷ nginx | p99 ÷ nginx | CPU ÷ nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for name, (rps, p50, p99, cpu) in med.items():
+    print(f"| {name} | {rps:,.0f} | {p50:.0f} | {p99:.0f} | {cpu:.1f} | {rps / base[0]:.2f} | {p99 / base[2]:.2f} | {cpu / base[3]:.2f} |")
 EOF
 
 if [ "$PROFILE" = 1 ]; then
