@@ -17,6 +17,7 @@
 //! malformed input itself. Cost: one `httparse` pass per head and a counter per body read.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,17 +134,26 @@ fn step(
     match state {
         State::Off => (State::Off, bytes.len()),
         State::Head(mut buf) => {
+            // Usually a whole head arrives in one read: parse it in place, no copy.
             let start = buf.len();
-            buf.extend_from_slice(bytes);
-            let mut headers = [httparse::EMPTY_HEADER; 128];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
+            let whole = if buf.is_empty() {
+                bytes
+            } else {
+                buf.extend_from_slice(bytes);
+                &buf
+            };
+            let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(whole, &mut headers) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let next = body_state(&req, flag, *heads);
                     *heads += 1;
                     (next, head_len - start)
                 }
-                Ok(httparse::Status::Partial) if buf.len() <= max_head => {
+                Ok(httparse::Status::Partial) if whole.len() <= max_head => {
+                    if buf.is_empty() {
+                        buf.extend_from_slice(bytes);
+                    }
                     (State::Head(buf), bytes.len())
                 }
                 _ => (State::Off, bytes.len()),
