@@ -194,7 +194,9 @@ impl Upstream {
         affinity: &Affinity,
     ) -> Result<Response<Incoming>, SendError> {
         let Some(mut lease) = affinity.lease() else {
-            return self.pooled(req).await;
+            // Rare (a concurrent request holds the connection): boxed, as is `connect`,
+            // so that the common path's future stays small (it is moved per request).
+            return Box::pin(self.pooled(req)).await;
         };
         let mut reused = lease.conn.take().filter(|c| !c.is_closed());
         if let Some(conn) = reused.as_mut()
@@ -213,7 +215,7 @@ impl Upstream {
             },
             None => req,
         };
-        let mut conn = self.connect().await?;
+        let mut conn = Box::pin(self.connect()).await?;
         let resp = conn.send_request(req).await?;
         Ok(lease.keep(conn, resp))
     }
