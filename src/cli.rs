@@ -215,7 +215,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         b.worker_threads(workers);
         b
     };
-    crate::logging::runtime_hooks(&mut builder)
+    builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))

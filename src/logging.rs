@@ -1,19 +1,23 @@
 //! Log output: every line on stderr, text or JSON, and the per-request access line.
 //!
-//! Why not a logger thread: handing each line to a writer thread costs a futex wake and a
-//! context switch per request, and on a gateway pinned to one core that thread competes
-//! with the requests it logs. Instead each runtime worker keeps its own line buffer
-//! (thread-local: no lock shared between workers) and writes it to stderr in one
-//! `write(2)`:
-//! - when the worker goes idle (tokio's `on_thread_park`, wired by [`runtime_hooks`]), so
-//!   on a quiet gateway a line is out before the worker sleeps;
-//! - when the buffer passes [`BATCH_BYTES`], or its oldest line is older than
-//!   [`BATCH_AGE`] when another is added, so a busy worker writes in large batches;
-//! - when the thread exits, and for the calling thread when the [`Flush`] guard drops.
+//! Why not a logger thread per line: handing each line to a writer thread costs a futex
+//! wake and a context switch per request, and on a gateway pinned to one core that thread
+//! competes with the requests it logs; writing each line where it is made costs a
+//! `write(2)` per request. Instead, like nginx's buffered access log:
+//! - each thread appends its lines to its own buffer (registered once; its lock is only
+//!   ever shared with the writer thread, never between request threads);
+//! - the first line after a write wakes the writer thread, which waits [`BATCH_DELAY`]
+//!   for more and then writes each buffer in one `write(2)`: at most one wake-up per
+//!   [`BATCH_DELAY`], however busy the gateway, and a line reaches stderr within about
+//!   that delay;
+//! - a buffer past [`BATCH_BYTES`] is written at once by its own thread;
+//! - a thread's buffer is written when it exits, and every buffer when the [`Flush`]
+//!   guard drops (the end of `serve`).
 //!
-//! Threads that are not runtime workers (the CLI, blocking helpers, file watchers) write
-//! each line straight through. Lines are never dropped. Lines from different workers may
-//! reach stderr out of time order by at most one batch; each carries its own timestamp.
+//! Before [`init`] (the CLI commands) lines are written straight through. Lines are never
+//! dropped (a `kill -9` loses at most the last [`BATCH_DELAY`]). Lines of one thread keep
+//! their order; lines of different threads may interleave out of time order by up to one
+//! batch, and each carries its own timestamp.
 //!
 //! The access line is formatted here, not through `tracing`'s field visitors: its fields
 //! are fixed by the contract (section 5b) and it is written once per request, so it is
@@ -22,8 +26,9 @@
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -31,19 +36,27 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::config::LogFormat;
 
-/// A worker writes its buffer once it holds this many bytes.
+/// A thread writes its own buffer once it holds this many bytes.
 pub const BATCH_BYTES: usize = 32 * 1024;
-/// ... or once its oldest line is this old (checked when a line is added).
-pub const BATCH_AGE: Duration = Duration::from_millis(100);
+/// How long the writer thread gathers lines before writing them.
+pub const BATCH_DELAY: Duration = Duration::from_millis(50);
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+static WRITER: OnceLock<&'static Writer> = OnceLock::new();
 
 /// Sets up logging for `serve` and `demo`: `format` lines on stderr at `level` (or what
-/// `RUST_LOG` says). Keep the guard until exit: dropping it writes what the calling
-/// thread still holds.
-#[must_use = "dropping the guard flushes this thread's log lines"]
+/// `RUST_LOG` says), batched (see the module docs). Keep the guard until exit: dropping
+/// it writes every buffered line.
+#[must_use = "dropping the guard writes the buffered log lines"]
 pub fn init(format: LogFormat, level: &str) -> Flush {
     let _ = FORMAT.set(format);
+    if WRITER.get().is_none() {
+        let writer: &'static Writer = Box::leak(Box::new(Writer::new(write_stderr)));
+        // No writer thread (the system refused one): lines keep going straight through.
+        if writer.start() {
+            let _ = WRITER.set(writer);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
@@ -62,29 +75,15 @@ pub fn init(format: LogFormat, level: &str) -> Flush {
     Flush(())
 }
 
-/// Writes the calling thread's buffered lines when dropped.
+/// Writes every buffered line when dropped.
 pub struct Flush(());
 
 impl Drop for Flush {
     fn drop(&mut self) {
-        flush();
+        if let Some(w) = WRITER.get() {
+            w.write_all();
+        }
     }
-}
-
-/// Wires the per-worker buffers into a runtime: a worker batches from its first idle
-/// moment on and writes its batch each time it goes idle.
-pub fn runtime_hooks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
-    builder.on_thread_park(|| {
-        with_batch(|b| {
-            b.batching = true;
-            b.write_out();
-        });
-    })
-}
-
-/// Writes what the calling thread holds.
-pub fn flush() {
-    with_batch(Batch::write_out);
 }
 
 /// One request, as its access line reports it.
@@ -223,69 +222,145 @@ impl Write for Lines {
     }
 }
 
-/// Appends one line through `fill`, then writes the buffer out if it is due.
+/// Appends one line through `fill` to the calling thread's buffer (or writes it
+/// straight through before [`init`]).
 fn with_line(fill: impl FnOnce(&mut Vec<u8>)) {
-    let mut fill = Some(fill);
-    with_batch(|b| {
-        if b.since.is_none() {
-            b.since = Some(Instant::now());
-        }
-        if let Some(f) = fill.take() {
-            f(&mut b.buf);
-        }
-        let due = !b.batching
-            || b.buf.len() >= BATCH_BYTES
-            || b.since.is_some_and(|t| t.elapsed() >= BATCH_AGE);
-        if due {
-            b.write_out();
-        }
-    });
-    // The thread is exiting (its buffer is gone) or the buffer is in use: write directly.
-    if let Some(f) = fill {
+    if let Some(w) = WRITER.get() {
+        w.append(fill);
+    } else {
         let mut line = Vec::new();
-        f(&mut line);
+        fill(&mut line);
         write_stderr(&line);
     }
 }
 
-fn with_batch(f: impl FnOnce(&mut Batch)) {
-    let _ = BATCH.try_with(|cell| {
-        if let Ok(mut b) = cell.try_borrow_mut() {
-            f(&mut b);
-        }
-    });
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The buffers, and the thread that writes them.
+struct Writer {
+    /// Every thread's buffer, registered on its first line.
+    buffers: Mutex<Vec<Weak<Mutex<Vec<u8>>>>>,
+    /// A line is waiting: set by the first line after a write, cleared by the writer.
+    pending: AtomicBool,
+    wake: Mutex<bool>,
+    woken: Condvar,
+    sink: fn(&[u8]),
 }
 
 thread_local! {
-    static BATCH: RefCell<Batch> = const {
-        RefCell::new(Batch { buf: Vec::new(), batching: false, since: None })
-    };
+    /// This thread's buffer and the writer it is registered with.
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
 }
 
-struct Batch {
-    buf: Vec<u8>,
-    /// Set once this thread is known to be a runtime worker (it has gone idle once).
-    batching: bool,
-    /// When the oldest buffered line was added.
-    since: Option<Instant>,
+struct Local {
+    buf: Buffer,
+    writer: &'static Writer,
 }
 
-impl Batch {
-    fn write_out(&mut self) {
-        if !self.buf.is_empty() {
-            write_stderr(&self.buf);
-            self.buf.clear();
-            if self.buf.capacity() > 4 * BATCH_BYTES {
-                self.buf.shrink_to(BATCH_BYTES);
-            }
-        }
-        self.since = None;
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.writer.write_buffer(&self.buf);
     }
 }
 
-impl Drop for Batch {
-    fn drop(&mut self) {
-        self.write_out();
+impl Writer {
+    fn new(sink: fn(&[u8])) -> Self {
+        Self {
+            buffers: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            wake: Mutex::new(false),
+            woken: Condvar::new(),
+            sink,
+        }
+    }
+
+    /// Starts the writer thread; false when the system refuses one.
+    fn start(&'static self) -> bool {
+        std::thread::Builder::new()
+            .name("keygate-log".into())
+            .spawn(move || self.run())
+            .is_ok()
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut woke = lock(&self.wake);
+                while !*woke {
+                    woke = self
+                        .woken
+                        .wait(woke)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                *woke = false;
+            }
+            std::thread::sleep(BATCH_DELAY);
+            // Cleared before writing: a line added from here on wakes the next round.
+            self.pending.store(false, Ordering::Release);
+            self.write_all();
+        }
+    }
+
+    fn append(&'static self, fill: impl FnOnce(&mut Vec<u8>)) {
+        let mut fill = Some(fill);
+        let _ = LOCAL.try_with(|cell| {
+            let Ok(mut local) = cell.try_borrow_mut() else {
+                return;
+            };
+            let local = local.get_or_insert_with(|| self.register());
+            let mut buf = lock(&local.buf);
+            if let Some(f) = fill.take() {
+                f(&mut buf);
+            }
+            if buf.len() >= BATCH_BYTES {
+                (self.sink)(&buf);
+                buf.clear();
+            } else if !self.pending.load(Ordering::Acquire)
+                && !self.pending.swap(true, Ordering::AcqRel)
+            {
+                *lock(&self.wake) = true;
+                self.woken.notify_one();
+            }
+        });
+        // The thread is exiting (its buffer is gone): write the line directly.
+        if let Some(f) = fill {
+            let mut line = Vec::new();
+            f(&mut line);
+            (self.sink)(&line);
+        }
+    }
+
+    fn register(&'static self) -> Local {
+        let buf: Buffer = Arc::new(Mutex::new(Vec::new()));
+        let mut all = lock(&self.buffers);
+        all.retain(|b| b.strong_count() > 0);
+        all.push(Arc::downgrade(&buf));
+        Local { buf, writer: self }
+    }
+
+    fn write_all(&self) {
+        let all: Vec<Buffer> = lock(&self.buffers)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for buf in &all {
+            self.write_buffer(buf);
+        }
+    }
+
+    fn write_buffer(&self, buf: &Mutex<Vec<u8>>) {
+        let mut b = lock(buf);
+        if !b.is_empty() {
+            (self.sink)(&b);
+            b.clear();
+            if b.capacity() > 4 * BATCH_BYTES {
+                b.shrink_to(BATCH_BYTES);
+            }
+        }
     }
 }
 
@@ -324,19 +399,47 @@ mod tests {
         assert_eq!(text("say \"hi\""), "\"say \\\"hi\\\"\"");
     }
 
+    static SEEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    fn capture(bytes: &[u8]) {
+        lock(&SEEN).extend_from_slice(bytes);
+    }
+
+    fn seen() -> String {
+        String::from_utf8(lock(&SEEN).clone()).unwrap()
+    }
+
     #[test]
-    fn a_worker_holds_lines_until_due_and_other_threads_do_not() {
-        std::thread::spawn(|| {
-            with_line(|_| {});
-            with_batch(|b| assert!(b.since.is_none(), "a plain thread writes at once"));
-            with_batch(|b| b.batching = true);
-            with_line(|_| {});
-            with_batch(|b| assert!(b.since.is_some(), "a worker holds its lines"));
-            with_batch(|b| b.since = Instant::now().checked_sub(BATCH_AGE));
-            with_line(|_| {});
-            with_batch(|b| assert!(b.since.is_none(), "written once the oldest line aged"));
-        })
-        .join()
-        .unwrap();
+    fn lines_are_written_in_batches_and_never_lost() {
+        let w: &'static Writer = Box::leak(Box::new(Writer::new(capture)));
+        assert!(w.start());
+        let wait_for = |text: &str| {
+            let t = std::time::Instant::now();
+            while !seen().contains(text) {
+                assert!(t.elapsed() < 100 * BATCH_DELAY, "{text:?} never written");
+                std::thread::sleep(BATCH_DELAY / 5);
+            }
+        };
+        // A thread that logs and stays alive: the writer thread writes its line.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (appended, has_appended) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            w.append(|b| b.extend_from_slice(b"one\n"));
+            hold.recv().unwrap();
+            // A full buffer is written by its own thread, at once.
+            w.append(|b| b.resize(b.len() + BATCH_BYTES, b'x'));
+            assert!(seen().contains(&"x".repeat(BATCH_BYTES)), "written at once");
+            w.append(|b| b.extend_from_slice(b"two\n"));
+            appended.send(()).unwrap();
+            hold.recv().unwrap();
+        });
+        wait_for("one\n");
+        release.send(()).unwrap();
+        // `write_all` (what the guard runs at exit) writes what a live thread holds.
+        has_appended.recv().unwrap();
+        w.write_all();
+        assert!(seen().contains("two\n"), "{:?}", seen());
+        release.send(()).unwrap();
+        t.join().unwrap();
     }
 }

@@ -95,10 +95,10 @@ async fn every_stderr_line_is_json_and_each_request_logs_one_line_without_secret
 }
 
 /// `KEYGATE_WORKERS=1` (what a gateway pinned to one CPU gets): the single-threaded
-/// scheduler serves, and its batched log lines reach stderr when it goes idle, without
-/// waiting for more traffic; SIGTERM still writes the last ones.
+/// scheduler serves, its batched log lines reach stderr without more traffic to push
+/// them, in order, and SIGTERM still ends it cleanly.
 #[tokio::test]
-async fn one_worker_serves_and_writes_its_log_lines_when_idle() {
+async fn one_worker_serves_and_its_log_lines_arrive_unprompted() {
     let up = Upstream::start().await;
     let mut gw = Gateway::start_with(
         &up,
