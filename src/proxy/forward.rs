@@ -103,8 +103,7 @@ impl Upstream {
         Self {
             client,
             scheme: url.scheme().cloned().expect("upstream URL has a scheme"),
-            host: HeaderValue::from_str(authority.as_str())
-                .expect("an authority is a valid header"),
+            host: host_header(&authority),
             authority,
             connect_timeout,
             base_path: url.path().trim_end_matches('/').to_owned(),
@@ -164,9 +163,14 @@ impl Upstream {
         let elapsed = started.elapsed();
         let upstream_status = response.status();
         if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                splice_upgrade(client_upgrade, hyper::upgrade::on(&mut response));
-            }
+            // Only a WebSocket request may be switched; anything else is a broken upstream.
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(Refusal::UpstreamUnavailable(
+                    "the upstream switched protocols for a request that asked for no upgrade"
+                        .into(),
+                ));
+            };
+            splice_upgrade(client_upgrade, hyper::upgrade::on(&mut response));
         } else {
             strip_hop_by_hop(response.headers_mut());
         }
@@ -262,6 +266,15 @@ impl Upstream {
         // Origin-form; `pooled` adds the scheme and authority.
         Uri::try_from(pq).map_err(|_| Refusal::BadTarget)
     }
+}
+
+/// `Host` for the upstream: its host and port, never the URL's `user:password@`.
+fn host_header(authority: &http::uri::Authority) -> HeaderValue {
+    let host = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(host).expect("a URL's host and port are a valid header")
 }
 
 /// One client connection's own upstream connection (see the module docs).
@@ -518,4 +531,23 @@ fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::O
         let mut u = TokioIo::new(u);
         let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_is_host_and_port_without_credentials() {
+        let host = |url: &str| {
+            let uri: Uri = url.parse().expect("test URL");
+            host_header(uri.authority().expect("authority"))
+        };
+        assert_eq!(
+            host("http://u:secret@api.internal:8080/v1"),
+            "api.internal:8080"
+        );
+        assert_eq!(host("http://api.internal"), "api.internal");
+        assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
+    }
 }

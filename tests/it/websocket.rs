@@ -116,3 +116,43 @@ async fn websocket_upgrades_pass_through_only_after_authorisation() {
         .unwrap();
     assert_eq!(&echoed, b"hello through keygate");
 }
+
+/// An upstream that answers `101 Switching Protocols` to a request that asked for no
+/// upgrade is broken: the client gets 502, never a switched connection.
+#[tokio::test]
+async fn an_upstream_switching_protocols_unasked_is_a_bad_gateway() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+                    .await;
+                let _ = s.read(&mut head).await; // hold the connection open
+            });
+        }
+    });
+    let unused = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &unused,
+        Options {
+            upstream_yaml: Some(format!("upstream:\n  url: {upstream}\n")),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    let answer = raw(
+        &gw.proxy,
+        format!(
+            "GET /v1/items/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("upstream_unavailable"), "{answer}");
+}
