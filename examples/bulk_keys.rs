@@ -6,9 +6,9 @@
 //! cargo run --release --example bulk_keys -- --config A.yaml [--config B.yaml]... \
 //!     --count 1000 --out keys.txt [--scope items:read]... [--concurrency 8] [--direct]
 //! ```
-//! `--direct` (for the 1,000,000-key scale runs) skips `lifecycle::create`'s validation
-//! and audit event and only calls `KeyStore::insert` with a record built the same way
-//! (generated secret, its hash, id and display prefix): half the writes per key.
+//! `--direct` (for the 1,000,000-key scale runs) skips `lifecycle::create`'s audit event:
+//! the key is checked and built by the same `lifecycle` functions (`prepare`, `mint`) and
+//! only `KeyStore::insert` writes it: half the writes per key.
 //! Each key is created in the first config's store; the very same record (same hash)
 //! is then inserted with `KeyStore::insert` into every further config's store, so one
 //! secret works against an embedded and a Redis gateway alike. The secrets are written
@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use keygate::config::Config;
-use keygate::keys::{self, KeyRecord, Secret, Timestamp};
 use keygate::lifecycle::{self, NewKey, Rules};
 use keygate::policy::Policy;
 use keygate::store::KeyStore;
@@ -108,7 +107,8 @@ async fn main() -> anyhow::Result<()> {
                     expiry: None,
                 };
                 let (record, secret) = if direct {
-                    let (record, secret) = direct_record(new, &cfg.key_prefix);
+                    let prepared = lifecycle::prepare(&rules, new)?;
+                    let (record, secret) = lifecycle::mint(&cfg.key_prefix, prepared, "bulk_keys");
                     stores[0].insert(&record).await?;
                     (record, secret)
                 } else {
@@ -152,27 +152,4 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed()
     );
     Ok(())
-}
-
-/// The record `lifecycle::create` would build for `new` (already valid), and its secret.
-fn direct_record(new: NewKey, prefix: &str) -> (KeyRecord, Secret) {
-    let secret = keys::generate(prefix);
-    let record = KeyRecord {
-        id: keys::new_id(prefix),
-        hash: secret.hash(),
-        name: new.name,
-        description: new.description,
-        prefix: keys::display_prefix(&secret, prefix),
-        user_id: new.user_id,
-        business_id: new.business_id,
-        scopes: new.scopes,
-        locations: new.locations,
-        grants: new.grants,
-        created_at: Timestamp::now(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        created_by: "bulk_keys".to_owned(),
-    };
-    (record, secret)
 }

@@ -172,6 +172,15 @@ pub async fn create_prepared(
     prepared: Prepared,
     actor: &str,
 ) -> Result<(KeyRecord, Secret), LifecycleError> {
+    let (record, secret) = mint(prefix, prepared, actor);
+    store.insert(&record).await?;
+    audit(store, actor, "created", &record, String::new()).await;
+    Ok((record, secret))
+}
+
+/// The record and fresh secret for the key [`prepare`] checked, not yet stored. Only
+/// [`create_prepared`] and bulk loaders (which skip the audit trail) call it.
+pub fn mint(prefix: &str, prepared: Prepared, actor: &str) -> (KeyRecord, Secret) {
     let Prepared {
         key: new,
         expires_at,
@@ -195,9 +204,7 @@ pub async fn create_prepared(
         last_used_at: None,
         created_by: actor.to_owned(),
     };
-    store.insert(&record).await?;
-    audit(store, actor, "created", &record, String::new()).await;
-    Ok((record, secret))
+    (record, secret)
 }
 
 /// Replaces key `id` with a new secret: same name, owner, scopes, locations and grants;
