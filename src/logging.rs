@@ -228,10 +228,15 @@ fn with_line(fill: impl FnOnce(&mut Vec<u8>)) {
     if let Some(w) = WRITER.get() {
         w.append(fill);
     } else {
-        let mut line = Vec::new();
-        fill(&mut line);
-        write_stderr(&line);
+        write_now(write_stderr, fill);
     }
+}
+
+/// One line, written at once: no buffer to hold it.
+fn write_now(sink: fn(&[u8]), fill: impl FnOnce(&mut Vec<u8>)) {
+    let mut line = Vec::new();
+    fill(&mut line);
+    sink(&line);
 }
 
 type Buffer = Arc<Mutex<Vec<u8>>>;
@@ -328,9 +333,7 @@ impl Writer {
         });
         // The thread is exiting (its buffer is gone): write the line directly.
         if let Some(f) = fill {
-            let mut line = Vec::new();
-            f(&mut line);
-            (self.sink)(&line);
+            write_now(self.sink, f);
         }
     }
 
