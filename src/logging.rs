@@ -28,11 +28,10 @@ use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::LogFormat;
 
@@ -72,6 +71,7 @@ pub fn init(format: LogFormat, level: &str) -> Flush {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    let _ = ACCESS_ENABLED.set(ask_access_enabled());
     Flush(())
 }
 
@@ -103,7 +103,7 @@ pub struct Access<'a> {
 
 /// Writes the access line for one request (when `keygate::access` is enabled at info).
 pub fn access(a: &Access<'_>) {
-    if !tracing::enabled!(target: "keygate::access", tracing::Level::INFO) {
+    if !access_enabled() {
         return;
     }
     let format = FORMAT.get().copied().unwrap_or(LogFormat::Text);
@@ -135,7 +135,8 @@ pub fn access(a: &Access<'_>) {
                 buf.push(b'\n');
             }
             LogFormat::Text => {
-                let _ = write!(buf, "{ts}  INFO keygate::access: request method=");
+                buf.extend_from_slice(ts.as_bytes());
+                buf.extend_from_slice(b"  INFO keygate::access: request method=");
                 text_value(buf, a.method);
                 for (name, value) in [
                     (" path=", a.path),
@@ -147,26 +148,48 @@ pub fn access(a: &Access<'_>) {
                     buf.extend_from_slice(name.as_bytes());
                     text_value(buf, value);
                 }
-                let _ = writeln!(
-                    buf,
-                    " status={} duration_ms={}.{:03} upstream_status={}",
-                    a.status,
-                    micros / 1000,
-                    micros % 1000,
-                    a.upstream_status,
-                );
+                let mut n = itoa::Buffer::new();
+                buf.extend_from_slice(b" status=");
+                buf.extend_from_slice(n.format(a.status).as_bytes());
+                buf.extend_from_slice(b" duration_ms=");
+                buf.extend_from_slice(n.format(micros / 1000).as_bytes());
+                let millis_fraction = n.format(1000 + micros % 1000).as_bytes();
+                buf.push(b'.');
+                buf.extend_from_slice(&millis_fraction[1..]);
+                buf.extend_from_slice(b" upstream_status=");
+                buf.extend_from_slice(n.format(a.upstream_status).as_bytes());
+                buf.push(b'\n');
             }
         }
     });
 }
 
+/// Whether the filter lets access lines through: asked once by [`init`] (the filter never
+/// changes afterwards), every time before it.
+fn access_enabled() -> bool {
+    ACCESS_ENABLED
+        .get()
+        .copied()
+        .unwrap_or_else(ask_access_enabled)
+}
+
+fn ask_access_enabled() -> bool {
+    tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
+}
+
+static ACCESS_ENABLED: OnceLock<bool> = OnceLock::new();
+
 /// A text-format value: as it is when it is plain (visible ASCII, no quote or backslash),
 /// else quoted and escaped, so a value can never forge another field or line; an empty
 /// value is `""`.
 fn text_value(buf: &mut Vec<u8>, v: &str) {
-    let plain = !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if v.is_empty() {
+        buf.extend_from_slice(b"\"\"");
+        return;
+    }
+    let plain = v
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
     if plain {
         buf.extend_from_slice(v.as_bytes());
     } else {
@@ -193,19 +216,66 @@ struct JsonAccess<'a> {
 }
 
 /// The current time as RFC 3339 UTC (`2026-11-23T13:43:17.661824Z`) in `out`.
+///
+/// The part up to the second is formatted once per second per thread (as nginx caches
+/// its time strings); each line only adds its microseconds.
 fn rfc3339_now(out: &mut [u8; 40]) -> &str {
-    let now = OffsetDateTime::now_utc();
-    // Microseconds, like every other log line.
-    let now = now
-        .replace_nanosecond(now.nanosecond() / 1000 * 1000)
-        .unwrap_or(now);
-    let mut cursor = std::io::Cursor::new(&mut out[..]);
-    if now.format_into(&mut cursor, &Rfc3339).is_err() {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let second = since_epoch.as_secs();
+    let prefix = SECOND.with(|cached| {
+        let (at, text) = cached.get();
+        if at == second && text[0] != 0 {
+            return text;
+        }
+        let text = second_prefix(second);
+        cached.set((second, text));
+        text
+    });
+    if prefix[0] == 0 {
         return "";
     }
-    // What was written is where the cursor stands (`format_into`'s count came out short).
-    let n = usize::try_from(cursor.position()).unwrap_or(0);
-    std::str::from_utf8(&out[..n]).unwrap_or("")
+    out[..SECOND_LEN].copy_from_slice(&prefix);
+    let micros = since_epoch.subsec_micros();
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(micros).as_bytes();
+    let end = SECOND_LEN + 6;
+    out[SECOND_LEN..end - digits.len()].fill(b'0');
+    out[end - digits.len()..end].copy_from_slice(digits);
+    out[end] = b'Z';
+    std::str::from_utf8(&out[..=end]).unwrap_or("")
+}
+
+/// `2026-11-23T13:43:17.`: the length of [`rfc3339_now`]'s part up to the second.
+const SECOND_LEN: usize = 20;
+
+thread_local! {
+    /// The second [`rfc3339_now`] last formatted on this thread, and its text.
+    static SECOND: std::cell::Cell<(u64, [u8; SECOND_LEN])> =
+        const { std::cell::Cell::new((0, [0; SECOND_LEN])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for `second` since the epoch; all zero bytes for a time
+/// RFC 3339 cannot write (before year 0 or after 9999).
+fn second_prefix(second: u64) -> [u8; SECOND_LEN] {
+    let mut text = [0u8; SECOND_LEN];
+    let Some(t) = i64::try_from(second)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+    else {
+        return text;
+    };
+    let (year, month, day) = t.to_calendar_date();
+    let (hour, minute, sec) = t.to_hms();
+    let formatted = format!(
+        "{year:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{sec:02}.",
+        u8::from(month)
+    );
+    if formatted.len() == SECOND_LEN {
+        text.copy_from_slice(formatted.as_bytes());
+    }
+    text
 }
 
 /// `tracing`'s writer: each formatted event arrives in one `write_all`.
@@ -377,6 +447,7 @@ fn write_stderr(bytes: &[u8]) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use time::format_description::well_known::Rfc3339;
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
@@ -386,6 +457,10 @@ mod tests {
         assert!(ts.ends_with('Z'), "{ts}");
         assert_eq!(parsed.nanosecond() % 1000, 0, "{ts}");
         assert!((OffsetDateTime::now_utc() - parsed).whole_seconds().abs() < 5);
+        // The cached part up to the second, for a known second and its edges.
+        assert_eq!(&second_prefix(0), b"1970-01-01T00:00:00.");
+        assert_eq!(&second_prefix(1_795_441_397), b"2026-11-23T13:43:17.");
+        assert_eq!(second_prefix(u64::MAX), [0; SECOND_LEN]);
     }
 
     #[test]
