@@ -149,8 +149,9 @@ fn hot_path(c: &mut Criterion) {
         .decide(m, path, &std::sync::Arc::new(rec), &Facts::of(&req), now)
         .unwrap();
     let key_header = http::HeaderName::from_static("x-api-key");
+    let peer_ip = keygate::proxy::forward::ip_value("127.0.0.1".parse().unwrap());
     let hop = Hop {
-        peer: "127.0.0.1:50000".parse().unwrap(),
+        peer_ip: &peer_ip,
         tls: false,
         trusted_peer: false,
     };

@@ -43,8 +43,9 @@ use crate::store::{KeyStore, StoreError};
 use crate::tls::{self, Certs, TlsError};
 use crate::usage::Usage;
 
-/// How often pending last-use times are written (the contract allows 10 s).
-const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(3);
+/// How often pending last-use times are written (the contract allows 10 s; each flush
+/// writes every key used since the last, so a longer period means fewer writes).
+const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -16,6 +16,9 @@
 //!   by the proxy, which also sees look-ups its `store.timeout` cut off.
 //!
 //! Why dashmap: sharded locks, so concurrent hits never contend on one global lock.
+//! Why foldhash: the keys are SHA-256 digests, hashed on every request; foldhash costs
+//! a fraction of std's `SipHash` and is seeded at random per process, so nobody can aim
+//! keys at one bucket.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +54,7 @@ pub struct CacheStats {
 
 /// The shared cache. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Cache {
-    map: DashMap<KeyHash, Entry>,
+    map: DashMap<KeyHash, Entry, foldhash::fast::RandomState>,
     ttl: Duration,
     negative_ttl: Duration,
     max_entries: usize,
@@ -64,7 +67,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(ttl: Duration, negative_ttl: Duration, max_entries: usize) -> Self {
         Self {
-            map: DashMap::new(),
+            map: DashMap::default(),
             ttl,
             negative_ttl,
             max_entries: max_entries.max(1),
@@ -87,11 +90,22 @@ impl Cache {
     /// an unreachable store is an error (after [`Cache::on_store_error`] found no stale
     /// entry to serve), so the caller fails closed.
     pub async fn lookup(&self, hash: &KeyHash, store: &dyn KeyStore) -> Result<Lookup, StoreError> {
-        let now = Instant::now();
-        if let Some(hit) = self.fresh(hash, now) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(hit);
+        match self.cached(hash) {
+            Some(hit) => Ok(hit),
+            None => self.fetch(hash, store).await,
         }
+    }
+
+    /// The fresh cached answer for `hash`, if there is one: no await, so a caller can
+    /// skip what only a store look-up needs (its timeout timer).
+    pub fn cached(&self, hash: &KeyHash) -> Option<Lookup> {
+        let hit = self.fresh(hash, Instant::now())?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
+    /// Asks `store` for `hash` (after [`Cache::cached`] found nothing) and caches the answer.
+    pub async fn fetch(&self, hash: &KeyHash, store: &dyn KeyStore) -> Result<Lookup, StoreError> {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::Acquire);
         let record = match store.by_hash(hash).await {

@@ -153,7 +153,8 @@ impl RouteSeries {
     }
 }
 
-static SERIES: LazyLock<DashMap<Box<str>, Arc<RouteSeries>>> = LazyLock::new(DashMap::new);
+static SERIES: LazyLock<DashMap<Box<str>, Arc<RouteSeries>, foldhash::fast::RandomState>> =
+    LazyLock::new(DashMap::default);
 
 /// One answered request.
 pub fn request(route: &str, status: u16, seconds: f64, upstream_seconds: Option<f64>) {

@@ -73,6 +73,8 @@ pub struct Proxy {
 /// and what it keeps from one request to the next.
 pub struct Downstream {
     pub peer: SocketAddr,
+    /// The peer's address as an `X-Forwarded-For` value, written once per connection.
+    pub peer_ip: http::HeaderValue,
     /// Whether the connection is TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
     /// From the first request with both `Content-Length` and `Transfer-Encoding` on,
@@ -86,6 +88,7 @@ impl Downstream {
     pub fn new(peer: SocketAddr, tls: bool, framing: Ambiguous) -> Self {
         Self {
             peer,
+            peer_ip: forward::ip_value(peer.ip()),
             tls,
             framing,
             upstream: Affinity::default(),
@@ -197,10 +200,7 @@ impl Proxy {
             peer: conn.peer,
         };
         let permit = self.authorise(&ask, trace).await?;
-        let forwarded = self
-            .upstream
-            .send(permit, req, conn.peer, conn.tls, &conn.upstream)
-            .await?;
+        let forwarded = self.upstream.send(permit, req, conn).await?;
         trace.upstream_status = Some(forwarded.upstream_status.as_u16());
         trace.upstream_seconds = Some(forwarded.elapsed.as_secs_f64());
         Ok(forwarded.response.map(Either::Left))
@@ -249,8 +249,11 @@ impl Proxy {
     /// The key's record through the cache; a registry that errs or is too slow refuses
     /// (fail closed), unless the cache may serve a stale known key (`stale_if_error`).
     async fn lookup(&self, hash: &KeyHash) -> Result<Lookup, Refusal> {
-        match tokio::time::timeout(self.store_timeout, self.cache.lookup(hash, &*self.store)).await
-        {
+        // A cache hit needs no timer.
+        if let Some(hit) = self.cache.cached(hash) {
+            return Ok(hit);
+        }
+        match tokio::time::timeout(self.store_timeout, self.cache.fetch(hash, &*self.store)).await {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(e)) => Err(Refusal::AuthUnavailable(e)),
             Err(_) => self.cache.on_store_error(hash).ok_or_else(|| {

@@ -13,7 +13,7 @@ use crate::keys::Timestamp;
 /// Pending last-use times by key id.
 #[derive(Default)]
 pub struct Usage {
-    pending: DashMap<String, Timestamp>,
+    pending: DashMap<String, Timestamp, foldhash::fast::RandomState>,
 }
 
 impl Usage {

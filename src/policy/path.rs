@@ -93,6 +93,9 @@ pub fn normalise(raw: &str) -> Result<NormalPath, BadPath> {
         out.push('/');
         decode_segment(seg, &mut out)?;
         let decoded = out.get(start + 1..).unwrap_or("");
+        if !decoded.starts_with('.') {
+            continue; // the usual segment: no dot segment, whatever its parameters
+        }
         let (core, params) = match decoded.split_once(';') {
             Some((core, _)) => (core, true),
             None => (decoded, false),

@@ -21,7 +21,6 @@
 //! connection the upstream has closed is replaced, and a request it never sent is sent
 //! once more on a new connection; one that was sent is not retried.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use super::Downstream;
 use super::refusal::Refusal;
 use crate::policy::Permitted;
 
@@ -120,9 +120,7 @@ impl Upstream {
         &self,
         permit: Permitted,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
-        tls: bool,
-        affinity: &Affinity,
+        conn: &Downstream,
     ) -> Result<Forwarded, Refusal> {
         if declared_length(req.headers()).is_some_and(|n| n > self.max_body) {
             return Err(Refusal::PayloadTooLarge);
@@ -133,14 +131,14 @@ impl Upstream {
         let multiplexed = parts.version == http::Version::HTTP_2;
         parts.uri = self.target(&permit, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
-        let trusted_peer = self.trusted.iter().any(|n| n.contains(&peer.ip()));
+        let trusted_peer = self.trusted.iter().any(|n| n.contains(&conn.peer.ip()));
         rewrite_request_headers(
             &mut parts.headers,
             &self.key_header,
             &permit,
             Hop {
-                peer,
-                tls,
+                peer_ip: &conn.peer_ip,
+                tls: conn.tls,
                 trusted_peer,
             },
             websocket,
@@ -152,7 +150,7 @@ impl Upstream {
         let sent = if multiplexed {
             tokio::time::timeout(self.timeout, self.pooled(req)).await
         } else {
-            tokio::time::timeout(self.timeout, self.own(req, affinity)).await
+            tokio::time::timeout(self.timeout, self.own(req, &conn.upstream)).await
         };
         let mut response = match sent {
             Err(_) => return Err(Refusal::UpstreamTimeout),
@@ -386,15 +384,21 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in named {
         h.remove(name);
     }
-    // One pass over the (few) headers present is cheaper than seven look-ups.
-    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        for name in HOP_BY_HOP {
-            h.remove(name);
+    // One pass over the (few) headers present, then a removal for each one found: far
+    // cheaper than seven hashed look-ups (an upstream's `Connection: keep-alive` is usual).
+    let mut present = [false; HOP_COUNT];
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present[i] = true;
         }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        h.remove(name);
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_COUNT: usize = 7;
+const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -406,8 +410,9 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// The connection a request came in on, as the forwarding headers describe it.
 #[derive(Clone, Copy)]
-pub struct Hop {
-    pub peer: SocketAddr,
+pub struct Hop<'a> {
+    /// The peer's address, as [`ip_value`] writes it (once per connection).
+    pub peer_ip: &'a HeaderValue,
     pub tls: bool,
     /// The peer is a configured trusted proxy: its forwarding headers are kept.
     pub trusted_peer: bool,
@@ -419,7 +424,7 @@ pub fn rewrite_request_headers(
     h: &mut HeaderMap,
     key_header: &HeaderName,
     permit: &Permitted,
-    hop: Hop,
+    hop: Hop<'_>,
     websocket: bool,
 ) {
     let original_host = h.remove(header::HOST);
@@ -474,8 +479,7 @@ pub fn insert_identity(h: &mut HeaderMap, permit: &Permitted, every: bool) {
 /// `X-Forwarded-For`: the peer appended to the chain a trusted proxy sent, else the peer
 /// alone (a client-sent chain is not believed). `X-Forwarded-Proto`: a trusted proxy's
 /// value, else this hop's scheme.
-fn forwarding_headers(h: &mut HeaderMap, hop: Hop) {
-    let peer = hop.peer.ip().to_string();
+fn forwarding_headers(h: &mut HeaderMap, hop: Hop<'_>) {
     let chain = hop
         .trusted_peer
         .then(|| {
@@ -488,17 +492,15 @@ fn forwarding_headers(h: &mut HeaderMap, hop: Hop) {
                 .iter()
                 .flat_map(|v| v.split(','))
                 .all(|ip| ip.trim().parse::<std::net::IpAddr>().is_ok());
+            let peer = hop.peer_ip.to_str().unwrap_or_default();
             (!sent.is_empty() && all_ips).then(|| format!("{}, {peer}", sent.join(", ")))
         })
         .flatten();
-    // The peer alone (the usual case) moves its string into the value without a copy.
-    let xff = match chain {
-        Some(chain) => HeaderValue::try_from(chain),
-        None => HeaderValue::try_from(peer),
+    // The peer alone (the usual case) is the connection's value, shared, not rebuilt.
+    match chain.map(HeaderValue::try_from) {
+        Some(Ok(chain)) => h.insert(X_FORWARDED_FOR, chain),
+        _ => h.insert(X_FORWARDED_FOR, hop.peer_ip.clone()),
     };
-    if let Ok(v) = xff {
-        h.insert(X_FORWARDED_FOR, v);
-    }
     let trusted_https = hop
         .trusted_peer
         .then(|| h.get(X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()))
@@ -513,6 +515,11 @@ fn forwarding_headers(h: &mut HeaderMap, hop: Hop) {
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
+}
+
+/// An IP address as a header value (`X-Forwarded-For`).
+pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
 }
 
 fn insert_text(h: &mut HeaderMap, name: HeaderName, value: &str) {
