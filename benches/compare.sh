@@ -3,7 +3,7 @@
 # in the same run, on loopback. Run with `make compare`.
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--keys N] [--connections N]
-#                      [--no-redis] [--smoke] [--profile]
+#                      [--no-redis] [--smoke] [--profile] [--instructions]
 #
 # What runs (everything on 127.0.0.1, free ports, one temporary folder, all killed on exit):
 #   upstream      nginx, 1 worker, `return 200` with a small fixed body
@@ -34,6 +34,12 @@
 # --smoke: 1 round of 1 s with 50 keys; checks the rig works end to end, measures nothing.
 # --profile: also samples keygate (embedded) with `perf record` during its first round and
 #            prints the top symbols (perf: apt-get install linux-perf).
+# --instructions: also counts the user-space instructions each proxy executes per request
+#            (all its threads) under valgrind's callgrind, counting only during one wrk run
+#            of --duration seconds after a 1 s warm-up. Unlike req/s, the count does not move
+#            with the machine's load, so it compares builds and proxies on a shared machine.
+#            valgrind hides SHA-NI, so keygate's SHA-256 runs in software there; that share
+#            is printed apart.
 set -euo pipefail
 
 ROUNDS=3
@@ -42,6 +48,7 @@ NKEYS=1000
 CONNS=32
 REDIS=1
 PROFILE=0
+INSTRUCTIONS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -50,8 +57,9 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --no-redis) REDIS=0; shift ;;
     --profile) PROFILE=1; shift ;;
+    --instructions) INSTRUCTIONS=1; shift ;;
     --smoke) ROUNDS=1; DURATION=1; NKEYS=50; shift ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -67,6 +75,7 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "$REDIS" = 1 ]; then command -v redis-server >/dev/null 2>&1 || need+=(redis-server); fi
+if [ "$INSTRUCTIONS" = 1 ]; then command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind); fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "compare: installing ${need[*]} with apt-get" >&2
@@ -348,4 +357,62 @@ if [ "$PROFILE" = 1 ]; then
   echo "keygate (embedded), top symbols by self time during round 1:"
   perf report -i "$DIR/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -45
+fi
+
+# --- instructions per request (callgrind) --------------------------------------------------
+if [ "$INSTRUCTIONS" = 1 ]; then
+  # Runs the command under callgrind on the proxies' core with counting off, warms it up,
+  # counts over one wrk run, and prints "requests instructions software-sha256-instructions".
+  count_instructions() { # $1 name, $2 port, then the command
+    local name=$1 port=$2 out="$DIR/callgrind-$1.out"
+    shift 2
+    taskset -c "$PROXY_CPUS" valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$out" "$@" >"$DIR/$name-cg.stdout" 2>"$DIR/$name-cg.log" &
+    local vg=$!
+    PIDS+=($vg)
+    wait_port "$port"
+    callgrind_control -i on "$vg" >/dev/null 2>&1
+    run_wrk "$port" 1 >/dev/null
+    callgrind_control -z "$vg" >/dev/null 2>&1
+    local n dur errs non2xx p50 p99
+    read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION")
+    callgrind_control -i off "$vg" >/dev/null 2>&1
+    callgrind_control -d "$vg" >/dev/null 2>&1
+    kill "$vg" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+    if [ "$errs" != 0 ] || [ "$non2xx" != 0 ]; then
+      echo "compare: $name under callgrind: $errs socket errors, $non2xx non-2xx answers" >&2
+      exit 1
+    fi
+    # The dump taken after zeroing: its totals are what ran during the counted wrk run.
+    local dump total sha
+    dump=$(ls -t "$out".* | head -n1)
+    total=$(awk '/^totals:/ { print $2; exit }' "$dump")
+    sha=$(callgrind_annotate "$dump" 2>/dev/null |
+      awk '/sha256::soft::compress/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+    echo "$n $total $sha"
+  }
+  echo
+  echo "instructions per request (callgrind, user space, all threads; ${DURATION}s of wrk each):"
+  echo
+  CG_NGX=$(free_port); CG_KG=$(free_port); CG_KG_ADMIN=$(free_port)
+  sed -e "s/^daemon off;/daemon off;\nmaster_process off;/" \
+    -e "s#$DIR/nginx-map/nginx.pid#$DIR/nginx-map/cg.pid#" \
+    -e "s/127.0.0.1:$NGX;/127.0.0.1:$CG_NGX;/" "$DIR/nginx-map/nginx.conf" >"$DIR/nginx-map/cg.conf"
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$CG_KG/" -e "s/^  listen: .*/  listen: 127.0.0.1:$CG_KG_ADMIN/" \
+    "$DIR/etc/embedded.yaml" >"$DIR/etc/embedded-cg.yaml"
+  read -r n_ngx ir_ngx _ < <(count_instructions nginx-map "$CG_NGX" \
+    "$NGINX" -p "$DIR/nginx-map" -c "$DIR/nginx-map/cg.conf")
+  read -r n_kg ir_kg sha_kg < <(count_instructions keygate "$CG_KG" \
+    "$KEYGATE" serve --config "$DIR/etc/embedded-cg.yaml")
+  python3 - "$n_ngx" "$ir_ngx" "$n_kg" "$ir_kg" "$sha_kg" <<'EOF'
+import sys
+n_ngx, ir_ngx, n_kg, ir_kg, sha_kg = map(int, sys.argv[1:])
+ngx, kg, sha = ir_ngx / n_ngx, ir_kg / n_kg, sha_kg / n_kg
+print("| target | requests counted | instructions / request | ÷ nginx |")
+print("|---|---:|---:|---:|")
+print(f"| nginx-map | {n_ngx:,} | {ngx:,.0f} | 1.00 |")
+print(f"| keygate | {n_kg:,} | {kg:,.0f} | {kg / ngx:.2f} |")
+print(f"| keygate, less software SHA-256 ({sha:,.0f}) | | {kg - sha:,.0f} | {(kg - sha) / ngx:.2f} |")
+EOF
 fi
