@@ -389,7 +389,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     dump=$(ls -t "$out".* | head -n1)
     total=$(awk '/^totals:/ { print $2; exit }' "$dump")
     sha=$(callgrind_annotate "$dump" 2>/dev/null |
-      awk '/sha256::soft::compress/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+      awk '/sha2::sha256::/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
     echo "$n $total $sha"
   }
   echo

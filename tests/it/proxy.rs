@@ -524,6 +524,35 @@ async fn paths_are_normalised_and_the_authorised_path_is_forwarded() {
     assert_eq!(up.count(), before, "refused paths must never be forwarded");
 }
 
+/// An upstream URL with a path prefixes every forwarded path with it; the query follows
+/// the authorised path whether or not normalisation changed it.
+#[tokio::test]
+async fn the_upstream_url_path_prefixes_the_authorised_path() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            upstream_yaml: Some(format!("upstream:\n  url: {}/api/\n", up.url())),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, key) = gw.key_with_scopes(&["items:read"]).await;
+    // Raw requests: an HTTP client library would remove the dot segment itself.
+    for (sent, forwarded) in [
+        ("/v1/items/42?x=1", "/api/v1/items/42?x=1"),
+        ("/v1/./items/43?y=2", "/api/v1/items/43?y=2"),
+    ] {
+        let req = format!(
+            "GET {sent} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n",
+            gw.proxy
+        );
+        let answer = raw(&gw.proxy, req.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{sent}: {answer}");
+        assert_eq!(up.last().target, forwarded, "{sent}");
+    }
+}
+
 /// An HTTP/1.1 client connection keeps one upstream connection for all its requests,
 /// another client connection gets its own, and when the upstream closes one
 /// (`Connection: close`) the next request on that client connection opens a new one.
