@@ -74,7 +74,7 @@ pub struct Proxy {
 pub struct Downstream {
     pub peer: SocketAddr,
     /// The peer's address as an `X-Forwarded-For` value, written once per connection.
-    pub peer_ip: http::HeaderValue,
+    peer_ip: http::HeaderValue,
     /// Whether the connection is TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
     /// From the first request with both `Content-Length` and `Transfer-Encoding` on,
