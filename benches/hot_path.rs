@@ -1,6 +1,7 @@
 //! The per-request hot path, piece by piece and whole: key parse + checksum, SHA-256,
 //! path normalisation, route match over 10/100/1,000 routes, cache hit, and the full
-//! authorise decision on a cache hit, and the upstream request's header rewrite. Run with `make bench` (`cargo bench --bench hot_path`).
+//! authorise decision on a cache hit, and the upstream request's header rewrite. Run with
+//! `make bench` (`cargo bench --bench hot_path`).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::fmt::Write as _;

@@ -114,8 +114,8 @@ impl Upstream {
         }
     }
 
-    /// Forwards `req` as `permit` allows and returns the upstream's answer. `affinity`
-    /// is the client connection's own upstream connection.
+    /// Forwards `req` as `permit` allows and returns the upstream's answer. `conn` is the
+    /// client connection it came in on: its peer, its scheme, its own upstream connection.
     pub async fn send(
         &self,
         permit: Permitted,
@@ -304,11 +304,7 @@ enum Slot {
 impl Affinity {
     /// Takes the connection (if any) for one request; `None` when a request holds it.
     fn lease(&self) -> Option<Lease<'_>> {
-        let mut slot = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let conn = match std::mem::replace(&mut *slot, Slot::Busy) {
+        let conn = match std::mem::replace(&mut *self.slot(), Slot::Busy) {
             Slot::Empty => None,
             Slot::Idle(conn) => Some(conn),
             Slot::Busy => return None,
@@ -317,6 +313,14 @@ impl Affinity {
             affinity: self,
             conn,
         })
+    }
+
+    /// The slot, locked. A poisoned lock only means a request panicked while holding it;
+    /// the slot itself is always a whole value.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -341,12 +345,7 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        let mut slot = self
-            .affinity
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = self.conn.take().map_or(Slot::Empty, Slot::Idle);
+        *self.affinity.slot() = self.conn.take().map_or(Slot::Empty, Slot::Idle);
     }
 }
 
@@ -396,21 +395,16 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in named {
         h.remove(name);
     }
-    // One pass over the (few) headers present, then a removal for each one found: far
-    // cheaper than seven hashed look-ups (an upstream's `Connection: keep-alive` is usual).
-    let mut present = [false; HOP_COUNT];
-    for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
-            present[i] = true;
+    // Comparing names with the (few) headers present is far cheaper than a hashed
+    // removal of each of the seven; only those present are removed.
+    for name in &HOP_BY_HOP {
+        if h.keys().any(|k| k == name) {
+            h.remove(name);
         }
-    }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        h.remove(name);
     }
 }
 
-const HOP_COUNT: usize = 7;
-const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
