@@ -475,12 +475,7 @@ async fn paths_are_normalised_and_the_authorised_path_is_forwarded() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&up).await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
-    let req = |path: &str| {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n",
-            gw.proxy
-        )
-    };
+    let req = |target: &str| keyed_get(&gw, target, &key);
 
     for (sent, forwarded) in [
         ("/v1/items/a/../b", "/v1/items/b"),
@@ -512,16 +507,21 @@ async fn paths_are_normalised_and_the_authorised_path_is_forwarded() {
         assert!(answer.contains("bad_path"), "{bad}: {answer}");
     }
     // Absolute-form naming another host.
-    let answer = raw(
-        &gw.proxy,
-        format!("GET http://evil.example/v1/items/1 HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n", gw.proxy).as_bytes(),
-    )
-    .await;
+    let answer = raw(&gw.proxy, req("http://evil.example/v1/items/1").as_bytes()).await;
     assert!(
         answer.starts_with("HTTP/1.1 400") && answer.contains("bad_path"),
         "{answer}"
     );
     assert_eq!(up.count(), before, "refused paths must never be forwarded");
+}
+
+/// A raw keyed GET of `target`, sent as written (an HTTP client library would normalise
+/// it), on a connection closed after the answer.
+fn keyed_get(gw: &Gateway, target: &str, key: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n",
+        gw.proxy
+    )
 }
 
 /// An upstream URL with a path prefixes every forwarded path with it; the query follows
@@ -543,11 +543,7 @@ async fn the_upstream_url_path_prefixes_the_authorised_path() {
         ("/v1/items/42?x=1", "/api/v1/items/42?x=1"),
         ("/v1/./items/43?y=2", "/api/v1/items/43?y=2"),
     ] {
-        let req = format!(
-            "GET {sent} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n",
-            gw.proxy
-        );
-        let answer = raw(&gw.proxy, req.as_bytes()).await;
+        let answer = raw(&gw.proxy, keyed_get(&gw, sent, &key).as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{sent}: {answer}");
         assert_eq!(up.last().target, forwarded, "{sent}");
     }
