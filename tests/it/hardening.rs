@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Gateway, Options, Upstream, raw};
+use crate::support::{Gateway, Options, Upstream, keyed_get, raw};
 
 async fn setup() -> (Upstream, Gateway, String) {
     let up = Upstream::start().await;
@@ -212,14 +212,7 @@ async fn junk_oversized_and_misplaced_keys_get_401_or_431_and_never_crash() {
     )
     .await;
     assert_eq!(status_of(&answer), 431, "{answer}");
-    let answer = raw(
-        &gw.proxy,
-        format!(
-            "GET /v1/items/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await;
+    let answer = raw(&gw.proxy, keyed_get(&gw, "/v1/items/1", &key).as_bytes()).await;
     assert_eq!(status_of(&answer), 200, "still serving: {answer}");
     assert_eq!(up.count(), 1);
 }
@@ -394,7 +387,7 @@ async fn at_the_connection_cap_new_connections_wait_for_a_free_slot() {
     // Both slots are taken (the admin listener shares the cap): a third client is not served yet.
     let mut third = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
     third
-        .write_all(format!("GET /v1/items/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(keyed_get(&gw, "/v1/items/1", &key).as_bytes())
         .await
         .unwrap();
     let mut buf = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Gateway, Options, Upstream, client, error_code, raw};
+use crate::support::{self, Gateway, Options, Upstream, client, error_code, keyed_get, raw};
 
 #[tokio::test]
 async fn allowed_request_is_forwarded_with_identity_and_without_the_key() {
@@ -513,15 +513,6 @@ async fn paths_are_normalised_and_the_authorised_path_is_forwarded() {
         "{answer}"
     );
     assert_eq!(up.count(), before, "refused paths must never be forwarded");
-}
-
-/// A raw keyed GET of `target`, sent as written (an HTTP client library would normalise
-/// it), on a connection closed after the answer.
-fn keyed_get(gw: &Gateway, target: &str, key: &str) -> String {
-    format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n",
-        gw.proxy
-    )
 }
 
 /// An upstream URL with a path prefixes every forwarded path with it; the query follows

@@ -419,6 +419,15 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, String, Value) {
     (status, code, body)
 }
 
+/// A raw keyed GET of `target`, sent as written (an HTTP client library would normalise
+/// it), on a connection closed after the answer.
+pub fn keyed_get(gw: &Gateway, target: &str, key: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n",
+        gw.proxy
+    )
+}
+
 /// Sends raw bytes on a fresh connection and returns everything the server answered
 /// until it closes the connection or `Connection: close` is honoured.
 pub async fn raw(addr: &str, request: &[u8]) -> String {

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::{Gateway, Options, Upstream, raw};
+use crate::support::{Gateway, Options, Upstream, keyed_get, raw};
 
 /// An upstream that accepts every upgrade and then echoes the raw bytes back.
 async fn echo_upgrades() -> String {
@@ -145,14 +145,7 @@ async fn an_upstream_switching_protocols_unasked_is_a_bad_gateway() {
     )
     .await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
-    let answer = raw(
-        &gw.proxy,
-        format!(
-            "GET /v1/items/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await;
+    let answer = raw(&gw.proxy, keyed_get(&gw, "/v1/items/1", &key).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     assert!(answer.contains("upstream_unavailable"), "{answer}");
 }
