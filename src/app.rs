@@ -266,7 +266,7 @@ impl App {
         Ok(())
     }
 
-    /// Cache invalidations, batched last-use writes, and the cache sweeper.
+    /// Cache invalidations, batched last-use writes, metrics upkeep, and the cache sweeper.
     fn spawn_background(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         if let Some(reloader) = self.reloader.take() {
@@ -296,6 +296,13 @@ impl App {
             loop {
                 tick.tick().await;
                 flush_usage(&p).await;
+            }
+        }));
+        tasks.push(tokio::spawn(async {
+            let mut tick = tokio::time::interval(crate::metrics::UPKEEP_EVERY);
+            loop {
+                tick.tick().await;
+                crate::metrics::upkeep();
             }
         }));
         let p = Arc::clone(&self.proxy);
