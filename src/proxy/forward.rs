@@ -19,10 +19,16 @@
 //! with other connections; it closes with the client's connection. HTTP/2 streams (which
 //! run concurrently on one client connection) share a keep-alive pool instead. A reused
 //! connection the upstream has closed is replaced, and a request it never sent is sent
-//! once more on a new connection; one that was sent is not retried.
+//! once more on a new connection; one that was sent is not retried. The answer timeout on
+//! such a connection is one timer per client connection, re-armed lazily ([`within`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -32,6 +38,7 @@ use hyper::client::conn::http1::{self as client_h1, SendRequest};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Sleep;
 
 use super::Downstream;
 use super::refusal::Refusal;
@@ -147,13 +154,16 @@ impl Upstream {
         let started = std::time::Instant::now();
         let body = Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX));
         let req = Request::from_parts(parts, body);
+        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         let sent = if multiplexed {
-            tokio::time::timeout(self.timeout, self.pooled(req)).await
+            tokio::time::timeout_at(deadline, self.pooled(req))
+                .await
+                .map_err(|_| TimedOut)
         } else {
-            tokio::time::timeout(self.timeout, self.own(req, &conn.upstream)).await
+            self.own(req, &conn.upstream, deadline).await
         };
         let mut response = match sent {
-            Err(_) => return Err(Refusal::UpstreamTimeout),
+            Err(TimedOut) => return Err(Refusal::UpstreamTimeout),
             Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(Refusal::PayloadTooLarge),
             Ok(Err(e)) => return Err(Refusal::UpstreamUnavailable(e)),
             Ok(Ok(r)) => r,
@@ -188,19 +198,34 @@ impl Upstream {
         Ok(self.client.request(req).await?)
     }
 
-    /// Through the client connection's own upstream connection, opened when there is none
-    /// (or it was closed); if a concurrent request holds it, through the pool.
+    /// Through the client connection's own upstream connection, answered by `deadline`;
+    /// if a concurrent request holds it, through the pool.
     async fn own(
         &self,
         req: Request<UpBody>,
         affinity: &Affinity,
-    ) -> Result<Response<Incoming>, SendError> {
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
         let Some(mut lease) = affinity.lease() else {
             // Rare (a concurrent request holds the connection): boxed, as is `connect`,
             // so that the common path's future stays small (it is moved per request).
-            return Box::pin(self.pooled(req)).await;
+            return tokio::time::timeout_at(deadline, Box::pin(self.pooled(req)))
+                .await
+                .map_err(|_| TimedOut);
         };
-        let mut reused = lease.conn.take().filter(|c| !c.is_closed());
+        let Lease { conn, timer, .. } = &mut lease;
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        within(timer, deadline, self.exchange(req, conn)).await
+    }
+
+    /// One request on the connection in `slot` (opened when there is none, or it was
+    /// closed), which is put back once the answer has come.
+    async fn exchange(
+        &self,
+        req: Request<UpBody>,
+        slot: &mut Option<SendRequest<UpBody>>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut reused = slot.take().filter(|c| !c.is_closed());
         if let Some(conn) = reused.as_mut()
             && conn.ready().await.is_err()
         {
@@ -208,7 +233,7 @@ impl Upstream {
         }
         let req = match reused {
             Some(mut conn) => match conn.try_send_request(req).await {
-                Ok(resp) => return Ok(lease.keep(conn, resp)),
+                Ok(resp) => return Ok(keep(slot, conn, resp)),
                 // Closed under us before the request left: never sent, so send it anew.
                 Err(mut e) => match e.take_message() {
                     Some(req) => req,
@@ -219,7 +244,7 @@ impl Upstream {
         };
         let mut conn = Box::pin(self.connect()).await?;
         let resp = conn.send_request(req).await?;
-        Ok(lease.keep(conn, resp))
+        Ok(keep(slot, conn, resp))
     }
 
     /// A new HTTP/1.1 connection to the upstream, within the connect timeout.
@@ -292,26 +317,28 @@ fn host_header(authority: &http::uri::Authority) -> HeaderValue {
 pub struct Affinity(Mutex<Slot>);
 
 #[derive(Default)]
-enum Slot {
+struct Slot {
+    /// A request holds the connection and the timer.
+    busy: bool,
     /// None yet, or the last one failed.
-    #[default]
-    Empty,
-    Idle(SendRequest<UpBody>),
-    /// A request holds it.
-    Busy,
+    conn: Option<SendRequest<UpBody>>,
+    /// The connection's answer timer, kept armed from one request to the next ([`within`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Affinity {
-    /// Takes the connection (if any) for one request; `None` when a request holds it.
+    /// Takes the connection (if any) and the timer for one request; `None` when a
+    /// request holds them.
     fn lease(&self) -> Option<Lease<'_>> {
-        let conn = match std::mem::replace(&mut *self.slot(), Slot::Busy) {
-            Slot::Empty => None,
-            Slot::Idle(conn) => Some(conn),
-            Slot::Busy => return None,
-        };
+        let mut slot = self.slot();
+        if slot.busy {
+            return None;
+        }
+        slot.busy = true;
         Some(Lease {
             affinity: self,
-            conn,
+            conn: slot.conn.take(),
+            timer: slot.timer.take(),
         })
     }
 
@@ -324,29 +351,73 @@ impl Affinity {
     }
 }
 
-/// A request's hold on its connection's upstream connection; dropped without
-/// [`Lease::keep`] (an error, a timeout, a cancelled request), it leaves the slot empty
-/// and the connection is closed.
+/// A request's hold on its connection's upstream connection and timer; when dropped it
+/// puts back what it holds: the connection only if [`keep`] returned it (not after an
+/// error, a timeout or a cancelled request: that connection is closed).
 struct Lease<'a> {
     affinity: &'a Affinity,
     conn: Option<SendRequest<UpBody>>,
-}
-
-impl Lease<'_> {
-    /// Puts `conn` back for the next request once its answer has come, unless the
-    /// answer switched protocols (the connection then belongs to the upgrade).
-    fn keep(mut self, conn: SendRequest<UpBody>, resp: Response<Incoming>) -> Response<Incoming> {
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            self.conn = Some(conn);
-        }
-        resp
-    }
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        *self.affinity.slot() = self.conn.take().map_or(Slot::Empty, Slot::Idle);
+        let mut slot = self.affinity.slot();
+        slot.busy = false;
+        slot.conn = self.conn.take();
+        slot.timer = self.timer.take();
     }
+}
+
+/// Puts `conn` back in `slot` for the next request once its answer has come, unless the
+/// answer switched protocols (the connection then belongs to the upgrade).
+fn keep(
+    slot: &mut Option<SendRequest<UpBody>>,
+    conn: SendRequest<UpBody>,
+    resp: Response<Incoming>,
+) -> Response<Incoming> {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        *slot = Some(conn);
+    }
+    resp
+}
+
+/// The upstream did not answer in time.
+#[derive(Debug)]
+pub struct TimedOut;
+
+/// `fut`, unless `deadline` passes first. `timer` is the connection's, and may still be
+/// armed for an earlier request's (earlier) deadline: when that one passes, it is re-armed
+/// for this one. So a request costs no timer registration, only a connection whose timer
+/// comes due does, once per timeout period, unlike `tokio::time::timeout`, which
+/// registers and removes a timer for every request.
+async fn within<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Result<F::Output, TimedOut> {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        // Unconstrained, as in `tokio::time::timeout`: a future that spent the task's
+        // budget must not keep its deadline from being noticed.
+        while tokio::task::unconstrained(timer.as_mut())
+            .poll_unpin(cx)
+            .is_ready()
+        {
+            if timer.deadline() >= deadline {
+                return Poll::Ready(Err(TimedOut));
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The `Content-Length` the client declared, if any (hyper has already refused malformed ones).
@@ -386,6 +457,12 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), those the `Connection` header names included.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the (few) names present; most requests carry none, and most
+    // answers only `Connection`.
+    let mut present = h.keys().filter(|k| is_hop_by_hop(k)).count();
+    if present == 0 {
+        return;
+    }
     // `close` and `keep-alive` are the usual tokens: the first names no header, the
     // second is removed below anyway.
     let named: Vec<HeaderName> = connection_tokens(h)
@@ -395,13 +472,30 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in named {
         h.remove(name);
     }
-    // Comparing names with the (few) headers present is far cheaper than a hashed
-    // removal of each of the seven; only those present are removed.
+    // Stops once the names counted are gone (a nominated one may already be: then it
+    // simply asks for all seven).
     for name in &HOP_BY_HOP {
-        if h.keys().any(|k| k == name) {
-            h.remove(name);
+        if present == 0 {
+            break;
+        }
+        if h.remove(name).is_some() {
+            present -= 1;
         }
     }
+}
+
+/// Whether `name` is one of [`HOP_BY_HOP`] (a length-first string match, no hashing).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -424,6 +518,9 @@ pub struct Hop<'a> {
     pub trusted_peer: bool,
 }
 
+/// Headers the upstream request may gain: five identity, three forwarding, `Host`.
+const ADDED_HEADERS: usize = 9;
+
 /// The one place the upstream request's headers are decided, for HTTP/1.1 and HTTP/2
 /// alike (public for the criterion bench).
 pub fn rewrite_request_headers(
@@ -433,6 +530,8 @@ pub fn rewrite_request_headers(
     hop: Hop<'_>,
     websocket: bool,
 ) {
+    // Room for what is added below (identity, forwarding, `Host`): one growth, not several.
+    h.reserve(ADDED_HEADERS);
     let original_host = h.remove(header::HOST);
     strip_hop_by_hop(h);
     if websocket {
@@ -549,6 +648,102 @@ fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::time::Instant;
+
+    /// A request whose upstream answers after `after`, by `deadline`, on `timer`.
+    async fn answered(timer: &mut Pin<Box<Sleep>>, after: Duration, deadline: Duration) -> bool {
+        let now = Instant::now();
+        within(timer, now + deadline, tokio::time::sleep(after))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_timer_left_armed_for_an_earlier_request_is_re_armed_not_fired() {
+        // Armed for a deadline long past (an earlier request's).
+        let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            answered(
+                &mut timer,
+                Duration::from_millis(20),
+                Duration::from_secs(5)
+            )
+            .await
+        );
+        // Now armed for that request's deadline; the next request has a later one.
+        assert!(answered(&mut timer, Duration::from_millis(1), Duration::from_secs(6)).await);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_times_out_whatever_the_timer_was_armed_for() {
+        let started = std::time::Instant::now();
+        let mut past = Box::pin(tokio::time::sleep_until(Instant::now()));
+        assert!(
+            !answered(
+                &mut past,
+                Duration::from_secs(60),
+                Duration::from_millis(30)
+            )
+            .await
+        );
+        // A timer armed later than this deadline (never the case in the proxy) is pulled in.
+        let mut later = Box::pin(tokio::time::sleep(Duration::from_secs(60)));
+        assert!(
+            !answered(
+                &mut later,
+                Duration::from_secs(60),
+                Duration::from_millis(30)
+            )
+            .await
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_recognised_without_hashing() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            header::HOST,
+            header::CONTENT_LENGTH,
+            KEY_ID,
+            X_FORWARDED_FOR,
+        ] {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_all_removed() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, te"),
+            ("connection", "x-drop, close"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("x-drop", "1"),
+            ("x-keep", "2"),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-keep"]);
+        // Nothing hop-by-hop: nothing touched.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
 
     #[test]
     fn the_host_header_is_host_and_port_without_credentials() {
