@@ -41,7 +41,7 @@ impl RouteIndex {
         let first = path
             .as_str()
             .get(1..)
-            .and_then(|rest| rest.split('/').next());
+            .and_then(|rest| super::path::segments(rest).next());
         let literal = first
             .and_then(|f| self.by_first.get(f))
             .map_or(&[][..], Vec::as_slice);

@@ -80,7 +80,7 @@ pub fn normalise(raw: &str) -> Result<NormalPath, BadPath> {
     let rest = raw.strip_prefix('/').ok_or(BadPath::NotAbsolute)?;
     // Never longer than the input: decoding, collapsing and dot removal only shrink it.
     let mut out = String::with_capacity(raw.len());
-    let mut segments = rest.split('/').peekable();
+    let mut segments = segments(rest).peekable();
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
         if seg.is_empty() {
@@ -122,6 +122,13 @@ pub fn normalise(raw: &str) -> Result<NormalPath, BadPath> {
         out.push('/');
     }
     Ok(NormalPath(out))
+}
+
+/// The `/`-separated segments of `s`. A per-character test: segments are a few bytes
+/// long, and for those `split('/')`'s substring searcher costs several times more.
+#[allow(clippy::manual_pattern_char_comparison)] // the closure is the point: see above
+pub(crate) fn segments(s: &str) -> std::str::Split<'_, impl Fn(char) -> bool> {
+    s.split(|c: char| c == '/')
 }
 
 /// Appends one raw segment to `out`, decoded per the rules of [`normalise`].
@@ -351,7 +358,7 @@ impl Pattern {
         let text = path.as_str();
         // Segments of the path with their byte offsets; "/" is one empty segment.
         let mut offset = 1;
-        let mut parts = text.get(1..)?.split('/').map(|s| {
+        let mut parts = segments(text.get(1..)?).map(|s| {
             let start = offset;
             offset += s.len() + 1;
             (start, s)
