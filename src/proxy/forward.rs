@@ -320,9 +320,12 @@ pub struct Affinity(Mutex<Slot>);
 struct Slot {
     /// A request holds the connection and the timer.
     busy: bool,
-    /// None yet, or the last one failed.
+    /// None yet, while a request holds it, or after a failure, a timeout, a cancelled
+    /// request or a protocol switch (the connection was then closed or given away).
     conn: Option<SendRequest<UpBody>>,
-    /// The connection's answer timer, kept armed from one request to the next ([`within`]).
+    /// The connection's answer timer, kept armed from one request to the next ([`within`]);
+    /// on an idle connection it comes due once, up to a timeout after the last request, and
+    /// wakes the connection's task for nothing that one time.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -404,7 +407,8 @@ async fn within<F: Future>(
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        // Unconstrained, as in `tokio::time::timeout`: a future that spent the task's
+        // Unconstrained (`tokio::time::timeout` does so once the inner future has spent
+        // the task's budget; here always, which costs nothing): a future that spent the
         // budget must not keep its deadline from being noticed.
         while tokio::task::unconstrained(timer.as_mut())
             .poll_unpin(cx)
