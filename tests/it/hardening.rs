@@ -332,14 +332,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     let up = Upstream::start().await;
-    let mut gw = Gateway::start_with(
-        &up,
-        Options {
-            upstream_yaml: Some(format!("upstream:\n  url: {}\n  timeout: 20s\n", up.url())),
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut gw = Gateway::start_with(&up, Options::upstream(&up.url(), "  timeout: 20s\n")).await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
     // /slow answers after 5 s; SIGTERM arrives while it is in flight.
     let url = gw.url("/slow");

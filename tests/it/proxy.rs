@@ -520,14 +520,7 @@ async fn paths_are_normalised_and_the_authorised_path_is_forwarded() {
 #[tokio::test]
 async fn the_upstream_url_path_prefixes_the_authorised_path() {
     let up = Upstream::start().await;
-    let gw = Gateway::start_with(
-        &up,
-        Options {
-            upstream_yaml: Some(format!("upstream:\n  url: {}/api/\n", up.url())),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = Gateway::start_with(&up, Options::upstream(&format!("{}/api/", up.url()), "")).await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
     // Raw requests: an HTTP client library would remove the dot segment itself.
     for (sent, forwarded) in [
@@ -656,14 +649,7 @@ async fn ten_megabyte_bodies_stream_both_ways() {
 #[tokio::test]
 async fn dead_and_slow_upstreams_are_502_and_504() {
     let up = Upstream::start().await;
-    let gw = Gateway::start_with(
-        &up,
-        Options {
-            upstream_yaml: Some(format!("upstream:\n  url: {}\n  timeout: 2s\n", up.url())),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = Gateway::start_with(&up, Options::upstream(&up.url(), "  timeout: 2s\n")).await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
     // The upstream timeout is 2 s here; /slow answers after 5 s.
     let resp = client()
@@ -680,14 +666,7 @@ async fn dead_and_slow_upstreams_are_502_and_504() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let dead = Gateway::start_with(
-        &up,
-        Options {
-            upstream_yaml: Some(format!("upstream:\n  url: http://{closed}\n")),
-            ..Options::default()
-        },
-    )
-    .await;
+    let dead = Gateway::start_with(&up, Options::upstream(&format!("http://{closed}"), "")).await;
     let (_, key) = dead.key_with_scopes(&["items:read"]).await;
     let resp = client()
         .get(dead.url("/v1/items/1"))

@@ -123,6 +123,17 @@ impl Default for Options<'_> {
     }
 }
 
+impl Options<'_> {
+    /// Default options but for the upstream section: `url:` then `more` (indented YAML
+    /// lines, e.g. `"  timeout: 2s\n"`).
+    pub fn upstream(url: &str, more: &str) -> Self {
+        Self {
+            upstream_yaml: Some(format!("upstream:\n  url: {url}\n{more}")),
+            ..Self::default()
+        }
+    }
+}
+
 impl Gateway {
     /// The default policy in front of `upstream`.
     pub async fn start(upstream: &Upstream) -> Self {

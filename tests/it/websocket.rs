@@ -69,14 +69,7 @@ fn upgrade_request(key: Option<&str>) -> String {
 async fn websocket_upgrades_pass_through_only_after_authorisation() {
     let unused = Upstream::start().await;
     let upstream = echo_upgrades().await;
-    let gw = Gateway::start_with(
-        &unused,
-        Options {
-            upstream_yaml: Some(format!("upstream:\n  url: {upstream}\n")),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = Gateway::start_with(&unused, Options::upstream(&upstream, "")).await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
 
     let answer = raw(&gw.proxy, upgrade_request(None).as_bytes()).await;
@@ -136,14 +129,7 @@ async fn an_upstream_switching_protocols_unasked_is_a_bad_gateway() {
         }
     });
     let unused = Upstream::start().await;
-    let gw = Gateway::start_with(
-        &unused,
-        Options {
-            upstream_yaml: Some(format!("upstream:\n  url: {upstream}\n")),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = Gateway::start_with(&unused, Options::upstream(&upstream, "")).await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
     let answer = raw(&gw.proxy, keyed_get(&gw, "/v1/items/1", &key).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
