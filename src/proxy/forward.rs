@@ -156,9 +156,7 @@ impl Upstream {
         let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         let sent = if multiplexed {
-            tokio::time::timeout_at(deadline, self.pooled(req))
-                .await
-                .map_err(|_| TimedOut)
+            by(deadline, self.pooled(req)).await
         } else {
             self.own(req, &conn.upstream, deadline).await
         };
@@ -209,9 +207,7 @@ impl Upstream {
         let Some(mut lease) = affinity.lease() else {
             // Rare (a concurrent request holds the connection): boxed, as is `connect`,
             // so that the common path's future stays small (it is moved per request).
-            return tokio::time::timeout_at(deadline, Box::pin(self.pooled(req)))
-                .await
-                .map_err(|_| TimedOut);
+            return by(deadline, Box::pin(self.pooled(req))).await;
         };
         let Lease { conn, timer, .. } = &mut lease;
         let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -388,6 +384,13 @@ fn keep(
 /// The upstream did not answer in time.
 #[derive(Debug)]
 pub struct TimedOut;
+
+/// `fut`, unless `deadline` passes first, on a timer of its own (registered and removed).
+async fn by<F: Future>(deadline: tokio::time::Instant, fut: F) -> Result<F::Output, TimedOut> {
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .map_err(|_| TimedOut)
+}
 
 /// `fut`, unless `deadline` passes first. `timer` is the connection's, and may still be
 /// armed for an earlier request's (earlier) deadline: when that one passes, it is re-armed
