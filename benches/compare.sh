@@ -13,6 +13,11 @@
 #                 policy, no identity headers).
 #   keygate       release build, embedded (SQLite) store holding the keys
 #   keygate-redis release build, Redis store holding the same keys (unless --no-redis)
+#   hyper-floor   examples/hyper_floor.rs: the cheapest proxy the same stack makes (hyper 1
+#                 server and client, tokio, one upstream connection per client connection,
+#                 same allocator and runtime shape) with no key check, no policy, no headers
+#                 added or removed, no log. Not a contender: the floor under keygate, to tell
+#                 the stack's own cost from keygate's work on top of it.
 # The keys are real keygate keys, created through `lifecycle::create` (what
 # `keygate keys create` runs) by `examples/bulk_keys.rs`, then the same records are
 # inserted into Redis.
@@ -59,7 +64,7 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=1; shift ;;
     --instructions) INSTRUCTIONS=1; shift ;;
     --smoke) ROUNDS=1; DURATION=1; NKEYS=50; shift ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -97,9 +102,10 @@ fi
 PROXY_CPUS=0
 LOAD_CPUS=1-$((CORES - 1))
 
-echo "compare: building keygate and bulk_keys (release)" >&2
-cargo build --release --quiet --bin keygate --example bulk_keys
+echo "compare: building keygate, bulk_keys and hyper_floor (release)" >&2
+cargo build --release --quiet --bin keygate --example bulk_keys --example hyper_floor
 KEYGATE=$ROOT/target/release/keygate
+FLOOR=$ROOT/target/release/examples/hyper_floor
 BULK=$ROOT/target/release/examples/bulk_keys
 
 # --- processes, cleaned up whatever happens ------------------------------------------------
@@ -132,7 +138,7 @@ wait_port() {
 }
 
 UP=$(free_port); NGX=$(free_port); KG=$(free_port); KG_ADMIN=$(free_port)
-KGR=$(free_port); KGR_ADMIN=$(free_port); RP=$(free_port)
+KGR=$(free_port); KGR_ADMIN=$(free_port); RP=$(free_port); FL=$(free_port)
 
 nginx_conf() { # $1 name, $2 http body
   mkdir -p "$DIR/$1"
@@ -247,13 +253,18 @@ PIDS+=($!)
 wait_port "$NGX"
 NGX_WORKER=$(pgrep -P "$NGX_MASTER" | head -n1)
 
+taskset -c "$PROXY_CPUS" "$FLOOR" "127.0.0.1:$FL" "127.0.0.1:$UP" 2>"$DIR/hyper-floor.log" &
+FL_PID=$!
+PIDS+=($!)
+wait_port "$FL"
+
 taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/embedded.yaml" \
   >"$DIR/keygate.out" 2>"$DIR/keygate.log" &
 KG_PID=$!
 PIDS+=($!)
 wait_port "$KG"
 # name:port:pid (the process whose CPU time is the proxy's: nginx's worker, keygate itself)
-targets=("nginx-map:$NGX:$NGX_WORKER" "keygate:$KG:$KG_PID")
+targets=("nginx-map:$NGX:$NGX_WORKER" "hyper-floor:$FL:$FL_PID" "keygate:$KG:$KG_PID")
 if [ "$REDIS" = 1 ]; then
   taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/redis.yaml" \
     >"$DIR/keygate-redis.out" 2>"$DIR/keygate-redis.log" &
@@ -298,8 +309,10 @@ for t in "${targets[@]}"; do
   IFS=: read -r name port pid <<<"$t"
   ok=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key1" "http://127.0.0.1:$port/v1/items/1")
   no=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/items/1")
-  if [ "$ok" != 200 ] || [ "$no" != 401 ]; then
-    echo "compare: $name answered $ok with a key and $no without (want 200, 401)" >&2
+  want_no=401
+  [ "$name" = hyper-floor ] && want_no=200 # checks nothing, by design
+  if [ "$ok" != 200 ] || [ "$no" != "$want_no" ]; then
+    echo "compare: $name answered $ok with a key and $no without (want 200, $want_no)" >&2
     exit 1
   fi
   run_wrk "$port" 1 >/dev/null
@@ -395,7 +408,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
   echo
   echo "instructions per request (callgrind, user space, all threads; ${DURATION}s of wrk each):"
   echo
-  CG_NGX=$(free_port); CG_KG=$(free_port); CG_KG_ADMIN=$(free_port)
+  CG_NGX=$(free_port); CG_KG=$(free_port); CG_KG_ADMIN=$(free_port); CG_FL=$(free_port)
   sed -e "s/^daemon off;/daemon off;\nmaster_process off;/" \
     -e "s#$DIR/nginx-map/nginx.pid#$DIR/nginx-map/cg.pid#" \
     -e "s/127.0.0.1:$NGX;/127.0.0.1:$CG_NGX;/" "$DIR/nginx-map/nginx.conf" >"$DIR/nginx-map/cg.conf"
@@ -403,15 +416,18 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     "$DIR/etc/embedded.yaml" >"$DIR/etc/embedded-cg.yaml"
   read -r n_ngx ir_ngx _ < <(count_instructions nginx-map "$CG_NGX" \
     "$NGINX" -p "$DIR/nginx-map" -c "$DIR/nginx-map/cg.conf")
+  read -r n_fl ir_fl _ < <(count_instructions hyper-floor "$CG_FL" \
+    "$FLOOR" "127.0.0.1:$CG_FL" "127.0.0.1:$UP")
   read -r n_kg ir_kg sha_kg < <(count_instructions keygate "$CG_KG" \
     "$KEYGATE" serve --config "$DIR/etc/embedded-cg.yaml")
-  python3 - "$n_ngx" "$ir_ngx" "$n_kg" "$ir_kg" "$sha_kg" <<'EOF'
+  python3 - "$n_ngx" "$ir_ngx" "$n_fl" "$ir_fl" "$n_kg" "$ir_kg" "$sha_kg" <<'EOF'
 import sys
-n_ngx, ir_ngx, n_kg, ir_kg, sha_kg = map(int, sys.argv[1:])
-ngx, kg, sha = ir_ngx / n_ngx, ir_kg / n_kg, sha_kg / n_kg
+n_ngx, ir_ngx, n_fl, ir_fl, n_kg, ir_kg, sha_kg = map(int, sys.argv[1:])
+ngx, fl, kg, sha = ir_ngx / n_ngx, ir_fl / n_fl, ir_kg / n_kg, sha_kg / n_kg
 print("| target | requests counted | instructions / request | ÷ nginx |")
 print("|---|---:|---:|---:|")
 print(f"| nginx-map | {n_ngx:,} | {ngx:,.0f} | 1.00 |")
+print(f"| hyper-floor | {n_fl:,} | {fl:,.0f} | {fl / ngx:.2f} |")
 print(f"| keygate | {n_kg:,} | {kg:,.0f} | {kg / ngx:.2f} |")
 print(f"| keygate, less software SHA-256 ({sha:,.0f}) | | {kg - sha:,.0f} | {(kg - sha) / ngx:.2f} |")
 EOF
