@@ -11,7 +11,7 @@
 //! the yardstick for how much of keygate's cost is the HTTP stack itself (hyper 1 server and
 //! client, tokio, the same allocator and runtime shape as `keygate serve` on one core)
 //! and how much is keygate's own work.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::expect_used)] // start-up only: bad arguments, no port, no runtime
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,28 +62,33 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr) {
     }
 }
 
+/// Whatever stops one request: the connection is then closed, as hyper does for a
+/// service error. Nothing panics on a down upstream.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
 async fn forward(
     mut req: Request<Incoming>,
     upstream: SocketAddr,
     conn: Arc<Mutex<Option<SendRequest<Incoming>>>>,
-) -> Result<Response<Incoming>, hyper::Error> {
+) -> Result<Response<Incoming>, Error> {
     if let Some(target) = req.uri().path_and_query().cloned() {
         *req.uri_mut() = target.into();
     }
     // HTTP/1 serves one request at a time per connection: the lock is never contended.
     let mut slot = conn.lock().await;
-    if slot.as_ref().is_none_or(SendRequest::is_closed) {
-        let stream = TcpStream::connect(upstream)
-            .await
-            .expect("connect upstream");
-        let _ = stream.set_nodelay(true);
-        let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake upstream");
-        tokio::spawn(connection);
-        *slot = Some(send);
-    }
-    let send = slot.as_mut().expect("opened above");
+    let send = match slot.take().filter(|s| !s.is_closed()) {
+        Some(open) => slot.insert(open),
+        None => slot.insert(open(upstream).await?),
+    };
     send.ready().await?;
-    send.send_request(req).await
+    Ok(send.send_request(req).await?)
+}
+
+/// A new keep-alive connection to the upstream, driven by a task of its own.
+async fn open(upstream: SocketAddr) -> Result<SendRequest<Incoming>, Error> {
+    let stream = TcpStream::connect(upstream).await?;
+    let _ = stream.set_nodelay(true);
+    let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(send)
 }
