@@ -3,7 +3,7 @@
 # in the same run, on loopback. Run with `make compare`.
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--keys N] [--connections N]
-#                      [--no-redis] [--smoke] [--profile] [--instructions]
+#                      [--no-redis] [--smoke] [--profile] [--instructions] [--keygate BIN]
 #
 # What runs (everything on 127.0.0.1, free ports, one temporary folder, all killed on exit):
 #   upstream      nginx, 1 worker, `return 200` with a small fixed body
@@ -45,6 +45,9 @@
 #            with the machine's load, so it compares builds and proxies on a shared machine.
 #            valgrind hides SHA-NI, so keygate's SHA-256 runs in software there; that share
 #            is printed apart.
+# --keygate BIN: measure this keygate binary instead of the fresh release build, to compare
+#            two builds in the same conditions (copy the old build's target/release/keygate
+#            aside, then run once with it and once without).
 set -euo pipefail
 
 ROUNDS=3
@@ -54,6 +57,7 @@ CONNS=32
 REDIS=1
 PROFILE=0
 INSTRUCTIONS=0
+KEYGATE_BIN=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -63,8 +67,9 @@ while [ $# -gt 0 ]; do
     --no-redis) REDIS=0; shift ;;
     --profile) PROFILE=1; shift ;;
     --instructions) INSTRUCTIONS=1; shift ;;
+    --keygate) KEYGATE_BIN=$(realpath "$2"); shift 2 ;;
     --smoke) ROUNDS=1; DURATION=1; NKEYS=50; shift ;;
-    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -104,7 +109,7 @@ LOAD_CPUS=1-$((CORES - 1))
 
 echo "compare: building keygate, bulk_keys and hyper_floor (release)" >&2
 cargo build --release --quiet --bin keygate --example bulk_keys --example hyper_floor
-KEYGATE=$ROOT/target/release/keygate
+KEYGATE=${KEYGATE_BIN:-$ROOT/target/release/keygate}
 FLOOR=$ROOT/target/release/examples/hyper_floor
 BULK=$ROOT/target/release/examples/bulk_keys
 

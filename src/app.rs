@@ -14,15 +14,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::server::graceful::{GracefulConnection, Watcher};
+use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+
+mod cap;
+mod opening;
+
+use cap::Slots;
+use opening::Opened;
 
 use crate::admin::Admin;
 use crate::admin::auth::Token;
@@ -130,6 +138,7 @@ impl App {
             &config.upstream,
             config.upstream_timeout,
             config.upstream_connect_timeout,
+            config.upstream_idle_timeout,
             config.key_header.clone(),
             config.max_body_bytes,
             config.trusted_proxies.clone(),
@@ -199,55 +208,70 @@ impl App {
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
 
-        let connections = Arc::new(Semaphore::new(self.config.max_connections));
-        tokio::pin!(shutdown);
-        loop {
-            // At the connection cap, stop accepting until one closes (the kernel queues the rest).
-            let slot = tokio::select! {
-                () = &mut shutdown => break,
-                slot = Arc::clone(&connections).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break,
+        let slots = Slots::new(self.config.max_connections);
+        let opening = self.config.header_read_timeout;
+        let accepting = async {
+            tokio::join!(
+                accept_each(
+                    &proxy,
+                    || slots.public(),
+                    |stream, peer, slot| {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_proxy_connection(
+                            Arc::clone(&builder),
+                            graceful.watcher(),
+                            Arc::clone(&self.proxy),
+                            self.tls.clone(),
+                            opening,
+                            self.config.max_header_bytes,
+                            stream,
+                            peer,
+                            slot,
+                        ));
+                    }
+                ),
+                async {
+                    let Some(listener) = forward_auth.as_ref() else {
+                        return std::future::pending().await;
+                    };
+                    accept_each(
+                        listener,
+                        || slots.public(),
+                        |stream, peer, slot| {
+                            let f = Arc::clone(&forward_auth_service);
+                            let answer = move |req| {
+                                let f = Arc::clone(&f);
+                                async move { f.serve(req, peer).await }
+                            };
+                            let watcher = graceful.watcher();
+                            spawn_plain(&builder, watcher, stream, (opening, slot), answer);
+                        },
+                    )
+                    .await;
                 },
-            };
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = proxy.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_proxy_connection(
-                        Arc::clone(&builder),
-                        graceful.watcher(),
-                        Arc::clone(&self.proxy),
-                        self.tls.clone(),
-                        self.config.header_read_timeout,
-                        self.config.max_header_bytes,
-                        stream,
-                        peer,
-                        slot,
-                    ));
-                }
-                accepted = accept_optional(forward_auth.as_ref()) => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    let f = Arc::clone(&forward_auth_service);
-                    let svc = service_fn(move |req| {
-                        let f = Arc::clone(&f);
-                        async move { Ok::<_, Infallible>(f.serve(req, peer).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    spawn_watched(graceful.watcher(), conn, slot);
-                }
-                accepted = admin.accept() => {
-                    let Ok((stream, _peer)) = accepted else { continue };
-                    let a = Arc::clone(&self.admin);
-                    let svc = service_fn(move |req| {
-                        let a = Arc::clone(&a);
-                        async move { Ok::<_, Infallible>(a.serve(req).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    spawn_watched(graceful.watcher(), conn, slot);
-                }
-            }
+                accept_each(
+                    &admin,
+                    || slots.admin(),
+                    |stream, _peer, slot| {
+                        let a = Arc::clone(&self.admin);
+                        let answer = move |req| {
+                            let a = Arc::clone(&a);
+                            async move { a.serve(req).await }
+                        };
+                        spawn_plain(
+                            &builder,
+                            graceful.watcher(),
+                            stream,
+                            (opening, slot),
+                            answer,
+                        );
+                    }
+                ),
+            )
+        };
+        tokio::select! {
+            () = shutdown => {}
+            _ = accepting => {}
         }
         drop(proxy);
         drop(admin);
@@ -328,37 +352,72 @@ pub struct Listeners {
     pub forward_auth: Option<TcpListener>,
 }
 
-/// Runs a plain connection to its end under the drain watcher, holding its cap slot.
-fn spawn_watched<C>(watcher: Watcher, conn: C, slot: OwnedSemaphorePermit)
-where
-    C: GracefulConnection + Send + 'static,
-    C::Error: Send,
+/// Accepts connections on `listener` and serves each once it has a slot. At the cap the
+/// one accepted connection waits for a slot and no more are accepted (the kernel queues
+/// the rest). A slot is taken after the accept, not before: an idle listener holding a
+/// slot would shrink the cap for the others.
+async fn accept_each<S>(
+    listener: &TcpListener,
+    slot: impl Fn() -> S,
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) where
+    S: Future<Output = Option<OwnedSemaphorePermit>>,
 {
-    tokio::spawn(async move {
-        let _slot = slot;
-        let _ = watcher.watch(conn).await;
-    });
-}
-
-/// Accepts on `listener`, or never resolves when there is none.
-async fn accept_optional(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Some(slot) = slot().await else { return };
+        serve(stream, peer, slot);
     }
 }
 
-/// One proxy connection: TLS handshake (bounded by the header timeout) if configured, then
-/// HTTP/1.1 or HTTP/2 with upgrades. `_slot` is the connection-cap permit, freed on return.
+/// Serves a plain (admin or forward-auth) connection, `answer` answering each request,
+/// to its end under the drain watcher and the opening deadline (`cap`: its limit, and the
+/// connection's cap slot, held until the end).
+fn spawn_plain<A, F, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    stream: TcpStream,
+    cap: (Duration, OwnedSemaphorePermit),
+    answer: A,
+) where
+    A: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let opened = Opened::default();
+    let o = opened.clone();
+    let svc = service_fn(move |req| {
+        o.mark();
+        let answered = answer(req);
+        async move { Ok::<_, Infallible>(answered.await) }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .into_owned();
+    let (limit, slot) = cap;
+    tokio::spawn(async move {
+        let _slot = slot;
+        opening::within(limit, &opened, async {
+            let _ = watcher.watch(conn).await;
+        })
+        .await;
+    });
+}
+
+/// One proxy connection: TLS handshake if configured, then HTTP/1.1 or HTTP/2 with
+/// upgrades; the handshake and the first request come within `opening` ([`opening`]).
+/// `_slot` is the connection-cap permit, freed on return.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
 async fn serve_proxy_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
-    handshake_timeout: Duration,
+    opening: Duration,
     max_head: usize,
     stream: TcpStream,
     peer: SocketAddr,
@@ -366,37 +425,50 @@ async fn serve_proxy_connection(
 ) {
     // Every connection's bytes pass the framing guard on their way to hyper.
     let framing = Ambiguous::default();
-    match tls {
-        None => {
-            let io = TokioIo::new(Guarded::new(stream, framing.clone(), max_head));
-            serve_http(&builder, watcher, proxy, io, peer, false, framing).await;
-        }
-        Some(acceptor) => {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => {
-                    let io = TokioIo::new(Guarded::new(s, framing.clone(), max_head));
-                    serve_http(&builder, watcher, proxy, io, peer, true, framing).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    let opened = Opened::default();
+    let serve = async {
+        match tls {
+            None => {
+                let io = TokioIo::new(Guarded::new(stream, framing.clone(), max_head));
+                serve_http(
+                    &builder,
+                    watcher,
+                    proxy,
+                    io,
+                    (peer, false),
+                    &opened,
+                    framing,
+                )
+                .await;
             }
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(s) => {
+                    let io = TokioIo::new(Guarded::new(s, framing.clone(), max_head));
+                    serve_http(&builder, watcher, proxy, io, (peer, true), &opened, framing).await;
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            },
         }
-    }
+    };
+    opening::within(opening, &opened, serve).await;
 }
 
+/// `hop`: the peer, and whether the connection is TLS.
 async fn serve_http<I>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
     proxy: Arc<Proxy>,
     io: I,
-    peer: SocketAddr,
-    tls: bool,
+    hop: (SocketAddr, bool),
+    opened: &Opened,
     framing: Ambiguous,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = Arc::new(Downstream::new(peer, tls, framing));
+    let conn = Arc::new(Downstream::new(hop.0, hop.1, framing));
+    let opened = opened.clone();
     let svc = service_fn(move |req| {
+        opened.mark();
         let p = Arc::clone(&proxy);
         let conn = Arc::clone(&conn);
         async move { Ok::<_, Infallible>(p.serve(req, &conn).await) }

@@ -16,6 +16,11 @@ use crate::yaml::{self, Diagnostics, Seg};
 /// Where the config is looked for when `--config` is not given and `$KEYGATE_CONFIG` is unset.
 pub const DEFAULT_PATH: &str = "config/keygate.yaml";
 
+/// `upstream.idle_timeout` by default: below the 5 s keep-alive timeout of Node.js and
+/// uvicorn (and far below the 60 s of nginx and cloud load balancers), so keygate seldom
+/// sends a request on a connection the upstream is about to close.
+pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(4);
+
 /// A config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -147,6 +152,7 @@ struct RawUpstream {
     url: UpstreamUrl,
     timeout: Option<Dur>,
     connect_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,6 +256,8 @@ pub struct Config {
     pub upstream: http::Uri,
     pub upstream_timeout: Duration,
     pub upstream_connect_timeout: Duration,
+    /// A kept-alive upstream connection unused for this long is not used again.
+    pub upstream_idle_timeout: Duration,
     pub admin_listen: SocketAddr,
     pub admin_token_env: Option<String>,
     pub store: Store,
@@ -309,10 +317,7 @@ impl Config {
         let mut errors = Vec::new();
         let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
 
-        let store_timeout = raw
-            .store
-            .timeout
-            .map_or(Duration::from_millis(500), |d| d.0);
+        let store_timeout = or(raw.store.timeout, Duration::from_millis(500));
         let store = store(raw.store, &here, &mut err);
 
         let (key_prefix, key_header, key_header_display) = key_settings(&raw.keys, &mut err);
@@ -351,14 +356,9 @@ impl Config {
                 key: here(&t.key),
             }),
             upstream: raw.upstream.url.0,
-            upstream_timeout: raw
-                .upstream
-                .timeout
-                .map_or(Duration::from_secs(30), |d| d.0),
-            upstream_connect_timeout: raw
-                .upstream
-                .connect_timeout
-                .map_or(Duration::from_secs(5), |d| d.0),
+            upstream_timeout: or(raw.upstream.timeout, Duration::from_secs(30)),
+            upstream_connect_timeout: or(raw.upstream.connect_timeout, Duration::from_secs(5)),
+            upstream_idle_timeout: or(raw.upstream.idle_timeout, DEFAULT_UPSTREAM_IDLE),
             admin_listen: raw
                 .admin
                 .listen
@@ -367,38 +367,31 @@ impl Config {
             store,
             store_timeout,
             cache_ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),
-            cache_negative_ttl: raw
-                .cache
-                .negative_ttl
-                .map_or(Duration::from_secs(5), |d| d.0),
+            cache_negative_ttl: or(raw.cache.negative_ttl, Duration::from_secs(5)),
             cache_max_entries,
             cache_stale_if_error: raw.cache.stale_if_error.map_or(Duration::ZERO, |d| d.0),
             key_prefix,
             key_max_ttl: raw.keys.max_ttl.map(|d| d.0),
-            key_expiry_warning: raw
-                .keys
-                .expiry_warning
-                .map_or(Duration::from_secs(7 * 86_400), |d| d.0),
+            key_expiry_warning: or(raw.keys.expiry_warning, Duration::from_secs(7 * 86_400)),
             key_header,
             key_header_display,
             policy: here(raw.policy.as_deref().unwrap_or(Path::new("policy.yaml"))),
             log_format: raw.log.format,
             log_level,
             forward_auth_listen: raw.forward_auth.map(|f| f.listen.0),
-            header_read_timeout: raw
-                .limits
-                .header_read_timeout
-                .map_or(Duration::from_secs(30), |d| d.0),
+            header_read_timeout: or(raw.limits.header_read_timeout, Duration::from_secs(30)),
             max_header_bytes,
             max_connections: raw.limits.max_connections.unwrap_or(10_000).max(1),
-            drain_timeout: raw
-                .limits
-                .drain_timeout
-                .map_or(Duration::from_secs(10), |d| d.0),
+            drain_timeout: or(raw.limits.drain_timeout, Duration::from_secs(10)),
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             trusted_proxies: raw.trusted_proxies.into_iter().map(|c| c.0).collect(),
         })
     }
+}
+
+/// A duration setting, or its default.
+fn or(set: Option<Dur>, default: Duration) -> Duration {
+    set.map_or(default, |d| d.0)
 }
 
 /// `keys.prefix` and `keys.header`, checked.

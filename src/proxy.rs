@@ -22,6 +22,7 @@
 
 pub mod forward;
 pub mod framing;
+pub mod heard;
 pub mod refusal;
 
 use std::net::SocketAddr;

@@ -17,10 +17,15 @@
 //! time, so it gets its own upstream connection ([`Affinity`]), opened on its first
 //! forwarded request and reused for the next ones with no pool look-up and no lock shared
 //! with other connections; it closes with the client's connection. HTTP/2 streams (which
-//! run concurrently on one client connection) share a keep-alive pool instead. A reused
-//! connection the upstream has closed is replaced, and a request it never sent is sent
-//! once more on a new connection; one that was sent is not retried. The answer timeout on
-//! such a connection is one timer per client connection, re-armed lazily ([`within`]).
+//! run concurrently on one client connection) share a keep-alive pool instead. A kept
+//! connection unused for `upstream.idle_timeout` is not used again (upstreams close idle
+//! ones, and a request sent as they do is lost). A reused connection the upstream has
+//! closed is replaced, and a request it never sent is sent once more on a new
+//! connection. One that was sent is sent again, once, on a new connection only when it
+//! may be (RFC 9112 §9.3.1): an idempotent method with no body, and not one byte of an
+//! answer heard ([`heard`]); a POST, a request with a body, or one partly answered is
+//! never resent. The answer timeout on such a connection is one timer per client
+//! connection, re-armed lazily ([`within`]), and covers the resend too.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,9 +35,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 
+use bytes::Bytes;
+use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{LengthLimitError, Limited};
+use http_body::Body as _;
+use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self as client_h1, SendRequest};
 use hyper_util::client::legacy::Client;
@@ -41,6 +49,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Sleep;
 
 use super::Downstream;
+use super::heard::{Heard, Listening};
 use super::refusal::Refusal;
 use crate::policy::Permitted;
 
@@ -55,8 +64,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// A forwarded request's body: the client's, cut off past `max_body`.
-type UpBody = Limited<Incoming>;
+/// A forwarded request's body: the client's, cut off past `max_body`, or none (a request
+/// without a body, which can then be sent again).
+type UpBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
 /// Why a request could not be sent upstream.
 pub type SendError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +80,8 @@ pub struct Upstream {
     /// `Host` on every upstream request: the upstream URL's authority.
     host: HeaderValue,
     connect_timeout: Duration,
+    /// A kept connection unused for this long is not used again.
+    idle_timeout: Duration,
     /// The upstream URL's own path without its trailing `/` (often empty).
     base_path: String,
     timeout: Duration,
@@ -94,6 +106,7 @@ impl Upstream {
         url: &Uri,
         timeout: Duration,
         connect_timeout: Duration,
+        idle_timeout: Duration,
         key_header: HeaderName,
         max_body: u64,
         trusted: Vec<ipnet::IpNet>,
@@ -103,7 +116,7 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(idle_timeout)
             .pool_max_idle_per_host(256)
             .build(connector);
         let authority = url.authority().cloned().expect("upstream URL has a host");
@@ -113,6 +126,7 @@ impl Upstream {
             host: host_header(&authority),
             authority,
             connect_timeout,
+            idle_timeout,
             base_path: url.path().trim_end_matches('/').to_owned(),
             timeout,
             key_header,
@@ -152,13 +166,18 @@ impl Upstream {
         );
         parts.headers.insert(header::HOST, self.host.clone());
         let started = std::time::Instant::now();
-        let body = Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX));
+        let body = if body.is_end_stream() {
+            Either::Right(Empty::new())
+        } else {
+            let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+            Either::Left(Limited::new(body, limit))
+        };
         let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         let sent = if multiplexed {
             by(deadline, self.pooled(req)).await
         } else {
-            self.own(req, &conn.upstream, deadline).await
+            self.own(req, &conn.upstream, started, deadline).await
         };
         let mut response = match sent {
             Err(TimedOut) => return Err(Refusal::UpstreamTimeout),
@@ -187,13 +206,31 @@ impl Upstream {
         })
     }
 
-    /// Through the shared pool, which wants the absolute URI.
-    async fn pooled(&self, mut req: Request<UpBody>) -> Result<Response<Incoming>, SendError> {
+    /// Through the shared pool, which wants the absolute URI. The pool sends anew what a
+    /// closing connection never sent; a request it sent is sent again, once, when it may
+    /// be and the connection closed without a complete answer (the pool cannot say whether
+    /// part of one came: see the module docs).
+    async fn pooled(&self, req: Request<UpBody>) -> Result<Response<Incoming>, SendError> {
+        let resend = Resend::of(&req);
+        match self.client.request(self.absolute(req)?).await {
+            Ok(resp) => Ok(resp),
+            Err(e) if !e.is_connect() && closed_unanswered(&e) => match resend {
+                Some(again) => {
+                    tracing::debug!(error = %e, "upstream connection closed; sending again");
+                    Ok(self.client.request(self.absolute(again.request())?).await?)
+                }
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn absolute(&self, mut req: Request<UpBody>) -> Result<Request<UpBody>, SendError> {
         let mut uri = std::mem::take(req.uri_mut()).into_parts();
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
         *req.uri_mut() = Uri::from_parts(uri)?;
-        Ok(self.client.request(req).await?)
+        Ok(req)
     }
 
     /// Through the client connection's own upstream connection, answered by `deadline`;
@@ -202,6 +239,7 @@ impl Upstream {
         &self,
         req: Request<UpBody>,
         affinity: &Affinity,
+        started: std::time::Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
         let Some(mut lease) = affinity.lease() else {
@@ -211,40 +249,56 @@ impl Upstream {
         };
         let Lease { conn, timer, .. } = &mut lease;
         let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        within(timer, deadline, self.exchange(req, conn)).await
+        within(timer, deadline, self.exchange(req, conn, started)).await
     }
 
-    /// One request on the connection in `slot` (opened when there is none, or it was
-    /// closed), which is put back once the answer has come.
+    /// One request on the connection in `slot` (opened when there is none, it was closed
+    /// or it has been idle too long), which is put back once the answer has come. `now`:
+    /// when the request started.
     async fn exchange(
         &self,
         req: Request<UpBody>,
-        slot: &mut Option<SendRequest<UpBody>>,
+        slot: &mut Option<Kept>,
+        now: std::time::Instant,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut reused = slot.take().filter(|c| !c.is_closed());
+        let mut reused = slot.take().filter(|c| {
+            !c.send.is_closed() && now.saturating_duration_since(c.used) < self.idle_timeout
+        });
         if let Some(conn) = reused.as_mut()
-            && conn.ready().await.is_err()
+            && conn.send.ready().await.is_err()
         {
             reused = None;
         }
         let req = match reused {
-            Some(mut conn) => match conn.try_send_request(req).await {
-                Ok(resp) => return Ok(keep(slot, conn, resp)),
-                // Closed under us before the request left: never sent, so send it anew.
-                Err(mut e) => match e.take_message() {
-                    Some(req) => req,
-                    None => return Err(e.into_error().into()),
-                },
-            },
+            Some(mut conn) => {
+                let resend = Resend::of(&req);
+                conn.heard.clear();
+                match conn.send.try_send_request(req).await {
+                    Ok(resp) => return Ok(keep(slot, conn, resp, now)),
+                    Err(mut e) => match (e.take_message(), resend) {
+                        // Closed under us before the request left: never sent, so send it anew.
+                        (Some(req), _) => req,
+                        // Sent, and the connection closed without a word: may be sent again.
+                        (None, Some(again)) if !conn.heard.anything() => {
+                            tracing::debug!(
+                                error = %e.error(),
+                                "upstream closed a kept connection; sending again"
+                            );
+                            again.request()
+                        }
+                        (None, _) => return Err(e.into_error().into()),
+                    },
+                }
+            }
             None => req,
         };
         let mut conn = Box::pin(self.connect()).await?;
-        let resp = conn.send_request(req).await?;
-        Ok(keep(slot, conn, resp))
+        let resp = conn.send.send_request(req).await?;
+        Ok(keep(slot, conn, resp, now))
     }
 
     /// A new HTTP/1.1 connection to the upstream, within the connect timeout.
-    async fn connect(&self) -> Result<SendRequest<UpBody>, SendError> {
+    async fn connect(&self) -> Result<Kept, SendError> {
         let host = self.authority.host();
         // An IPv6 literal comes bracketed in a URL, and without brackets to the resolver.
         let host = host
@@ -264,11 +318,17 @@ impl Upstream {
             )
         })??;
         stream.set_nodelay(true)?;
-        let (conn, driver) = client_h1::handshake(TokioIo::new(stream)).await?;
+        let heard = Heard::default();
+        let io = TokioIo::new(Listening::new(stream, heard.clone()));
+        let (send, driver) = client_h1::handshake(io).await?;
         tokio::spawn(async move {
             let _ = driver.with_upgrades().await;
         });
-        Ok(conn)
+        Ok(Kept {
+            send,
+            heard,
+            used: std::time::Instant::now(),
+        })
     }
 
     /// The upstream request's origin-form target: the upstream URL's base path, the
@@ -318,7 +378,7 @@ struct Slot {
     busy: bool,
     /// None yet, while a request holds it, or after a failure, a timeout, a cancelled
     /// request or a protocol switch (the connection was then closed or given away).
-    conn: Option<SendRequest<UpBody>>,
+    conn: Option<Kept>,
     /// The connection's answer timer, kept armed from one request to the next ([`within`]);
     /// on an idle connection it comes due once, up to a timeout after the last request, and
     /// wakes the connection's task for nothing that one time.
@@ -355,7 +415,7 @@ impl Affinity {
 /// error, a timeout or a cancelled request: that connection is closed).
 struct Lease<'a> {
     affinity: &'a Affinity,
-    conn: Option<SendRequest<UpBody>>,
+    conn: Option<Kept>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -368,17 +428,71 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// A kept-alive upstream connection.
+pub struct Kept {
+    send: SendRequest<UpBody>,
+    /// Whether the upstream has sent anything since the request now on it was sent.
+    heard: Heard,
+    /// When its last request started.
+    used: std::time::Instant,
+}
+
 /// Puts `conn` back in `slot` for the next request once its answer has come, unless the
-/// answer switched protocols (the connection then belongs to the upgrade).
+/// answer switched protocols (the connection then belongs to the upgrade). `now`: when
+/// the request started.
 fn keep(
-    slot: &mut Option<SendRequest<UpBody>>,
-    conn: SendRequest<UpBody>,
+    slot: &mut Option<Kept>,
+    mut conn: Kept,
     resp: Response<Incoming>,
+    now: std::time::Instant,
 ) -> Response<Incoming> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        conn.used = now;
         *slot = Some(conn);
     }
     resp
+}
+
+/// What it takes to send a request again: kept only for a request that may be sent
+/// again (RFC 9112 §9.3.1), an idempotent method with no body.
+struct Resend {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Resend {
+    fn of(req: &Request<UpBody>) -> Option<Self> {
+        let bodiless = matches!(req.body(), Either::Right(_));
+        (bodiless && req.method().is_idempotent()).then(|| Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn request(self) -> Request<UpBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// Whether the pool's request failed because its connection closed before a complete
+/// answer (hyper's "connection closed before message completed").
+fn closed_unanswered(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The upstream did not answer in time.

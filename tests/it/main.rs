@@ -8,6 +8,7 @@
 
 mod admin;
 mod cli;
+mod connections;
 mod console;
 mod demo;
 mod forward_auth;

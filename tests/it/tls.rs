@@ -4,13 +4,13 @@
 
 use crate::support::{Gateway, Options, Upstream, raw};
 
-struct Pair {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
+pub struct Pair {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
 }
 
-fn self_signed(name: &str) -> Pair {
+pub fn self_signed(name: &str) -> Pair {
     let mut params =
         rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
@@ -26,7 +26,7 @@ fn self_signed(name: &str) -> Pair {
     }
 }
 
-fn client(trust: &[&Pair], h1_only: bool) -> reqwest::Client {
+pub fn client(trust: &[&Pair], h1_only: bool) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .tls_info(true)
@@ -48,7 +48,7 @@ fn served_cert(resp: &reqwest::Response) -> Vec<u8> {
         .expect("TLS info with the peer certificate")
 }
 
-async fn start(up: &Upstream, pair: &Pair) -> Gateway {
+pub async fn start(up: &Upstream, pair: &Pair) -> Gateway {
     Gateway::start_with(
         up,
         Options {
