@@ -15,7 +15,7 @@ use keygate::cache::{Cache, Lookup};
 use keygate::keys::{self, KeyRecord, Timestamp};
 use keygate::policy::path::normalise;
 use keygate::policy::{Facts, Policy};
-use keygate::proxy::forward::{Hop, rewrite_request_headers};
+use keygate::proxy::rewrite::{Hop, rewrite_request_headers};
 use keygate::store::KeyStore;
 use keygate::store::embedded::EmbeddedStore;
 
@@ -150,7 +150,7 @@ fn hot_path(c: &mut Criterion) {
         .decide(m, path, &std::sync::Arc::new(rec), &Facts::of(&req), now)
         .unwrap();
     let key_header = http::HeaderName::from_static("x-api-key");
-    let peer_ip = keygate::proxy::forward::ip_value("127.0.0.1".parse().unwrap());
+    let peer_ip = keygate::proxy::rewrite::ip_value("127.0.0.1".parse().unwrap());
     let hop = Hop {
         peer_ip: &peer_ip,
         tls: false,
@@ -169,5 +169,36 @@ fn hot_path(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, hot_path);
+/// The per-connection answer timer against a `tokio::time::timeout` per request, around
+/// an exchange that is already answered: what each keep-alive request pays for its timeout.
+fn answer_timer(c: &mut Criterion) {
+    use keygate::proxy::answer_timer::LazyTimer;
+    use tokio::time::Instant;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    let mut g = c.benchmark_group("answer timer");
+    g.bench_function("tokio::time::timeout per request", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let deadline = Instant::now() + timeout;
+                black_box(tokio::time::timeout_at(deadline, async { 1 }).await.ok())
+            })
+        });
+    });
+    let mut timer = rt.block_on(async { LazyTimer::new(Instant::now() + timeout) });
+    g.bench_function("LazyTimer kept per connection", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let deadline = Instant::now() + timeout;
+                black_box(timer.within(deadline, async { 1 }).await.ok())
+            })
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hot_path, answer_timer);
 criterion_main!(benches);

@@ -27,14 +27,19 @@
 //!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match;
 //!     `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
-//!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
+//!   - [`proxy::forward`]: upstream client, streaming, upgrades, resend rule; decides nothing
+//!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity, X-Forwarded-*
+//!   - [`proxy::affinity`]: a client connection's own upstream connection (lease, keep)
+//!   - [`proxy::answer_timer`]: the lazily re-armed per-connection answer timer
+//!   - [`proxy::heard`]: notes whether an upstream connection said anything (resend rule)
 //!   - [`proxy::framing`]: guard on the raw HTTP/1 bytes: finds heads framed by both CL and TE
+//!   - [`proxy::forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through
+//!     `Proxy::authorise`, identity headers by `proxy::rewrite`
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
 //! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
 //! - [`logging`]: stderr lines buffered per thread, written in batches by a writer thread;
 //!   the access line's text and JSON format → config
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
-//! - [`forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through `Proxy::authorise` → proxy
 //! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
 //!   → keys, lifecycle, store, cache, policy, usage
 //!   - [`admin::auth`]: caller authentication (token, admin/self keys) and the
@@ -54,7 +59,6 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod expiry;
-pub mod forward_auth;
 pub mod headers;
 pub mod keys;
 pub mod lifecycle;

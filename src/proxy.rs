@@ -20,10 +20,14 @@
 //! Invariants: nothing here panics on request data; the only way to reach
 //! [`forward`] is with a [`Permitted`], which only `policy` can build.
 
+pub mod affinity;
+pub mod answer_timer;
 pub mod forward;
+pub mod forward_auth;
 pub mod framing;
 pub mod heard;
 pub mod refusal;
+pub mod rewrite;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +50,8 @@ use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
 use crate::store::{KeyStore, StoreError};
 use crate::usage::Usage;
-pub use forward::{Affinity, Upstream};
+pub use affinity::Affinity;
+pub use forward::Upstream;
 pub use framing::Ambiguous;
 pub use refusal::Refusal;
 
@@ -89,7 +94,7 @@ impl Downstream {
     pub fn new(peer: SocketAddr, tls: bool, framing: Ambiguous) -> Self {
         Self {
             peer,
-            peer_ip: forward::ip_value(peer.ip()),
+            peer_ip: rewrite::ip_value(peer.ip()),
             tls,
             framing,
             upstream: Affinity::default(),

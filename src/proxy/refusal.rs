@@ -13,6 +13,9 @@ use crate::policy::Denial;
 use crate::policy::path::BadPath;
 use crate::store::StoreError;
 
+/// Why a request could not be sent upstream.
+pub type SendError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request the proxy will not forward, or could not.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -47,7 +50,7 @@ pub enum Refusal {
     #[error("the key registry cannot be reached")]
     AuthUnavailable(#[source] StoreError),
     #[error("the upstream could not be reached")]
-    UpstreamUnavailable(#[source] super::forward::SendError),
+    UpstreamUnavailable(#[source] SendError),
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
 }

@@ -23,8 +23,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{Either, Full};
 
-use crate::proxy::forward::insert_identity;
-use crate::proxy::{Ask, Body, Proxy, Refusal, Trace};
+use super::rewrite::insert_identity;
+use super::{Ask, Body, Proxy, Refusal, Trace};
 
 const NGINX_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const NGINX_URI: HeaderName = HeaderName::from_static("x-original-uri");
