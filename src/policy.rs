@@ -30,7 +30,7 @@ use http::{HeaderName, Method};
 
 use crate::keys::{KeyRecord, Status, Timestamp};
 use crate::yaml;
-use path::{NormalPath, Pattern};
+use path::{NormalPath, Pattern, hex};
 
 /// The name of the pseudo-route that `default: allow_authenticated` permits.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -689,15 +689,6 @@ fn percent_decode(raw: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

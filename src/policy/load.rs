@@ -19,7 +19,7 @@ use http::{HeaderName, Method};
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
-use super::path::{Pattern, PatternError};
+use super::path::{Pattern, PatternError, is_unreserved};
 use super::{DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route};
 use crate::yaml::{self, Diagnostic, Diagnostics, Positions, Seg};
 
@@ -283,10 +283,6 @@ fn check_roles(raw: Vec<(String, Vec<String>)>, declared: &[&str], c: &mut Check
         roles.push(Role { name, scopes });
     }
     roles
-}
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 fn check_locations(raw: Vec<String>, c: &mut Check<'_>) -> Vec<String> {
