@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
 use super::path::{Pattern, PatternError, is_unreserved};
-use super::{DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route};
+use super::{
+    BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route,
+};
 use crate::yaml::{self, Diagnostic, Diagnostics, Positions, Seg};
 
-/// Scopes beginning with this are built in for the admin API: never declared, never required.
-const BUILT_IN_PREFIX: &str = "keygate:";
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 #[derive(Deserialize)]
