@@ -648,33 +648,10 @@ routes:
         format!("{HEAD}{routes}")
     }
 
+    /// `config/policy.yaml` is the contract's example, with comments.
     #[test]
     fn the_contract_example_loads() {
-        let text = "version: 1
-scopes:                       # every scope a key may hold
-  items:read: Read account, secret and collection data
-  items:write: Create and change items
-roles:
-  viewer: [items:read]
-  editor: [items:read, items:write]
-locations: [hq, plant-1, plant-2]
-businesses:
-  default: enabled
-  trial-co: disabled
-routes:
-  - name: health
-    path: /health
-    public: true
-  - name: items
-    methods: [GET]
-    path: /v1/items/{*rest}
-    scopes: [items:read]
-  - name: location-items
-    path: /v1/locations/{loc}/items
-    location: { from: path, name: loc }
-    scopes: [items:write]
-default: deny
-";
+        let text = include_str!("../../config/policy.yaml");
         let p = parse(Path::new("p.yaml"), text).unwrap();
         assert_eq!(
             p.summary(),
