@@ -197,7 +197,7 @@ pub fn main() -> ExitCode {
 /// The async runtime: one worker per CPU this process may use, or `KEYGATE_WORKERS`.
 /// With one worker (a container limited to one CPU, a gateway pinned with `taskset`) the
 /// single-threaded scheduler runs everything on one thread: no work-stealing, no
-/// cross-thread wake-ups, which is measurably faster there (README, Performance).
+/// cross-thread wake-ups, which is measurably faster there (docs/performance.md).
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     let workers = match std::env::var("KEYGATE_WORKERS") {
         Ok(v) => v

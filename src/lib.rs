@@ -6,14 +6,21 @@
 //! is allowed. An admin listener serves health, readiness, the admin API (create, list,
 //! rotate, revoke keys; audit), its `OpenAPI` description and a web console.
 //!
-//! # Architecture map ("→": what a module may use)
-//! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output, `demo` → all
-//! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → all below
-//! - [`config`]: YAML → validated, immutable `Config`; no network → `yaml`
+//! # Architecture map
+//! "→": the other top-level modules each one imports today; a sub-module's use of its own
+//! parent and siblings (`proxy::forward` → `proxy::refusal`) is not listed.
+//! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output → app, config, keys, lifecycle,
+//!   logging, policy, store, tls
+//!   - [`cli::demo`]: `keygate demo` → app, config, lifecycle, logging, policy;
+//!     `cli::explain`: `keygate policy explain` → keys, policy, proxy
+//! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
+//!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
+//! - [`config`]: YAML → validated, immutable `Config`; no network → yaml
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
 //! - [`headers`]: the "at most one value of this header" rule shared by every reader → (none)
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
-//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → keys, policy, store
+//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, keys,
+//!   policy, store, yaml
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
 //!   - [`store::embedded`]: `SQLite` (WAL) single-node back end, cross-process invalidation
 //!   - [`store::redis`]: Redis / Redis Cluster fleet back end, pub/sub invalidation,
@@ -23,31 +30,46 @@
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
 //! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
 //! - [`usage`]: batched `last_used_at` writes → keys
-//! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
-//!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match;
-//!     `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
-//! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
+//! - [`policy`]: the policy model, the built-in `keygate:` scopes, and `decide()` →
+//!   `Permitted` | `Denial`; pure → headers, keys, yaml
+//!   - [`policy::load`]: parse + validate with line numbers → yaml
+//!   - [`policy::path`]: normalise + match; owns percent-encoding (`hex`, `is_unreserved`) → (none)
+//!   - `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
+//!     → (none)
+//!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics
+//! - [`proxy`]: THE request flow, top-down → cache, expiry, headers, keys, limits, logging,
+//!   metrics, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, streaming, upgrades, resend rule; decides nothing
+//!     → policy (`Permitted` only; it never reads the policy)
 //!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity, X-Forwarded-*
-//!   - [`proxy::affinity`]: a client connection's own upstream connection (lease, keep)
-//!   - [`proxy::answer_timer`]: the lazily re-armed per-connection answer timer
-//!   - [`proxy::heard`]: notes whether an upstream connection said anything (resend rule)
+//!     → policy (`Permitted` only)
+//!   - [`proxy::affinity`]: a client connection's own upstream connection (lease, keep) → (none)
+//!   - [`proxy::answer_timer`]: the lazily re-armed per-connection answer timer → (none)
+//!   - [`proxy::heard`]: notes whether an upstream connection said anything (resend rule) → (none)
 //!   - [`proxy::framing`]: guard on the raw HTTP/1 bytes: finds heads framed by both CL and TE
+//!     → (none)
 //!   - [`proxy::forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through
-//!     `Proxy::authorise`, identity headers by `proxy::rewrite`
+//!     `Proxy::authorise`, identity headers by `proxy::rewrite` → headers
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
+//!     → policy (`Denial`, `path::BadPath`), store (`StoreError`)
 //! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
+//!   → (none)
 //! - [`logging`]: stderr lines buffered per thread, written in batches by a writer thread;
 //!   the access line's text and JSON format → config
-//! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
+//! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels → (none)
 //! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
-//!   → keys, lifecycle, store, cache, policy, usage
+//!   → cache, expiry, metrics, policy, store, usage
 //!   - [`admin::auth`]: caller authentication (token, admin/self keys) and the
-//!     permission model: visibility, ownership, no escalation
+//!     permission model: visibility, ownership, no escalation → cache, headers, keys,
+//!     policy, store
 //!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
+//!     → config, keys, lifecycle, policy, store
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
+//!     → (none)
 //!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
+//!     → (none)
 //!   - [`admin::error`]: `AdminError` → status + JSON (the only such mapping for the admin API)
+//!     → lifecycle, store
 //!
 //! Fences: `keys`, `policy` and `cache` never import hyper or tokio I/O; only
 //! `proxy::refusal` and `admin::error` map errors to HTTP statuses; `proxy::forward`

@@ -10,11 +10,8 @@
 use std::time::Duration;
 
 use crate::keys::{self, Grant, KeyRecord, Secret, Timestamp};
-use crate::policy::Policy;
+use crate::policy::{BUILT_IN_SCOPES, Policy};
 use crate::store::{AuditEvent, KeyStore, StoreError};
-
-/// Scopes the admin API understands; no policy declares them.
-pub const BUILTIN_SCOPES: [&str; 2] = ["keygate:admin", "keygate:self"];
 
 /// When a new key stops working.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,7 +327,7 @@ fn check_id(field: &'static str, value: &str) -> Result<(), LifecycleError> {
 fn check_scopes(policy: &Policy, scopes: Vec<String>) -> Result<Vec<String>, LifecycleError> {
     let mut out: Vec<String> = Vec::with_capacity(scopes.len());
     for s in scopes {
-        if !policy.has_scope(&s) && !BUILTIN_SCOPES.contains(&s.as_str()) {
+        if !policy.has_scope(&s) && !BUILT_IN_SCOPES.contains(&s.as_str()) {
             return Err(invalid(
                 "scopes",
                 format!(

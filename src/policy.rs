@@ -30,10 +30,20 @@ use http::{HeaderName, Method};
 
 use crate::keys::{KeyRecord, Status, Timestamp};
 use crate::yaml;
-use path::{NormalPath, Pattern};
+use path::{NormalPath, Pattern, hex};
 
 /// The name of the pseudo-route that `default: allow_authenticated` permits.
 pub const DEFAULT_ROUTE: &str = "default";
+
+/// Scopes beginning with this are built in for the admin API: a policy never declares
+/// them, and no role or route may use them (`load` refuses it).
+pub const BUILT_IN_PREFIX: &str = "keygate:";
+/// The built-in scope of an admin key: every user of its own business (admin API).
+pub const ADMIN_SCOPE: &str = "keygate:admin";
+/// The built-in scope of a self key: only its own user's keys (admin API).
+pub const SELF_SCOPE: &str = "keygate:self";
+/// Every built-in scope: a key may hold these though no policy declares them.
+pub const BUILT_IN_SCOPES: [&str; 2] = [ADMIN_SCOPE, SELF_SCOPE];
 
 /// A loaded, validated policy. Immutable; share it behind an `Arc`.
 #[derive(Debug)]
@@ -691,15 +701,6 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1300,6 +1301,13 @@ routes:
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Policy>();
         assert_send_sync::<Permitted>();
+    }
+
+    #[test]
+    fn built_in_scopes_carry_the_reserved_prefix() {
+        for s in BUILT_IN_SCOPES {
+            assert!(s.starts_with(BUILT_IN_PREFIX), "{s}");
+        }
     }
 
     #[test]

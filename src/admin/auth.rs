@@ -32,11 +32,8 @@ use super::Admin;
 use super::error::AdminError;
 use crate::cache::Lookup;
 use crate::keys::{self, Grant, KeyRecord, Status, Timestamp};
-use crate::policy::Policy;
+use crate::policy::{ADMIN_SCOPE, Policy, SELF_SCOPE};
 use crate::store::StoreError;
-
-pub const ADMIN_SCOPE: &str = "keygate:admin";
-pub const SELF_SCOPE: &str = "keygate:self";
 
 /// The bootstrap admin token, kept only as its SHA-256.
 pub struct Token([u8; 32]);
@@ -102,9 +99,9 @@ impl Caller {
         if let Self::OwnUser(k) = self
             && k.user_id != record.user_id
         {
-            return Err(AdminError::Forbidden(
-                "a keygate:self key manages only its own user's keys".to_owned(),
-            ));
+            return Err(AdminError::Forbidden(format!(
+                "a {SELF_SCOPE} key manages only its own user's keys"
+            )));
         }
         Ok(())
     }
@@ -124,7 +121,7 @@ impl Caller {
             && k.user_id != user
         {
             return Err(AdminError::Forbidden(format!(
-                "user_id: a keygate:self key manages only its own user `{}`",
+                "user_id: a {SELF_SCOPE} key manages only its own user `{}`",
                 k.user_id
             )));
         }
@@ -286,9 +283,9 @@ async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
     } else if record.scopes.iter().any(|s| s == SELF_SCOPE) {
         Ok(Caller::OwnUser(record))
     } else {
-        Err(AdminError::Forbidden(
-            "the API key holds neither keygate:admin nor keygate:self".to_owned(),
-        ))
+        Err(AdminError::Forbidden(format!(
+            "the API key holds neither {ADMIN_SCOPE} nor {SELF_SCOPE}"
+        )))
     }
 }
 

@@ -21,6 +21,7 @@ use super::error::AdminError;
 use super::{Admin, input, json};
 use crate::keys::{Grant, KeyRecord, Secret, Status, Timestamp};
 use crate::lifecycle::{self, Expiry, NewKey, Rules};
+use crate::policy::ADMIN_SCOPE;
 use crate::store::ListQuery;
 
 type Answer = Result<Response<Full<Bytes>>, AdminError>;
@@ -245,9 +246,9 @@ impl Admin {
             Caller::Token => None,
             Caller::Admin(k) => Some(k.business_id.as_str()),
             Caller::OwnUser(_) => {
-                return Err(AdminError::Forbidden(
-                    "the audit log needs the admin token or a keygate:admin key".to_owned(),
-                ));
+                return Err(AdminError::Forbidden(format!(
+                    "the audit log needs the admin token or a {ADMIN_SCOPE} key"
+                )));
             }
         };
         let events = self.store.audit(business, limit).await?;

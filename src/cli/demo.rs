@@ -21,33 +21,11 @@ use crate::config::Config;
 use crate::lifecycle::{self, Expiry, NewKey, Rules};
 use crate::policy::Policy;
 
-const DEMO_POLICY: &str = "\
-# The demo policy: edit it and run `keygate check --config <folder>/keygate.yaml`.
-version: 1
-scopes:
-  items:read: Read items
-  items:write: Create and change items
-roles:
-  viewer: [items:read]
-  editor: [items:read, items:write]
-locations: [hq, plant-1, plant-2]
-businesses:
-  default: enabled
-  trial-co: disabled
-routes:
-  - name: health
-    path: /health
-    public: true
-  - name: items
-    methods: [GET]
-    path: /v1/items/{*rest}
-    scopes: [items:read]
-  - name: location-items
-    path: /v1/locations/{loc}/items
-    location: { from: path, name: loc }
-    scopes: [items:write]
-default: deny
-";
+/// The example policy, `config/policy.yaml`, under a line saying where the demo's copy is.
+const DEMO_POLICY: &str = concat!(
+    "# The demo's copy of config/policy.yaml: edit it and run `keygate check --config <folder>/keygate.yaml`.\n",
+    include_str!("../../config/policy.yaml"),
+);
 
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> anyhow::Result<()> {

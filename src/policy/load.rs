@@ -19,12 +19,12 @@ use http::{HeaderName, Method};
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
-use super::path::{Pattern, PatternError};
-use super::{DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route};
+use super::path::{Pattern, PatternError, is_unreserved};
+use super::{
+    BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route,
+};
 use crate::yaml::{self, Diagnostic, Diagnostics, Positions, Seg};
 
-/// Scopes beginning with this are built in for the admin API: never declared, never required.
-const BUILT_IN_PREFIX: &str = "keygate:";
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 #[derive(Deserialize)]
@@ -283,10 +283,6 @@ fn check_roles(raw: Vec<(String, Vec<String>)>, declared: &[&str], c: &mut Check
         roles.push(Role { name, scopes });
     }
     roles
-}
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 fn check_locations(raw: Vec<String>, c: &mut Check<'_>) -> Vec<String> {
@@ -652,33 +648,10 @@ routes:
         format!("{HEAD}{routes}")
     }
 
+    /// `config/policy.yaml` is the contract's example, with comments.
     #[test]
     fn the_contract_example_loads() {
-        let text = "version: 1
-scopes:                       # every scope a key may hold
-  items:read: Read account, secret and collection data
-  items:write: Create and change items
-roles:
-  viewer: [items:read]
-  editor: [items:read, items:write]
-locations: [hq, plant-1, plant-2]
-businesses:
-  default: enabled
-  trial-co: disabled
-routes:
-  - name: health
-    path: /health
-    public: true
-  - name: items
-    methods: [GET]
-    path: /v1/items/{*rest}
-    scopes: [items:read]
-  - name: location-items
-    path: /v1/locations/{loc}/items
-    location: { from: path, name: loc }
-    scopes: [items:write]
-default: deny
-";
+        let text = include_str!("../../config/policy.yaml");
         let p = parse(Path::new("p.yaml"), text).unwrap();
         assert_eq!(
             p.summary(),

@@ -180,7 +180,9 @@ fn hex_digit(nibble: u8) -> char {
     char::from_digit(u32::from(nibble), 16).map_or('0', |c| c.to_ascii_uppercase())
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hex digit (either case), or `None`. Shared with the query-location
+/// decoder in `policy`.
+pub(super) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -193,7 +195,9 @@ fn is_control(b: u8) -> bool {
     b < 0x20 || b == 0x7F
 }
 
-fn is_unreserved(b: u8) -> bool {
+/// RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`): the ones normalisation decodes,
+/// and the only ones `policy::load` allows in declared locations and query-parameter names.
+pub(super) fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
