@@ -112,12 +112,7 @@ impl App {
             )?))),
             None => None,
         };
-        let policy_text =
-            std::fs::read_to_string(&config.policy).map_err(|source| PolicyError::Read {
-                file: config.policy.clone(),
-                source,
-            })?;
-        let policy = Policy::parse(&config.policy, &policy_text)?;
+        let (policy, policy_text) = Policy::load_with_text(&config.policy)?;
         crate::metrics::install(policy.route_names());
         let live_policy = Arc::new(ArcSwap::from_pointee(policy));
         // A server starts even when its store cannot be opened yet: it fails closed

@@ -347,11 +347,22 @@ impl Permitted {
 
 impl Policy {
     pub fn load(file: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(file).map_err(|source| PolicyError::Read {
+        Self::load_with_text(file).map(|(policy, _)| policy)
+    }
+
+    /// [`Policy::load`], also returning the text it was parsed from (the reloader keeps
+    /// it, to tell a real change from a file event that changed nothing).
+    pub fn load_with_text(file: &Path) -> Result<(Policy, String), PolicyError> {
+        let text = Self::read(file)?;
+        Ok((Self::parse(file, &text)?, text))
+    }
+
+    /// The policy file's text.
+    pub fn read(file: &Path) -> Result<String, PolicyError> {
+        std::fs::read_to_string(file).map_err(|source| PolicyError::Read {
             file: file.to_path_buf(),
             source,
-        })?;
-        Self::parse(file, &text)
+        })
     }
 
     /// Parses and validates policy text; `file` is only used in messages.

@@ -55,11 +55,7 @@ impl Reloader {
 
     /// Reloads now. `Ok(true)`: a new policy is live; `Ok(false)`: nothing changed.
     pub fn reload(&mut self, trigger: Trigger) -> Result<bool, PolicyError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| PolicyError::Read {
-            file: self.path.clone(),
-            source,
-        });
-        let text = match text {
+        let text = match Policy::read(&self.path) {
             Ok(t) => t,
             Err(e) => {
                 // A file mid-replace may be briefly missing; the next event retries.

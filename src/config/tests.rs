@@ -1,0 +1,135 @@
+
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/kg/keygate.yaml"), text)
+}
+
+fn first_error(text: &str) -> String {
+    match parse(text) {
+        Err(ConfigError::Invalid(d)) => d.0[0].to_string(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn only_upstream_is_required_and_defaults_apply() {
+    let c = parse("upstream:\n  url: http://127.0.0.1:9000\n").unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.admin_listen, "127.0.0.1:8081".parse().unwrap());
+    assert_eq!(
+        c.store,
+        Store::Embedded {
+            path: PathBuf::from("/etc/kg/data/keygate.db")
+        }
+    );
+    assert_eq!(c.cache_ttl, Duration::from_secs(60));
+    assert_eq!(c.cache_negative_ttl, Duration::from_secs(5));
+    assert_eq!(c.cache_max_entries, 1_000_000);
+    assert_eq!(c.key_prefix, "kg_");
+    assert_eq!(c.key_max_ttl, None);
+    assert_eq!(c.policy, PathBuf::from("/etc/kg/policy.yaml"));
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.key_header, "x-api-key");
+}
+
+#[test]
+fn missing_upstream_is_an_error() {
+    assert!(first_error("listen: 127.0.0.1:1\n").contains("upstream"));
+}
+
+#[test]
+fn unknown_field_names_its_line() {
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  tll: 60s\n");
+    assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+    assert!(e.contains("tll"), "{e}");
+}
+
+#[test]
+fn duplicate_key_names_its_line() {
+    let e = first_error(
+        "upstream:\n  url: http://127.0.0.1:9000\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n",
+    );
+    assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_its_line() {
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  ttl: 60 parsecs\n");
+    assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+    assert!(e.contains("duration"), "{e}");
+}
+
+#[test]
+fn wrong_type_and_bad_url_name_their_lines() {
+    let e = first_error("upstream:\n  url: ftp://x\n");
+    assert!(e.starts_with("/etc/kg/keygate.yaml:2:"), "{e}");
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  max_entries: lots\n");
+    assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+}
+
+#[test]
+fn semantic_errors_name_their_lines() {
+    let e = first_error(
+        "upstream:\n  url: http://127.0.0.1:9000\nstore:\n  kind: redis\n  url: http://nope\n",
+    );
+    assert!(e.starts_with("/etc/kg/keygate.yaml:5:"), "{e}");
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\nkeys:\n  prefix: \"k g\"\n");
+    assert!(e.starts_with("/etc/kg/keygate.yaml:4:"), "{e}");
+}
+
+#[test]
+fn redis_addresses_are_parsed_with_their_line_and_column() {
+    let base = "upstream:\n  url: http://127.0.0.1:9000\nstore:\n  kind: redis\n";
+    for bad in [
+        "  url: redis://\n",
+        "  url: redis://host:notaport\n",
+        "  url: redis://127.0.0.1:6379/notadb\n",
+        "  url: 127.0.0.1:6379\n",
+    ] {
+        let e = first_error(&format!("{base}{bad}"));
+        assert!(e.starts_with("/etc/kg/keygate.yaml:5:"), "{bad}: {e}");
+        assert!(e.contains("Redis URL"), "{e}");
+    }
+    let e = first_error(&format!(
+        "{base}  cluster:\n    - redis://10.0.0.1:7000\n    - redis://10.0.0.2:x\n"
+    ));
+    assert!(e.starts_with("/etc/kg/keygate.yaml:7:7:"), "{e}");
+    let e = first_error(&format!("{base}  cluster: [unix:///tmp/r.sock]\n"));
+    assert!(e.contains("seed"), "{e}");
+    let c = parse(&format!(
+            "{base}  url: redis://:pw@127.0.0.1:6379/2\n  timeout: 250ms\ncache:\n  stale_if_error: 5m\n"
+        ))
+        .unwrap();
+    assert_eq!(
+        c.store,
+        Store::Redis {
+            url: "redis://:pw@127.0.0.1:6379/2".into()
+        }
+    );
+    assert_eq!(c.store_timeout, Duration::from_millis(250));
+    assert_eq!(c.cache_stale_if_error, Duration::from_secs(300));
+    let c = parse(&format!(
+        "{base}  cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n"
+    ))
+    .unwrap();
+    assert!(matches!(c.store, Store::RedisCluster { ref seeds } if seeds.len() == 2));
+    assert_eq!(c.cache_stale_if_error, Duration::ZERO);
+}
+
+#[test]
+fn durations_cover_the_documented_units() {
+    for (t, secs) in [
+        ("30s", 30),
+        ("5m", 300),
+        ("12h", 43_200),
+        ("1d", 86_400),
+        ("2w", 1_209_600),
+    ] {
+        assert_eq!(parse_duration(t).unwrap(), Duration::from_secs(secs), "{t}");
+    }
+    assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+    assert!(parse_duration("1y").unwrap() >= Duration::from_secs(365 * 86_400));
+    assert!(parse_duration("soon").is_err());
+}
