@@ -3,6 +3,9 @@
 //! Job: hold one validated, immutable policy (scopes, roles, locations, businesses, routes in
 //! file order, the default rule) and answer two questions for the proxy: which route a
 //! request matches ([`Policy::route`]) and whether a key may use it ([`Policy::decide`]).
+//! The rule under that decision is public, so the admin API asks it rather than keeping
+//! a copy: whether a key may be used at all ([`Policy::admit`]), holds a scope at a
+//! location ([`Policy::holds`]) and may act at a location ([`holds_location`]).
 //!
 //! Invariants:
 //! - Pure: no I/O except [`Policy::load`] reading the file, no HTTP server types
@@ -431,14 +434,7 @@ impl Policy {
         facts: &Facts<'_>,
         now: Timestamp,
     ) -> Result<Permitted, Denial> {
-        match key.status(now) {
-            Status::Revoked => return Err(Denial::Revoked),
-            Status::Expired => return Err(Denial::Expired),
-            Status::Active => {}
-        }
-        if !self.business_enabled(&key.business_id) {
-            return Err(Denial::BusinessDisabled);
-        }
+        self.admit(key, now)?;
         if !std::ptr::eq(m.policy, self) {
             // A match made on another policy (a reload in between): its route is not ours.
             return Err(Denial::NoRoute);
@@ -469,7 +465,7 @@ impl Policy {
             None => None,
             Some(source) => {
                 let at = self.resolve_location(source, location_at, &path, facts)?;
-                if !key.locations.iter().any(|l| l == "*" || *l == at) {
+                if !holds_location(key, &at) {
                     return Err(Denial::LocationForbidden {
                         reason: format!("the API key may not act at location `{at}`"),
                     });
@@ -478,11 +474,11 @@ impl Policy {
             }
         };
         let at = location.as_deref();
-        if !route.scopes.iter().all(|s| self.key_holds(key, s, at)) {
+        if !route.scopes.iter().all(|s| self.holds(key, s, at)) {
             let missing = route
                 .scopes
                 .iter()
-                .filter(|s| !self.key_holds(key, s, at))
+                .filter(|s| !self.holds(key, s, at))
                 .cloned()
                 .collect();
             return Err(Denial::InsufficientScope { missing });
@@ -496,13 +492,37 @@ impl Policy {
         })
     }
 
-    /// The key holds `scope` directly, or through a role granted at `at` or at `*`.
-    fn key_holds(&self, key: &KeyRecord, scope: &str, at: Option<&str>) -> bool {
+    /// Whether `key` may be used at all at `now`: not revoked, not expired, and its
+    /// business enabled; the denial names the first check that fails, in that order.
+    /// The first step of [`Policy::decide`], and all the admin API asks before it looks
+    /// at the built-in `keygate:` scopes, so a key is usable in both or in neither.
+    pub fn admit(&self, key: &KeyRecord, now: Timestamp) -> Result<(), Denial> {
+        match key.status(now) {
+            Status::Revoked => return Err(Denial::Revoked),
+            Status::Expired => return Err(Denial::Expired),
+            Status::Active => {}
+        }
+        if !self.business_enabled(&key.business_id) {
+            return Err(Denial::BusinessDisabled);
+        }
+        Ok(())
+    }
+
+    /// THE permission rule (CONTRACT section 4): whether `key` holds `scope` at
+    /// `location` — it is one of the key's scopes (valid everywhere), or it belongs to a
+    /// role granted to the key at `location` or at `*`. `None` (a route without a
+    /// location; "everywhere" for the admin API) counts only grants at `*`, and so does
+    /// `Some("*")`. Roles are this policy's; a grant of a role it lacks gives nothing.
+    /// Whether the key may act at `location` at all is [`holds_location`], asked first.
+    ///
+    /// [`Policy::decide`] and the admin API's no-escalation check both ask this; neither
+    /// has a rule of its own.
+    pub fn holds(&self, key: &KeyRecord, scope: &str, location: Option<&str>) -> bool {
         key.scopes.iter().any(|s| s == scope)
             || key.grants.iter().any(|g| {
                 g.locations
                     .iter()
-                    .any(|l| l == "*" || Some(l.as_str()) == at)
+                    .any(|l| l == "*" || Some(l.as_str()) == location)
                     && self
                         .roles
                         .iter()
@@ -625,6 +645,13 @@ impl Policy {
             "default": self.default.as_str(),
         })
     }
+}
+
+/// Whether `key` may act at `location`: it is one of the key's locations, or the key's
+/// locations include `*` (only such a key holds the location `*` itself). The location
+/// half of the permission rule; [`Policy::holds`] is the scope half.
+pub fn holds_location(key: &KeyRecord, location: &str) -> bool {
+    key.locations.iter().any(|l| l == "*" || l == location)
 }
 
 /// The one value of query parameter `name` (names and values percent-decoded; `+` is left

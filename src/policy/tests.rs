@@ -352,6 +352,69 @@ fn revoked_then_expired_then_business_then_location_then_scope() {
     location_forbidden(get(&p, "/v1/query/items?loc=hq", &key), "may not act");
 }
 
+/// The rule itself, as the admin API asks it: scope by scope, location by location.
+#[test]
+fn holds_scopes_directly_or_through_a_role_at_the_location_or_at_star() {
+    let p = policy(POLICY);
+    // Direct: everywhere, with or without a location.
+    let direct = k().scopes(&["items:read"]).build();
+    assert!(p.holds(&direct, "items:read", None));
+    assert!(p.holds(&direct, "items:read", Some("hq")));
+    assert!(!p.holds(&direct, "items:write", None));
+    // Through a role granted at L: at L only; not at another location, and not on a
+    // route without a location (which accepts only grants at `*`).
+    let at_hq = k().locations(&["hq"]).grant("editor", &["hq"]).build();
+    assert!(p.holds(&at_hq, "items:write", Some("hq")));
+    assert!(!p.holds(&at_hq, "items:write", Some("plant-1")));
+    assert!(!p.holds(&at_hq, "items:write", None));
+    assert!(!p.holds(&at_hq, "items:write", Some("*")));
+    // Through a role granted at `*`: at every location and without one.
+    let star = k().grant("viewer", &["*"]).build();
+    assert!(p.holds(&star, "items:read", None));
+    assert!(p.holds(&star, "items:read", Some("plant-2")));
+    assert!(p.holds(&star, "items:read", Some("*")));
+    assert!(!p.holds(&star, "items:write", Some("plant-2")));
+    // A role the policy lacks gives nothing.
+    assert!(!p.holds(&k().grant("ghost", &["*"]).build(), "items:read", None));
+    // Locations: one of the key's, or the key holds `*`; only then `*` itself.
+    assert!(holds_location(&at_hq, "hq"));
+    assert!(!holds_location(&at_hq, "plant-1"));
+    assert!(!holds_location(&at_hq, "*"));
+    let everywhere = k().locations(&["*"]).build();
+    assert!(holds_location(&everywhere, "plant-1"));
+    assert!(holds_location(&everywhere, "*"));
+    assert!(!holds_location(&k().build(), "hq"));
+}
+
+/// `decide` answers exactly as the rule: a grant at hq opens the hq route, and only it.
+#[test]
+fn decide_follows_holds_and_holds_location() {
+    let p = policy(POLICY);
+    let key = k().locations(&["hq"]).grant("editor", &["hq"]).build();
+    let post = |target: &str| ask(&p, "POST", target, &HeaderMap::new(), &key);
+    assert_eq!(name(post("/v1/locations/hq/items")), Ok("loc-path".into()));
+    location_forbidden(post("/v1/locations/plant-1/items"), "plant-1");
+    // The location-less route needs a grant at `*`.
+    assert_eq!(name(post("/v1/items/x")), missing(&["items:write"]));
+}
+
+#[test]
+fn admit_refuses_revoked_then_expired_then_a_disabled_business() {
+    let p = policy(POLICY);
+    assert_eq!(p.admit(&k().build(), NOW), Ok(()));
+    let mut key = k().business("trial-co");
+    key.revoked_at = Some(Timestamp(10));
+    key.expires_at = Some(Timestamp(20));
+    assert_eq!(p.admit(&key.build(), NOW), Err(Denial::Revoked));
+    let mut key = k().business("trial-co");
+    key.expires_at = Some(NOW);
+    assert_eq!(p.admit(&key.build(), NOW), Err(Denial::Expired));
+    assert_eq!(
+        p.admit(&k().business("trial-co").build(), NOW),
+        Err(Denial::BusinessDisabled)
+    );
+}
+
 #[test]
 fn businesses_listed_then_default_entry_then_enabled() {
     let p = policy(POLICY);
