@@ -39,7 +39,7 @@ use crate::cache::{Cache, Lookup};
 use crate::expiry::Expiring;
 use crate::headers;
 use crate::keys::{self, KeyHash, KeyRecord, Timestamp};
-use crate::limits::{Caller, Limits};
+use crate::limits::{Bucket, Limits};
 use crate::logging;
 use crate::metrics;
 use crate::policy::path;
@@ -214,10 +214,10 @@ impl Proxy {
         let policy = self.policy.load_full();
         let matched = policy.route(ask.method, &path)?;
         trace.route = Some(matched.route_name_shared());
-        let (permit, caller) = if matched.is_public() {
+        let (permit, bucket) = if matched.is_public() {
             (
                 policy.permit_public(matched, path),
-                Caller::Address(ask.peer.ip()),
+                Bucket::Address(ask.peer.ip()),
             )
         } else {
             let secret = secret.ok_or(Refusal::MissingKey)?;
@@ -235,11 +235,11 @@ impl Proxy {
             let permit = policy.decide(matched, path, &record, &facts, now)?;
             self.usage.note(&record.id, now);
             self.expiring.note(&record, now);
-            (permit, Caller::Key(hash))
+            (permit, Bucket::Key(hash))
         };
         if let Some(limit) = permit.rate_limit() {
             self.limits
-                .check(permit.route_name(), limit, caller)
+                .check(permit.route_name(), limit, bucket)
                 .map_err(|wait| Refusal::RateLimited {
                     retry_after: whole_seconds_up(wait),
                 })?;
