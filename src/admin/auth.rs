@@ -4,11 +4,16 @@
 //! permission questions the handlers ask: may this caller see a record, act for an
 //! owner, mint a key with these scopes, locations and grants.
 //!
+//! Nothing here re-decides what the proxy decides: a key is admitted by
+//! [`Policy::admit`] (revoked, expired, business), and what it holds is
+//! [`Policy::holds`] and [`policy::holds_location`]. This module adds only what is the
+//! admin API's own: the built-in scopes and the bootstrap token.
+//!
 //! The model (README, "Permission model"):
 //! - `Authorization: Bearer <token>` with the bootstrap token: every business, no limit
 //!   on what it mints (beyond the policy).
-//! - `X-API-Key` with a key holding `keygate:admin` (as a direct scope): every user of
-//!   the key's own business.
+//! - `X-API-Key` with a key holding `keygate:admin` (a direct scope: no role may hold a
+//!   `keygate:` scope): every user of the key's own business.
 //! - `X-API-Key` with a key holding `keygate:self`: only keys whose `user_id` is the
 //!   key's own user (in its own business).
 //! - A key of another business is invisible: 404, exactly as an unknown id. A visible
@@ -31,8 +36,8 @@ use subtle::ConstantTimeEq;
 use super::Admin;
 use super::error::AdminError;
 use crate::cache::Lookup;
-use crate::keys::{self, Grant, KeyRecord, Status, Timestamp};
-use crate::policy::Policy;
+use crate::keys::{self, Grant, KeyRecord, Timestamp};
+use crate::policy::{self, Policy};
 use crate::store::StoreError;
 
 pub const ADMIN_SCOPE: &str = "keygate:admin";
@@ -140,16 +145,14 @@ impl Caller {
         }
     }
 
-    /// A key caller may only mint what it holds itself. What a key K *holds*:
-    /// - a scope `s` everywhere: `s` is one of K's scopes, or `s` belongs to a role K is
-    ///   granted at `*` — that is what a scope on a new key means (valid everywhere);
-    ///   `keygate:admin` also covers `keygate:self` (managing one user is a part of
-    ///   managing them all);
-    /// - a scope `s` at location `l`: as above, or `s` belongs to a role granted to K at `l`;
-    /// - a role R at `l` (a grant R@l on the new key): every scope of R, held at `l`
-    ///   (`l = *`: held everywhere);
-    /// - a location `l`: `l` is one of K's locations, or K's locations include `*`
-    ///   (only then may the new key have `*`).
+    /// A key caller may only mint what it holds itself, as the policy's one rule says
+    /// ([`Policy::holds`], [`policy::holds_location`]):
+    /// - a scope `s` on the new key (valid everywhere): K holds `s` everywhere (location
+    ///   `None`: one of K's scopes, or of a role K is granted at `*`); `keygate:admin`
+    ///   also covers `keygate:self` (managing one user is a part of managing them all);
+    /// - a role R at `l` (a grant R@l on the new key): K holds every scope of R at `l`
+    ///   (`l = *`: everywhere);
+    /// - a location `l`: K holds location `l` (only a key with `*` may give `*`).
     ///
     /// Roles are read from the active `policy`. The bootstrap token holds everything.
     pub fn check_mint(
@@ -167,13 +170,17 @@ impl Caller {
                 "{what}: a key cannot grant what it does not hold itself"
             )))
         };
+        // The one admin-only addition to the rule: the built-in scopes nest.
+        let holds = |s: &str, at: Option<&str>| {
+            policy.holds(k, s, at) || (s == SELF_SCOPE && policy.holds(k, ADMIN_SCOPE, None))
+        };
         for s in scopes {
-            if !holds_scope(policy, k, s, "*") {
+            if !holds(s, None) {
                 return deny(format!("scopes: `{s}`"));
             }
         }
         for l in locations {
-            if !holds_location(k, l) {
+            if !policy::holds_location(k, l) {
                 return deny(format!("locations: `{l}`"));
             }
         }
@@ -183,34 +190,13 @@ impl Caller {
                 .find(|(name, _)| *name == g.role)
                 .map_or(&[][..], |(_, s)| s);
             for l in &g.locations {
-                if !role_scopes.iter().all(|s| holds_scope(policy, k, s, l)) {
+                if !role_scopes.iter().all(|s| holds(s, Some(l))) {
                     return deny(format!("grants: `{}@{l}`", g.role));
                 }
             }
         }
         Ok(())
     }
-}
-
-/// K holds scope `s` at `at` (`*`: everywhere). See [`Caller::check_mint`].
-fn holds_scope(policy: &Policy, k: &KeyRecord, s: &str, at: &str) -> bool {
-    if k.scopes.iter().any(|x| x == s) {
-        return true;
-    }
-    if s == SELF_SCOPE && k.scopes.iter().any(|x| x == ADMIN_SCOPE) {
-        return true;
-    }
-    k.grants.iter().any(|g| {
-        g.locations.iter().any(|l| l == "*" || l == at)
-            && policy
-                .roles()
-                .find(|(name, _)| *name == g.role)
-                .is_some_and(|(_, rs)| rs.iter().any(|x| x == s))
-    })
-}
-
-fn holds_location(k: &KeyRecord, l: &str) -> bool {
-    k.locations.iter().any(|x| x == "*" || x == l)
 }
 
 /// Authenticates a request: the bootstrap token or an admin/self key. Both at once,
@@ -270,20 +256,12 @@ async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
         return Err(invalid);
     };
     let now = Timestamp::now();
-    match record.status(now) {
-        Status::Revoked => return Err(invalid),
-        Status::Expired => return Err(AdminError::Unauthenticated("the API key has expired")),
-        Status::Active => {}
-    }
-    if !admin.policy.load().business_enabled(&record.business_id) {
-        return Err(AdminError::Forbidden(
-            "the key's business has API access switched off".to_owned(),
-        ));
-    }
+    let policy = admin.policy.load();
+    policy.admit(&record, now)?;
     admin.usage.note(&record.id, now);
-    if record.scopes.iter().any(|s| s == ADMIN_SCOPE) {
+    if policy.holds(&record, ADMIN_SCOPE, None) {
         Ok(Caller::Admin(record))
-    } else if record.scopes.iter().any(|s| s == SELF_SCOPE) {
+    } else if policy.holds(&record, SELF_SCOPE, None) {
         Ok(Caller::OwnUser(record))
     } else {
         Err(AdminError::Forbidden(

@@ -11,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::lifecycle::LifecycleError;
+use crate::policy::Denial;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,23 @@ impl From<LifecycleError> for AdminError {
             LifecycleError::Invalid { field, message } => Self::invalid(field, message),
             LifecycleError::NotFound => Self::NotFound,
             LifecycleError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+/// The policy's refusal of a key ([`crate::policy::Policy::admit`]): revoked or expired
+/// is 401 like any bad key, a disabled business 403.
+impl From<Denial> for AdminError {
+    fn from(d: Denial) -> Self {
+        match d {
+            Denial::Revoked => Self::Unauthenticated("unknown, malformed or revoked API key"),
+            Denial::Expired => Self::Unauthenticated("the API key has expired"),
+            Denial::BusinessDisabled => {
+                Self::Forbidden("the key's business has API access switched off".to_owned())
+            }
+            Denial::NoRoute
+            | Denial::LocationForbidden { .. }
+            | Denial::InsufficientScope { .. } => Self::Forbidden(d.to_string()),
         }
     }
 }
