@@ -20,13 +20,16 @@
 //!     lazy connect with backoff
 //! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation,
 //!   serve-stale on store errors (`stale_if_error`) → keys, store
+//! - [`authn`]: the key header → parse → cache look-up (`store.timeout`, `stale_if_error`),
+//!   one path for the proxy and the admin API; typed errors each maps itself → keys, cache, store
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
 //! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
 //! - [`usage`]: batched `last_used_at` writes → keys
-//! - [`policy`]: the policy model and `decide()` → `Permitted` | `Denial`; pure → keys
+//! - [`policy`]: the policy model, the one permission rule (`admit`, `holds`, `holds_location`)
+//!   and `decide()` on it → `Permitted` | `Denial`; pure → keys
 //!   - [`policy::load`]: parse + validate with line numbers; [`policy::path`]: normalise + match;
 //!     `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
-//! - [`proxy`]: THE request flow, top-down → keys, cache, policy, store, usage
+//! - [`proxy`]: THE request flow, top-down → authn, keys, cache, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, header rewrite, streaming, upgrades; decides nothing
 //!   - [`proxy::framing`]: guard on the raw HTTP/1 bytes: finds heads framed by both CL and TE
 //!   - [`proxy::refusal`]: `Refusal` → status, code, JSON (the only such mapping for the proxy)
@@ -36,9 +39,10 @@
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
 //! - [`forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through `Proxy::authorise` → proxy
 //! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
-//!   → keys, lifecycle, store, cache, policy, usage
-//!   - [`admin::auth`]: caller authentication (token, admin/self keys) and the
-//!     permission model: visibility, ownership, no escalation
+//!   → authn, keys, lifecycle, store, cache, policy, usage
+//!   - [`admin::auth`]: caller authentication (token, or a key through `authn` and
+//!     `Policy::admit`) and the permission model: visibility, ownership, no escalation,
+//!     each asking the policy's one rule (`Policy::holds`), never a copy of it
 //!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
 //!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
@@ -50,6 +54,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authn;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -4,10 +4,11 @@
 //! permission questions the handlers ask: may this caller see a record, act for an
 //! owner, mint a key with these scopes, locations and grants.
 //!
-//! Nothing here re-decides what the proxy decides: a key is admitted by
-//! [`Policy::admit`] (revoked, expired, business), and what it holds is
-//! [`Policy::holds`] and [`policy::holds_location`]. This module adds only what is the
-//! admin API's own: the built-in scopes and the bootstrap token.
+//! Nothing here re-decides what the proxy decides: a key is read, parsed and looked up
+//! by [`crate::authn`] (the proxy's path: same header, same `store.timeout`, same
+//! `stale_if_error`), admitted by [`Policy::admit`] (revoked, expired, business), and
+//! what it holds is [`Policy::holds`] and [`policy::holds_location`]. This module adds
+//! only what is the admin API's own: the built-in scopes and the bootstrap token.
 //!
 //! The model (README, "Permission model"):
 //! - `Authorization: Bearer <token>` with the bootstrap token: every business, no limit
@@ -35,10 +36,8 @@ use subtle::ConstantTimeEq;
 
 use super::Admin;
 use super::error::AdminError;
-use crate::cache::Lookup;
-use crate::keys::{self, Grant, KeyRecord, Timestamp};
+use crate::keys::{Grant, KeyRecord, Timestamp};
 use crate::policy::{self, Policy};
-use crate::store::StoreError;
 
 pub const ADMIN_SCOPE: &str = "keygate:admin";
 pub const SELF_SCOPE: &str = "keygate:self";
@@ -203,14 +202,12 @@ impl Caller {
 /// or a repeated header, is 400: the caller must be unambiguous.
 pub async fn authenticate(admin: &Admin, headers: &HeaderMap) -> Result<Caller, AdminError> {
     let bearer = one_header(headers, &header::AUTHORIZATION)?;
-    let key = one_header(headers, &admin.key_header)?;
+    let key = admin.authn.presented(headers)?;
+    let key_header = &admin.authn.header_display;
     match (bearer, key) {
         (Some(_), Some(_)) => Err(AdminError::invalid(
             "Authorization",
-            format!(
-                "send either a bearer token or an {} header, not both",
-                admin.key_header_display
-            ),
+            format!("send either a bearer token or an {key_header} header, not both"),
         )),
         (None, None) => Err(AdminError::Unauthenticated(
             "send the admin token as `Authorization: Bearer <token>` or an admin key in X-API-Key",
@@ -236,25 +233,10 @@ fn bearer_caller(admin: &Admin, auth: &str) -> Result<Caller, AdminError> {
     }
 }
 
+/// A key caller: authenticated as the proxy authenticates keys, admitted by the policy,
+/// then sorted by the built-in scope it holds.
 async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
-    let invalid = AdminError::Unauthenticated("unknown, malformed or revoked API key");
-    let Ok(hash) = keys::parse(secret.trim(), &admin.key_prefix) else {
-        return Err(invalid);
-    };
-    let looked_up = tokio::time::timeout(
-        admin.store_timeout,
-        admin.cache.lookup(&hash, &*admin.store),
-    )
-    .await
-    .map_err(|_| {
-        AdminError::Store(StoreError::unavailable(
-            "the key store did not answer in time",
-        ))
-    })?
-    .map_err(AdminError::Store)?;
-    let Lookup::Found(record) = looked_up else {
-        return Err(invalid);
-    };
+    let (_, record) = admin.authn.authenticate(secret).await?;
     let now = Timestamp::now();
     let policy = admin.policy.load();
     policy.admit(&record, now)?;
@@ -270,6 +252,7 @@ async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
     }
 }
 
+/// The `Authorization` header, once; the key header is [`crate::authn`]'s to read.
 fn one_header<'h>(
     headers: &'h HeaderMap,
     name: &HeaderName,
@@ -289,6 +272,7 @@ fn one_header<'h>(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::keys;
     use std::path::Path;
 
     const POLICY: &str = "version: 1

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::authn::AuthnError;
 use crate::lifecycle::LifecycleError;
 use crate::policy::Denial;
 use crate::store::StoreError;
@@ -43,6 +44,11 @@ impl AdminError {
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    /// An unknown, malformed or revoked key: one answer for all three.
+    fn bad_key() -> Self {
+        Self::Unauthenticated("unknown, malformed or revoked API key")
     }
 
     pub fn status(&self) -> StatusCode {
@@ -125,12 +131,26 @@ impl From<LifecycleError> for AdminError {
     }
 }
 
+/// The key path shared with the proxy ([`crate::authn`]): every bad key is the same 401.
+impl From<AuthnError> for AdminError {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Ambiguous { header } => {
+                Self::invalid(header.as_str(), "more than one such header")
+            }
+            AuthnError::NotText => Self::Unauthenticated("the credentials are not visible ASCII"),
+            AuthnError::Malformed | AuthnError::Unknown => Self::bad_key(),
+            AuthnError::Unavailable(s) => Self::Store(s),
+        }
+    }
+}
+
 /// The policy's refusal of a key ([`crate::policy::Policy::admit`]): revoked or expired
 /// is 401 like any bad key, a disabled business 403.
 impl From<Denial> for AdminError {
     fn from(d: Denial) -> Self {
         match d {
-            Denial::Revoked => Self::Unauthenticated("unknown, malformed or revoked API key"),
+            Denial::Revoked => Self::bad_key(),
             Denial::Expired => Self::Unauthenticated("the API key has expired"),
             Denial::BusinessDisabled => {
                 Self::Forbidden("the key's business has API access switched off".to_owned())
