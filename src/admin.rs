@@ -60,6 +60,7 @@ pub struct Admin {
     /// The bootstrap token, read once at start from the env var `admin.token_env` names.
     pub token: Option<auth::Token>,
     pub console: console::Console,
+    pub openapi: openapi::Document,
 }
 
 /// What a request asks for, known before anyone is authenticated.
@@ -147,7 +148,7 @@ impl Admin {
         let path = req.uri().path().to_owned();
         let mut response = match self.route(req).await {
             Ok(r) => r,
-            Err(e) => e.to_response(),
+            Err(e) => e.to_response(&self.authn.header_display),
         };
         let h = response.headers_mut();
         h.insert(
@@ -177,7 +178,7 @@ impl Admin {
             }
             Endpoint::Ready => return Ok(self.readyz().await),
             Endpoint::Metrics => return Ok(self.metrics()),
-            Endpoint::OpenApi => return Ok(openapi::response()),
+            Endpoint::OpenApi => return Ok(self.openapi.response()),
             Endpoint::Console(asset) => return Ok(self.console.response(asset)),
             Endpoint::Api(api) => api,
         };

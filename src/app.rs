@@ -35,6 +35,7 @@ use opening::Opened;
 use crate::admin::Admin;
 use crate::admin::auth::Token;
 use crate::admin::console::Console;
+use crate::admin::openapi;
 use crate::authn::Authn;
 use crate::cache::Cache;
 use crate::config::{self, Config};
@@ -175,6 +176,7 @@ impl App {
             max_ttl: config.key_max_ttl,
             token: admin_token(config.admin_token_env.as_deref()),
             console: Console::new(&config.key_prefix, &config.key_header_display),
+            openapi: openapi::Document::new(&config.key_header_display),
         });
         let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
         Ok(Self {

@@ -13,9 +13,10 @@
 //! The model (README, "Permission model"):
 //! - `Authorization: Bearer <token>` with the bootstrap token: every business, no limit
 //!   on what it mints (beyond the policy).
-//! - `X-API-Key` with a key holding `keygate:admin` (a direct scope: no role may hold a
-//!   `keygate:` scope): every user of the key's own business.
-//! - `X-API-Key` with a key holding `keygate:self`: only keys whose `user_id` is the
+//! - the key header (`keys.header`, `X-API-Key` by default) with a key holding
+//!   `keygate:admin` (a direct scope: no role may hold a `keygate:` scope): every user
+//!   of the key's own business.
+//! - the key header with a key holding `keygate:self`: only keys whose `user_id` is the
 //!   key's own user (in its own business).
 //! - A key of another business is invisible: 404, exactly as an unknown id. A visible
 //!   key the caller may not act on (a self key and another user's key): 403.
@@ -210,7 +211,10 @@ pub async fn authenticate(admin: &Admin, headers: &HeaderMap) -> Result<Caller, 
             format!("send either a bearer token or an {key_header} header, not both"),
         )),
         (None, None) => Err(AdminError::Unauthenticated(
-            "send the admin token as `Authorization: Bearer <token>` or an admin key in X-API-Key",
+            format!(
+                "send the admin token as `Authorization: Bearer <token>` or an admin key in {key_header}"
+            )
+            .into(),
         )),
         (Some(auth), None) => bearer_caller(admin, auth),
         (None, Some(secret)) => key_caller(admin, secret).await,
@@ -221,14 +225,14 @@ fn bearer_caller(admin: &Admin, auth: &str) -> Result<Caller, AdminError> {
     let (scheme, token) = auth.trim().split_once(' ').unwrap_or((auth, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AdminError::Unauthenticated(
-            "the Authorization scheme must be Bearer",
+            "the Authorization scheme must be Bearer".into(),
         ));
     }
     match &admin.token {
         Some(t) if t.matches(token.trim()) => Ok(Caller::Token),
-        Some(_) => Err(AdminError::Unauthenticated("wrong admin token")),
+        Some(_) => Err(AdminError::Unauthenticated("wrong admin token".into())),
         None => Err(AdminError::Unauthenticated(
-            "no admin token is configured (admin.token_env)",
+            "no admin token is configured (admin.token_env)".into(),
         )),
     }
 }
@@ -265,7 +269,7 @@ fn one_header<'h>(
     first
         .to_str()
         .map(Some)
-        .map_err(|_| AdminError::Unauthenticated("the credentials are not visible ASCII"))
+        .map_err(|_| AdminError::Unauthenticated("the credentials are not visible ASCII".into()))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! more than the store's own summary (no paths, no SQL). Why one place: the admin
 //! handlers return `Result<_, AdminError>` and never pick a status themselves.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -25,7 +27,7 @@ pub enum AdminError {
     MethodNotAllowed { allow: &'static str },
     /// Missing or wrong credentials.
     #[error("{0}")]
-    Unauthenticated(&'static str),
+    Unauthenticated(Cow<'static, str>),
     /// Valid credentials without the right.
     #[error("{0}")]
     Forbidden(String),
@@ -48,7 +50,7 @@ impl AdminError {
 
     /// An unknown, malformed or revoked key: one answer for all three.
     fn bad_key() -> Self {
-        Self::Unauthenticated("unknown, malformed or revoked API key")
+        Self::Unauthenticated("unknown, malformed or revoked API key".into())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -94,7 +96,9 @@ impl AdminError {
         }
     }
 
-    pub fn to_response(&self) -> Response<Full<Bytes>> {
+    /// The JSON answer; a 401 names both schemes, the key one with `key_header` (as
+    /// configured), in `WWW-Authenticate`.
+    pub fn to_response(&self, key_header: &str) -> Response<Full<Bytes>> {
         if let Self::Store(e) = self {
             tracing::warn!(error = %e, source = ?std::error::Error::source(e), "admin API: key store error");
         }
@@ -104,12 +108,11 @@ impl AdminError {
         );
         match self {
             Self::Unauthenticated(_) => {
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        r#"Bearer realm="keygate-admin", ApiKey header="X-API-Key""#,
-                    ),
-                );
+                let challenge =
+                    format!(r#"Bearer realm="keygate-admin", ApiKey header="{key_header}""#);
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             Self::MethodNotAllowed { allow } => {
                 r.headers_mut()
@@ -138,7 +141,9 @@ impl From<AuthnError> for AdminError {
             AuthnError::Ambiguous { header } => {
                 Self::invalid(header.as_str(), "more than one such header")
             }
-            AuthnError::NotText => Self::Unauthenticated("the credentials are not visible ASCII"),
+            AuthnError::NotText => {
+                Self::Unauthenticated("the credentials are not visible ASCII".into())
+            }
             AuthnError::Malformed | AuthnError::Unknown => Self::bad_key(),
             AuthnError::Unavailable(s) => Self::Store(s),
         }
@@ -151,7 +156,7 @@ impl From<Denial> for AdminError {
     fn from(d: Denial) -> Self {
         match d {
             Denial::Revoked => Self::bad_key(),
-            Denial::Expired => Self::Unauthenticated("the API key has expired"),
+            Denial::Expired => Self::Unauthenticated("the API key has expired".into()),
             Denial::BusinessDisabled => {
                 Self::Forbidden("the key's business has API access switched off".to_owned())
             }
