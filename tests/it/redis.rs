@@ -24,8 +24,13 @@ async fn gateway(up: &Upstream, store: String, extra: &'static str) -> Gateway {
 const LONG_CACHE: &str = "cache:\n  ttl: 1h\n";
 
 async fn status(gw: &Gateway, key: &str) -> u16 {
+    status_of(gw.url("/v1/items/1"), key).await
+}
+
+/// `GET url` with `key`: the status.
+async fn status_of(url: String, key: &str) -> u16 {
     client()
-        .get(gw.url("/v1/items/1"))
+        .get(url)
         .header("X-API-Key", key)
         .send()
         .await
@@ -355,14 +360,7 @@ async fn a_hung_registry_is_an_outage_not_a_hung_request() {
 
 /// `GET /v1/whoami` with `key`: the admin API's status.
 async fn whoami(gw: &Gateway, key: &str) -> u16 {
-    client()
-        .get(gw.admin_url("/v1/whoami"))
-        .header("X-API-Key", key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    status_of(gw.admin_url("/v1/whoami"), key).await
 }
 
 /// The admin API looks its keys up as the proxy does: with the registry hung, or down,
