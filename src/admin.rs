@@ -28,9 +28,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::authn::Authn;
 use crate::cache::Cache;
 use crate::expiry::Expiring;
 use crate::metrics;
@@ -42,23 +43,24 @@ use error::AdminError;
 /// What the admin listener serves from.
 pub struct Admin {
     pub store: Arc<dyn KeyStore>,
-    /// How long `/readyz` and a key look-up wait for the store.
+    /// How long `/readyz` waits for the store (a key look-up waits `authn.timeout`).
     pub store_timeout: Duration,
     /// The live policy (the proxy's, swapped on reload): validation and `GET /v1/policy`.
     pub policy: Arc<ArcSwap<Policy>>,
-    /// The proxy's key cache: admin keys are looked up like any other key.
+    /// The proxy's key cache (for `/metrics`; keys are looked up through `authn`).
     pub cache: Arc<Cache>,
     /// Keys in use that expire soon (for `/metrics`).
     pub expiring: Arc<Expiring>,
     /// Last-use times of admin keys, flushed with the proxy's.
     pub usage: Arc<Usage>,
-    pub key_prefix: String,
-    pub key_header: HeaderName,
-    pub key_header_display: String,
+    /// The proxy's key authentication: admin keys are read, parsed and looked up
+    /// exactly as any other key.
+    pub authn: Arc<Authn>,
     pub max_ttl: Option<Duration>,
     /// The bootstrap token, read once at start from the env var `admin.token_env` names.
     pub token: Option<auth::Token>,
     pub console: console::Console,
+    pub openapi: openapi::Document,
 }
 
 /// What a request asks for, known before anyone is authenticated.
@@ -146,7 +148,7 @@ impl Admin {
         let path = req.uri().path().to_owned();
         let mut response = match self.route(req).await {
             Ok(r) => r,
-            Err(e) => e.to_response(),
+            Err(e) => e.to_response(&self.authn.header_display),
         };
         let h = response.headers_mut();
         h.insert(
@@ -176,7 +178,7 @@ impl Admin {
             }
             Endpoint::Ready => return Ok(self.readyz().await),
             Endpoint::Metrics => return Ok(self.metrics()),
-            Endpoint::OpenApi => return Ok(openapi::response()),
+            Endpoint::OpenApi => return Ok(self.openapi.response()),
             Endpoint::Console(asset) => return Ok(self.console.response(asset)),
             Endpoint::Api(api) => api,
         };

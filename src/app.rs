@@ -35,6 +35,8 @@ use opening::Opened;
 use crate::admin::Admin;
 use crate::admin::auth::Token;
 use crate::admin::console::Console;
+use crate::admin::openapi;
+use crate::authn::Authn;
 use crate::cache::Cache;
 use crate::config::{self, Config};
 use crate::expiry::Expiring;
@@ -140,6 +142,14 @@ impl App {
         );
         let usage = Arc::new(Usage::default());
         let expiring = Arc::new(Expiring::new(config.key_expiry_warning));
+        let authn = Arc::new(Authn {
+            header: config.key_header.clone(),
+            header_display: config.key_header_display.clone(),
+            prefix: config.key_prefix.clone(),
+            cache: Arc::clone(&cache),
+            store: Arc::clone(&store),
+            timeout: config.store_timeout,
+        });
         let proxy = Arc::new(Proxy {
             policy: Arc::clone(&live_policy),
             store: Arc::clone(&store),
@@ -148,10 +158,7 @@ impl App {
             limits: Arc::new(Limits::default()),
             expiring: Arc::clone(&expiring),
             upstream,
-            key_header: config.key_header.clone(),
-            key_header_display: config.key_header_display.clone(),
-            key_prefix: config.key_prefix.clone(),
-            store_timeout: config.store_timeout,
+            authn: Arc::clone(&authn),
         });
         let admin = Arc::new(Admin {
             store,
@@ -160,12 +167,11 @@ impl App {
             policy: Arc::clone(&live_policy),
             cache,
             usage,
-            key_prefix: config.key_prefix.clone(),
-            key_header: config.key_header.clone(),
-            key_header_display: config.key_header_display.clone(),
+            authn,
             max_ttl: config.key_max_ttl,
             token: admin_token(config.admin_token_env.as_deref()),
             console: Console::new(&config.key_prefix, &config.key_header_display),
+            openapi: openapi::Document::new(&config.key_header_display),
         });
         let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
         Ok(Self {

@@ -27,18 +27,21 @@
 //!     lazy connect with backoff
 //! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation,
 //!   serve-stale on store errors (`stale_if_error`) → keys, store
+//! - [`authn`]: the key header → parse → cache look-up (`store.timeout`, `stale_if_error`),
+//!   one path for the proxy and the admin API; typed errors each maps itself → keys, cache, store
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
 //! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
 //! - [`usage`]: batched `last_used_at` writes → keys
-//! - [`policy`]: the policy model, the built-in `keygate:` scopes, and `decide()` →
-//!   `Permitted` | `Denial`; pure → headers, keys, yaml
+//! - [`policy`]: the policy model, the built-in `keygate:` scopes, the one permission rule
+//!   (`admit`, `holds`, `holds_location`) and `decide()` on it → `Permitted` | `Denial`;
+//!   pure → headers, keys, yaml
 //!   - [`policy::load`]: parse + validate with line numbers → yaml
 //!   - [`policy::path`]: normalise + match; owns percent-encoding (`hex`, `is_unreserved`) → (none)
 //!   - `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //!     → (none)
 //!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics
-//! - [`proxy`]: THE request flow, top-down → cache, expiry, headers, keys, limits, logging,
-//!   metrics, policy, store, usage
+//! - [`proxy`]: THE request flow, top-down → authn, cache, expiry, headers, keys, limits,
+//!   logging, metrics, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, streaming, upgrades, resend rule; decides nothing
 //!     → policy (`Permitted` only; it never reads the policy)
 //!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity, X-Forwarded-*
@@ -58,10 +61,11 @@
 //!   the access line's text and JSON format → config
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels → (none)
 //! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
-//!   → cache, expiry, metrics, policy, store, usage
-//!   - [`admin::auth`]: caller authentication (token, admin/self keys) and the
-//!     permission model: visibility, ownership, no escalation → cache, headers, keys,
-//!     policy, store
+//!   → authn, cache, expiry, metrics, policy, store, usage
+//!   - [`admin::auth`]: caller authentication (token, or a key through `authn` and
+//!     `Policy::admit`) and the permission model: visibility, ownership, no escalation,
+//!     each asking the policy's one rule (`Policy::holds`), never a copy of it → authn,
+//!     headers, keys, policy
 //!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
 //!     → config, keys, lifecycle, policy, store
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
@@ -77,6 +81,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authn;
 pub mod cache;
 pub mod cli;
 pub mod config;

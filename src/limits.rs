@@ -19,9 +19,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::keys::KeyHash;
 use crate::policy::RateLimit;
 
-/// Who a limit is counted for.
+/// Whose bucket a request takes its token from. (Not the admin API's
+/// `admin::auth::Caller`, who is authenticated; this is only what a limit counts by.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Caller {
+pub enum Bucket {
     Key(KeyHash),
     /// Public routes: the client's address.
     Address(IpAddr),
@@ -30,7 +31,7 @@ pub enum Caller {
 /// A route's buckets, for the limit they were made for.
 struct RouteLimiter {
     limit: RateLimit,
-    buckets: DefaultKeyedRateLimiter<Caller>,
+    buckets: DefaultKeyedRateLimiter<Bucket>,
 }
 
 /// Every route's limiter by route name, created on first use.
@@ -40,11 +41,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `Ok` if `caller` may make one more request to `route`; else how long to wait.
-    pub fn check(&self, route: &str, limit: RateLimit, caller: Caller) -> Result<(), Duration> {
+    /// `Ok` if `bucket` may take one more request to `route`; else how long to wait.
+    pub fn check(&self, route: &str, limit: RateLimit, bucket: Bucket) -> Result<(), Duration> {
         self.limiter(route, limit)
             .buckets
-            .check_key(&caller)
+            .check_key(&bucket)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
@@ -69,7 +70,7 @@ impl Limits {
         Arc::clone(&entry)
     }
 
-    /// Forgets callers whose buckets are full again, and limiters nobody uses.
+    /// Forgets buckets that are full again, and limiters nobody uses.
     pub fn sweep(&self) {
         self.by_route.retain(|_, l| {
             l.buckets.retain_recent();
@@ -78,7 +79,7 @@ impl Limits {
         });
     }
 
-    /// Callers with live state, across routes (for tests and metrics).
+    /// Buckets with live state, across routes (for tests and metrics).
     pub fn tracked(&self) -> usize {
         self.by_route.iter().map(|l| l.value().buckets.len()).sum()
     }
@@ -105,8 +106,8 @@ mod tests {
             count: 3,
             per: Duration::from_secs(60),
         };
-        let a = Caller::Key(KeyHash([1; 32]));
-        let b = Caller::Key(KeyHash([2; 32]));
+        let a = Bucket::Key(KeyHash([1; 32]));
+        let b = Bucket::Key(KeyHash([2; 32]));
         for _ in 0..3 {
             assert!(limits.check("r", limit, a).is_ok());
         }
@@ -123,7 +124,7 @@ mod tests {
     #[test]
     fn a_changed_limit_starts_a_fresh_bucket_set() {
         let limits = Limits::default();
-        let a = Caller::Key(KeyHash([7; 32]));
+        let a = Bucket::Key(KeyHash([7; 32]));
         let one = RateLimit {
             count: 1,
             per: Duration::from_secs(3600),
@@ -142,14 +143,14 @@ mod tests {
     }
 
     #[test]
-    fn idle_callers_are_reclaimed() {
+    fn idle_buckets_are_reclaimed() {
         let limits = Limits::default();
         let limit = RateLimit {
             count: 1000,
             per: Duration::from_millis(1),
         };
         for i in 0..100u8 {
-            let _ = limits.check("r", limit, Caller::Key(KeyHash([i; 32])));
+            let _ = limits.check("r", limit, Bucket::Key(KeyHash([i; 32])));
         }
         assert_eq!(limits.tracked(), 100);
         std::thread::sleep(Duration::from_millis(5));

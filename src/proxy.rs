@@ -5,12 +5,14 @@
 //! 1. refuse `Upgrade: h2c`, ambiguous body framing (seen by [`framing`] in the raw
 //!    bytes, or in the parsed head), and targets that are not origin-form;
 //! 2. [`Proxy::authorise`] — the decision, shared with forward-auth mode:
-//!    1. read exactly one key header (none is fine until a route needs one);
+//!    1. read exactly one key header ([`Authn::presented`]; none is fine until a route
+//!       needs one);
 //!    2. normalise the path (unsafe → 400 `bad_path`, never forwarded);
 //!    3. match the policy's routes (snapshot of the live policy, safe across `.await`);
-//!    4. public route → permit; else parse the key (shape + checksum, no look-up for
-//!       junk), look it up through the cache (registry down and not cached → 503, never
-//!       open), and let the policy decide;
+//!    4. public route → permit; else [`Authn::authenticate`] parses the key (shape +
+//!       checksum, no look-up for junk) and looks it up through the cache (registry down
+//!       and not cached → 503, never open), the same path the admin API takes, and the
+//!       policy decides;
 //!    5. the route's rate limit, per key (per address on public routes);
 //! 3. forward what the [`Permitted`] allows, nothing else.
 //!
@@ -35,20 +37,20 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, Request, Response, header};
+use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::cache::{Cache, Lookup};
+use crate::authn::Authn;
+use crate::cache::Cache;
 use crate::expiry::Expiring;
-use crate::headers;
-use crate::keys::{self, KeyHash, KeyRecord, Timestamp};
-use crate::limits::{Caller, Limits};
+use crate::keys::{KeyRecord, Timestamp};
+use crate::limits::{Bucket, Limits};
 use crate::logging;
 use crate::metrics;
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
-use crate::store::{KeyStore, StoreError};
+use crate::store::KeyStore;
 use crate::usage::Usage;
 pub use affinity::Affinity;
 pub use forward::Upstream;
@@ -61,18 +63,16 @@ pub type Body = Either<Incoming, Full<Bytes>>;
 /// Everything the request flow needs; shared by every connection.
 pub struct Proxy {
     pub policy: Arc<ArcSwap<Policy>>,
+    /// The registry and cache that `authn` looks keys up in, for the background work:
+    /// invalidations, sweeps and last-use writes.
     pub store: Arc<dyn KeyStore>,
     pub cache: Arc<Cache>,
     pub usage: Arc<Usage>,
     pub limits: Arc<Limits>,
     pub expiring: Arc<Expiring>,
     pub upstream: Upstream,
-    pub key_header: HeaderName,
-    /// The key header as configured (for `WWW-Authenticate`), e.g. `X-API-Key`.
-    pub key_header_display: String,
-    pub key_prefix: String,
-    /// A registry slower than this is treated as down: 503, never a hung request.
-    pub store_timeout: Duration,
+    /// Key header, parse and look-up: shared with the admin API.
+    pub authn: Arc<Authn>,
 }
 
 /// The client connection a request came in on: what the flow needs to know about it,
@@ -161,7 +161,7 @@ impl Proxy {
                 let code = refusal.code();
                 (
                     refusal
-                        .to_response(&self.key_header_display)
+                        .to_response(&self.authn.header_display)
                         .map(Either::Right),
                     Some(code),
                 )
@@ -214,23 +214,19 @@ impl Proxy {
 
     /// The decision for `ask`: a [`Permitted`] to act on, or the refusal to answer.
     pub async fn authorise(&self, ask: &Ask<'_>, trace: &mut Trace) -> Result<Permitted, Refusal> {
-        let secret = one_key_header(ask.headers, &self.key_header)?;
+        let secret = self.authn.presented(ask.headers)?;
         let path = path::normalise(ask.path)?;
         let policy = self.policy.load_full();
         let matched = policy.route(ask.method, &path)?;
         trace.route = Some(matched.route_name_shared());
-        let (permit, caller) = if matched.is_public() {
+        let (permit, bucket) = if matched.is_public() {
             (
                 policy.permit_public(matched, path),
-                Caller::Address(ask.peer.ip()),
+                Bucket::Address(ask.peer.ip()),
             )
         } else {
             let secret = secret.ok_or(Refusal::MissingKey)?;
-            let hash = keys::parse(secret, &self.key_prefix).map_err(|_| Refusal::InvalidKey)?;
-            let record = match self.lookup(&hash).await? {
-                Lookup::Found(r) => r,
-                Lookup::Unknown => return Err(Refusal::InvalidKey),
-            };
+            let (hash, record) = self.authn.authenticate(secret).await?;
             trace.key = Some(Arc::clone(&record));
             let facts = Facts {
                 headers: ask.headers,
@@ -240,35 +236,16 @@ impl Proxy {
             let permit = policy.decide(matched, path, &record, &facts, now)?;
             self.usage.note(&record.id, now);
             self.expiring.note(&record, now);
-            (permit, Caller::Key(hash))
+            (permit, Bucket::Key(hash))
         };
         if let Some(limit) = permit.rate_limit() {
             self.limits
-                .check(permit.route_name(), limit, caller)
+                .check(permit.route_name(), limit, bucket)
                 .map_err(|wait| Refusal::RateLimited {
                     retry_after: whole_seconds_up(wait),
                 })?;
         }
         Ok(permit)
-    }
-
-    /// The key's record through the cache; a registry that errs or is too slow refuses
-    /// (fail closed), unless the cache may serve a stale known key (`stale_if_error`).
-    async fn lookup(&self, hash: &KeyHash) -> Result<Lookup, Refusal> {
-        // A cache hit needs no timer.
-        if let Some(hit) = self.cache.cached(hash) {
-            return Ok(hit);
-        }
-        match tokio::time::timeout(self.store_timeout, self.cache.fetch(hash, &*self.store)).await {
-            Ok(Ok(found)) => Ok(found),
-            Ok(Err(e)) => Err(Refusal::AuthUnavailable(e)),
-            Err(_) => self.cache.on_store_error(hash).ok_or_else(|| {
-                Refusal::AuthUnavailable(StoreError::unavailable(format!(
-                    "no answer within {} ms",
-                    self.store_timeout.as_millis()
-                )))
-            }),
-        }
     }
 }
 
@@ -332,21 +309,4 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Refusal> {
             }
         }
     }
-}
-
-/// The key from exactly one key header: none is `Ok(None)`, several (or a comma-joined
-/// value) are ambiguous, a value that is not visible ASCII is simply an invalid key.
-fn one_key_header<'r>(
-    headers: &'r HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'r str>, Refusal> {
-    let Some(first) = headers::at_most_one(headers, name).map_err(|_| Refusal::AmbiguousKey)?
-    else {
-        return Ok(None);
-    };
-    let text = first.to_str().map_err(|_| Refusal::InvalidKey)?.trim();
-    if text.contains(',') {
-        return Err(Refusal::AmbiguousKey);
-    }
-    Ok(Some(text))
 }

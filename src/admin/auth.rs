@@ -4,12 +4,19 @@
 //! permission questions the handlers ask: may this caller see a record, act for an
 //! owner, mint a key with these scopes, locations and grants.
 //!
+//! Nothing here re-decides what the proxy decides: a key is read, parsed and looked up
+//! by [`crate::authn`] (the proxy's path: same header, same `store.timeout`, same
+//! `stale_if_error`), admitted by [`Policy::admit`] (revoked, expired, business), and
+//! what it holds is [`Policy::holds`] and [`policy::holds_location`]. This module adds
+//! only what is the admin API's own: the built-in scopes and the bootstrap token.
+//!
 //! The model (README, "Permission model"):
 //! - `Authorization: Bearer <token>` with the bootstrap token: every business, no limit
 //!   on what it mints (beyond the policy).
-//! - `X-API-Key` with a key holding `keygate:admin` (as a direct scope): every user of
-//!   the key's own business.
-//! - `X-API-Key` with a key holding `keygate:self`: only keys whose `user_id` is the
+//! - the key header (`keys.header`, `X-API-Key` by default) with a key holding
+//!   `keygate:admin` (a direct scope: no role may hold a `keygate:` scope): every user
+//!   of the key's own business.
+//! - the key header with a key holding `keygate:self`: only keys whose `user_id` is the
 //!   key's own user (in its own business).
 //! - A key of another business is invisible: 404, exactly as an unknown id. A visible
 //!   key the caller may not act on (a self key and another user's key): 403.
@@ -30,10 +37,8 @@ use subtle::ConstantTimeEq;
 
 use super::Admin;
 use super::error::AdminError;
-use crate::cache::Lookup;
-use crate::keys::{self, Grant, KeyRecord, Status, Timestamp};
-use crate::policy::{ADMIN_SCOPE, Policy, SELF_SCOPE};
-use crate::store::StoreError;
+use crate::keys::{Grant, KeyRecord, Timestamp};
+use crate::policy::{self, ADMIN_SCOPE, Policy, SELF_SCOPE};
 
 /// The bootstrap admin token, kept only as its SHA-256.
 pub struct Token([u8; 32]);
@@ -137,16 +142,14 @@ impl Caller {
         }
     }
 
-    /// A key caller may only mint what it holds itself. What a key K *holds*:
-    /// - a scope `s` everywhere: `s` is one of K's scopes, or `s` belongs to a role K is
-    ///   granted at `*` — that is what a scope on a new key means (valid everywhere);
-    ///   `keygate:admin` also covers `keygate:self` (managing one user is a part of
-    ///   managing them all);
-    /// - a scope `s` at location `l`: as above, or `s` belongs to a role granted to K at `l`;
-    /// - a role R at `l` (a grant R@l on the new key): every scope of R, held at `l`
-    ///   (`l = *`: held everywhere);
-    /// - a location `l`: `l` is one of K's locations, or K's locations include `*`
-    ///   (only then may the new key have `*`).
+    /// A key caller may only mint what it holds itself, as the policy's one rule says
+    /// ([`Policy::holds`], [`policy::holds_location`]):
+    /// - a scope `s` on the new key (valid everywhere): K holds `s` everywhere (location
+    ///   `None`: one of K's scopes, or of a role K is granted at `*`); `keygate:admin`
+    ///   also covers `keygate:self` (managing one user is a part of managing them all);
+    /// - a role R at `l` (a grant R@l on the new key): K holds every scope of R at `l`
+    ///   (`l = *`: everywhere);
+    /// - a location `l`: K holds location `l` (only a key with `*` may give `*`).
     ///
     /// Roles are read from the active `policy`. The bootstrap token holds everything.
     pub fn check_mint(
@@ -164,13 +167,17 @@ impl Caller {
                 "{what}: a key cannot grant what it does not hold itself"
             )))
         };
+        // The one admin-only addition to the rule: the built-in scopes nest.
+        let holds = |s: &str, at: Option<&str>| {
+            policy.holds(k, s, at) || (s == SELF_SCOPE && policy.holds(k, ADMIN_SCOPE, None))
+        };
         for s in scopes {
-            if !holds_scope(policy, k, s, "*") {
+            if !holds(s, None) {
                 return deny(format!("scopes: `{s}`"));
             }
         }
         for l in locations {
-            if !holds_location(k, l) {
+            if !policy::holds_location(k, l) {
                 return deny(format!("locations: `{l}`"));
             }
         }
@@ -180,7 +187,7 @@ impl Caller {
                 .find(|(name, _)| *name == g.role)
                 .map_or(&[][..], |(_, s)| s);
             for l in &g.locations {
-                if !role_scopes.iter().all(|s| holds_scope(policy, k, s, l)) {
+                if !role_scopes.iter().all(|s| holds(s, Some(l))) {
                     return deny(format!("grants: `{}@{l}`", g.role));
                 }
             }
@@ -189,42 +196,22 @@ impl Caller {
     }
 }
 
-/// K holds scope `s` at `at` (`*`: everywhere). See [`Caller::check_mint`].
-fn holds_scope(policy: &Policy, k: &KeyRecord, s: &str, at: &str) -> bool {
-    if k.scopes.iter().any(|x| x == s) {
-        return true;
-    }
-    if s == SELF_SCOPE && k.scopes.iter().any(|x| x == ADMIN_SCOPE) {
-        return true;
-    }
-    k.grants.iter().any(|g| {
-        g.locations.iter().any(|l| l == "*" || l == at)
-            && policy
-                .roles()
-                .find(|(name, _)| *name == g.role)
-                .is_some_and(|(_, rs)| rs.iter().any(|x| x == s))
-    })
-}
-
-fn holds_location(k: &KeyRecord, l: &str) -> bool {
-    k.locations.iter().any(|x| x == "*" || x == l)
-}
-
 /// Authenticates a request: the bootstrap token or an admin/self key. Both at once,
 /// or a repeated header, is 400: the caller must be unambiguous.
 pub async fn authenticate(admin: &Admin, headers: &HeaderMap) -> Result<Caller, AdminError> {
     let bearer = one_header(headers, &header::AUTHORIZATION)?;
-    let key = one_header(headers, &admin.key_header)?;
+    let key = admin.authn.presented(headers)?;
+    let key_header = &admin.authn.header_display;
     match (bearer, key) {
         (Some(_), Some(_)) => Err(AdminError::invalid(
             "Authorization",
-            format!(
-                "send either a bearer token or an {} header, not both",
-                admin.key_header_display
-            ),
+            format!("send either a bearer token or an {key_header} header, not both"),
         )),
         (None, None) => Err(AdminError::Unauthenticated(
-            "send the admin token as `Authorization: Bearer <token>` or an admin key in X-API-Key",
+            format!(
+                "send the admin token as `Authorization: Bearer <token>` or an admin key in {key_header}"
+            )
+            .into(),
         )),
         (Some(auth), None) => bearer_caller(admin, auth),
         (None, Some(secret)) => key_caller(admin, secret).await,
@@ -235,52 +222,29 @@ fn bearer_caller(admin: &Admin, auth: &str) -> Result<Caller, AdminError> {
     let (scheme, token) = auth.trim().split_once(' ').unwrap_or((auth, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AdminError::Unauthenticated(
-            "the Authorization scheme must be Bearer",
+            "the Authorization scheme must be Bearer".into(),
         ));
     }
     match &admin.token {
         Some(t) if t.matches(token.trim()) => Ok(Caller::Token),
-        Some(_) => Err(AdminError::Unauthenticated("wrong admin token")),
+        Some(_) => Err(AdminError::Unauthenticated("wrong admin token".into())),
         None => Err(AdminError::Unauthenticated(
-            "no admin token is configured (admin.token_env)",
+            "no admin token is configured (admin.token_env)".into(),
         )),
     }
 }
 
+/// A key caller: authenticated as the proxy authenticates keys, admitted by the policy,
+/// then sorted by the built-in scope it holds.
 async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
-    let invalid = AdminError::Unauthenticated("unknown, malformed or revoked API key");
-    let Ok(hash) = keys::parse(secret.trim(), &admin.key_prefix) else {
-        return Err(invalid);
-    };
-    let looked_up = tokio::time::timeout(
-        admin.store_timeout,
-        admin.cache.lookup(&hash, &*admin.store),
-    )
-    .await
-    .map_err(|_| {
-        AdminError::Store(StoreError::unavailable(
-            "the key store did not answer in time",
-        ))
-    })?
-    .map_err(AdminError::Store)?;
-    let Lookup::Found(record) = looked_up else {
-        return Err(invalid);
-    };
+    let (_, record) = admin.authn.authenticate(secret).await?;
     let now = Timestamp::now();
-    match record.status(now) {
-        Status::Revoked => return Err(invalid),
-        Status::Expired => return Err(AdminError::Unauthenticated("the API key has expired")),
-        Status::Active => {}
-    }
-    if !admin.policy.load().business_enabled(&record.business_id) {
-        return Err(AdminError::Forbidden(
-            "the key's business has API access switched off".to_owned(),
-        ));
-    }
+    let policy = admin.policy.load();
+    policy.admit(&record, now)?;
     admin.usage.note(&record.id, now);
-    if record.scopes.iter().any(|s| s == ADMIN_SCOPE) {
+    if policy.holds(&record, ADMIN_SCOPE, None) {
         Ok(Caller::Admin(record))
-    } else if record.scopes.iter().any(|s| s == SELF_SCOPE) {
+    } else if policy.holds(&record, SELF_SCOPE, None) {
         Ok(Caller::OwnUser(record))
     } else {
         Err(AdminError::Forbidden(format!(
@@ -289,6 +253,7 @@ async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
     }
 }
 
+/// The `Authorization` header, once; the key header is [`crate::authn`]'s to read.
 fn one_header<'h>(
     headers: &'h HeaderMap,
     name: &HeaderName,
@@ -301,13 +266,14 @@ fn one_header<'h>(
     first
         .to_str()
         .map(Some)
-        .map_err(|_| AdminError::Unauthenticated("the credentials are not visible ASCII"))
+        .map_err(|_| AdminError::Unauthenticated("the credentials are not visible ASCII".into()))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::keys;
     use std::path::Path;
 
     const POLICY: &str = "version: 1

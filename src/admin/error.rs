@@ -6,11 +6,15 @@
 //! more than the store's own summary (no paths, no SQL). Why one place: the admin
 //! handlers return `Result<_, AdminError>` and never pick a status themselves.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::authn::AuthnError;
 use crate::lifecycle::LifecycleError;
+use crate::policy::Denial;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +27,7 @@ pub enum AdminError {
     MethodNotAllowed { allow: &'static str },
     /// Missing or wrong credentials.
     #[error("{0}")]
-    Unauthenticated(&'static str),
+    Unauthenticated(Cow<'static, str>),
     /// Valid credentials without the right.
     #[error("{0}")]
     Forbidden(String),
@@ -42,6 +46,11 @@ impl AdminError {
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    /// An unknown, malformed or revoked key: one answer for all three.
+    fn bad_key() -> Self {
+        Self::Unauthenticated("unknown, malformed or revoked API key".into())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -87,7 +96,9 @@ impl AdminError {
         }
     }
 
-    pub fn to_response(&self) -> Response<Full<Bytes>> {
+    /// The JSON answer; a 401 names both schemes, the key one with `key_header` (as
+    /// configured), in `WWW-Authenticate`.
+    pub fn to_response(&self, key_header: &str) -> Response<Full<Bytes>> {
         if let Self::Store(e) = self {
             tracing::warn!(error = %e, source = ?std::error::Error::source(e), "admin API: key store error");
         }
@@ -97,12 +108,11 @@ impl AdminError {
         );
         match self {
             Self::Unauthenticated(_) => {
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        r#"Bearer realm="keygate-admin", ApiKey header="X-API-Key""#,
-                    ),
-                );
+                let challenge =
+                    format!(r#"Bearer realm="keygate-admin", ApiKey header="{key_header}""#);
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             Self::MethodNotAllowed { allow } => {
                 r.headers_mut()
@@ -120,6 +130,39 @@ impl From<LifecycleError> for AdminError {
             LifecycleError::Invalid { field, message } => Self::invalid(field, message),
             LifecycleError::NotFound => Self::NotFound,
             LifecycleError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+/// The key path shared with the proxy ([`crate::authn`]): every bad key is the same 401.
+impl From<AuthnError> for AdminError {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Ambiguous { header } => {
+                Self::invalid(header.as_str(), "more than one such header")
+            }
+            AuthnError::NotText => {
+                Self::Unauthenticated("the credentials are not visible ASCII".into())
+            }
+            AuthnError::Malformed | AuthnError::Unknown => Self::bad_key(),
+            AuthnError::Unavailable(s) => Self::Store(s),
+        }
+    }
+}
+
+/// The policy's refusal of a key ([`crate::policy::Policy::admit`]): revoked or expired
+/// is 401 like any bad key, a disabled business 403.
+impl From<Denial> for AdminError {
+    fn from(d: Denial) -> Self {
+        match d {
+            Denial::Revoked => Self::bad_key(),
+            Denial::Expired => Self::Unauthenticated("the API key has expired".into()),
+            Denial::BusinessDisabled => {
+                Self::Forbidden("the key's business has API access switched off".to_owned())
+            }
+            Denial::NoRoute
+            | Denial::LocationForbidden { .. }
+            | Denial::InsufficientScope { .. } => Self::Forbidden(d.to_string()),
         }
     }
 }

@@ -91,7 +91,7 @@ impl Admin {
     fn rules<'p>(&'p self, policy: &'p crate::policy::Policy) -> Rules<'p> {
         Rules {
             policy,
-            prefix: &self.key_prefix,
+            prefix: &self.authn.prefix,
             max_ttl: self.max_ttl,
         }
     }
@@ -124,7 +124,7 @@ impl Admin {
         caller.check_owner(&k.business_id, &k.user_id)?;
         caller.check_mint(&policy, &k.scopes, &k.locations, &k.grants)?;
         let (record, secret) =
-            lifecycle::create_prepared(&*self.store, &self.key_prefix, prepared, &caller.actor())
+            lifecycle::create_prepared(&*self.store, &self.authn.prefix, prepared, &caller.actor())
                 .await?;
         tracing::info!(key_id = %record.id, business_id = %record.business_id, actor = %caller.actor(), "admin API: key created");
         Ok(with_secret(&record, &secret))

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::authn::AuthnError;
 use crate::policy::Denial;
 use crate::policy::path::BadPath;
 use crate::store::StoreError;
@@ -64,6 +65,17 @@ impl From<Denial> for Refusal {
             Denial::BusinessDisabled => Self::BusinessDisabled,
             Denial::LocationForbidden { reason } => Self::LocationForbidden { reason },
             Denial::InsufficientScope { missing } => Self::InsufficientScope { missing },
+        }
+    }
+}
+
+/// Every bad key is the same `invalid_api_key` (nothing tells which check it failed).
+impl From<AuthnError> for Refusal {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Ambiguous { .. } => Self::AmbiguousKey,
+            AuthnError::NotText | AuthnError::Malformed | AuthnError::Unknown => Self::InvalidKey,
+            AuthnError::Unavailable(e) => Self::AuthUnavailable(e),
         }
     }
 }

@@ -1138,3 +1138,112 @@ async fn console_is_served_with_security_headers() {
             .starts_with("text/css")
     );
 }
+
+/// `keys.header` is the key header everywhere: the proxy and the admin API read it (and
+/// only it), both name it in `WWW-Authenticate`, and so do the admin API's message,
+/// `/openapi.json` and the console page.
+#[tokio::test]
+async fn a_configured_key_header_is_used_by_the_proxy_and_the_admin_api() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            admin_token: Some(TOKEN),
+            extra: "keys:\n  header: X-Custom-Key\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, key) = admin_key(
+        &gw,
+        "acme",
+        "keygate:admin",
+        &["items:read"],
+        &["*"],
+        json!([]),
+    )
+    .await;
+    let challenge = |resp: &reqwest::Response| {
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // The proxy.
+    let resp = client()
+        .get(gw.url("/v1/items/1"))
+        .header("X-Custom-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client()
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge(&resp), r#"ApiKey header="X-Custom-Key""#);
+    let (status, code, _) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (401, "missing_api_key"));
+
+    // The admin API.
+    let whoami = |header: &'static str| {
+        client()
+            .get(gw.admin_url("/v1/whoami"))
+            .header(header, &key)
+            .send()
+    };
+    let resp = whoami("X-Custom-Key").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["kind"], "admin");
+    let resp = whoami("X-API-Key").await.unwrap();
+    assert_eq!(
+        challenge(&resp),
+        r#"Bearer realm="keygate-admin", ApiKey header="X-Custom-Key""#
+    );
+    let (status, code, v) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (401, "unauthenticated"));
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("X-Custom-Key") && !message.contains("X-API-Key"),
+        "{message}"
+    );
+    // Sent twice: ambiguous, as on the proxy.
+    let resp = client()
+        .get(gw.admin_url("/v1/whoami"))
+        .header("X-Custom-Key", &key)
+        .header("X-Custom-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // What tells clients which header to send.
+    let doc: Value = client()
+        .get(gw.admin_url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["apiKey"]["name"],
+        "X-Custom-Key"
+    );
+    let page = client()
+        .get(gw.admin_url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"content="X-Custom-Key""#),
+        "the console is told the header"
+    );
+}

@@ -24,8 +24,13 @@ async fn gateway(up: &Upstream, store: String, extra: &'static str) -> Gateway {
 const LONG_CACHE: &str = "cache:\n  ttl: 1h\n";
 
 async fn status(gw: &Gateway, key: &str) -> u16 {
+    status_of(gw.url("/v1/items/1"), key).await
+}
+
+/// `GET url` with `key`: the status.
+async fn status_of(url: String, key: &str) -> u16 {
     client()
-        .get(gw.url("/v1/items/1"))
+        .get(url)
         .header("X-API-Key", key)
         .send()
         .await
@@ -351,4 +356,46 @@ async fn a_hung_registry_is_an_outage_not_a_hung_request() {
 
     redis.freeze(false);
     until_status(&gw, &uncached, 200, Duration::from_secs(10)).await;
+}
+
+/// `GET /v1/whoami` with `key`: the admin API's status.
+async fn whoami(gw: &Gateway, key: &str) -> u16 {
+    status_of(gw.admin_url("/v1/whoami"), key).await
+}
+
+/// The admin API looks its keys up as the proxy does: with the registry hung, or down,
+/// past the key's ttl, `cache.stale_if_error` serves a known admin key on both listeners
+/// alike, and a key neither has seen is 503 on both (never fail open).
+#[tokio::test]
+async fn the_admin_api_serves_a_stale_key_exactly_when_the_proxy_does() {
+    let up = Upstream::start().await;
+    for hung in [true, false] {
+        let outage = if hung { "hung" } else { "down" };
+        let mut redis = RedisServer::start();
+        let gw = gateway(
+            &up,
+            support::redis_store(&redis.url()),
+            "cache:\n  ttl: 1s\n  stale_if_error: 1h\n",
+        )
+        .await;
+        let (_, known) = gw.key_with_scopes(&["keygate:admin", "items:read"]).await;
+        let (_, unseen) = gw.key_with_scopes(&["keygate:admin", "items:read"]).await;
+        assert_eq!(whoami(&gw, &known).await, 200);
+        assert_eq!(status(&gw, &known).await, 200);
+
+        // Hung: every look-up runs into store.timeout (300 ms); down: it errs at once.
+        if hung {
+            redis.freeze(true);
+        } else {
+            redis.stop();
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(status(&gw, &known).await, 200, "{outage}: proxy");
+        assert_eq!(whoami(&gw, &known).await, 200, "{outage}: admin API");
+        assert_eq!(status(&gw, &unseen).await, 503, "{outage}: proxy");
+        assert_eq!(whoami(&gw, &unseen).await, 503, "{outage}: admin API");
+        if hung {
+            redis.freeze(false);
+        }
+    }
 }
