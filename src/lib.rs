@@ -34,6 +34,8 @@
 //! - [`logging`]: stderr lines buffered per thread, written in batches by a writer thread;
 //!   the access line's text and JSON format → config
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels
+//! - [`report`]: an error and its causes on one line, each printed once (CLI and logs);
+//!   every `Display` says its own layer's words only → (none)
 //! - [`forward_auth`]: auth sub-requests from nginx/Traefik/Envoy through `Proxy::authorise` → proxy
 //! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
 //!   → keys, lifecycle, store, cache, policy, usage
@@ -63,6 +65,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod report;
 pub mod store;
 pub mod tls;
 pub mod usage;
