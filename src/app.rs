@@ -44,6 +44,7 @@ use crate::policy::watch::{self, Reloader, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::framing::Guarded;
 use crate::proxy::{Ambiguous, Downstream, Proxy, Upstream};
+use crate::report::Chain;
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisStore, Target};
@@ -492,7 +493,7 @@ async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>, certs: Option<
                 match c.reload() {
                     Ok(()) => tracing::info!("TLS certificate reloaded"),
                     Err(e) => {
-                        tracing::error!(error = %e, "TLS certificate reload failed; the current certificate stays");
+                        tracing::error!(error = %Chain(&e), "TLS certificate reload failed; the current certificate stays");
                     }
                 }
             }
