@@ -519,7 +519,7 @@ async fn flush_usage(p: &Proxy) {
     }
     if let Err(e) = p.store.record_use(&uses).await {
         crate::metrics::store_error();
-        tracing::warn!(error = %e, "could not record last use; will retry");
+        tracing::warn!(error = %Chain(&e), "could not record last use; will retry");
         p.usage.restore(uses);
     }
 }
