@@ -46,6 +46,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::proxy::forward_auth::ForwardAuth;
 use crate::proxy::framing::Guarded;
 use crate::proxy::{Ambiguous, Downstream, Proxy, Upstream};
+use crate::report::Chain;
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisStore, Target};
@@ -57,16 +58,22 @@ use crate::usage::Usage;
 /// writes every key used since the last, so a longer period means fewer writes).
 const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
+/// Why the gateway cannot start. Policy, store and TLS errors already say what failed
+/// (and name the file), so they pass through as they are: one layer, not two saying the same.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("cannot open the key store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot accept connections: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens the key store the config names, for a command or a Redis-backed server. A Redis
@@ -493,7 +500,7 @@ async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>, certs: Option<
                 match c.reload() {
                     Ok(()) => tracing::info!("TLS certificate reloaded"),
                     Err(e) => {
-                        tracing::error!(error = %e, "TLS certificate reload failed; the current certificate stays");
+                        tracing::error!(error = %Chain(&e), "TLS certificate reload failed; the current certificate stays");
                     }
                 }
             }
@@ -513,7 +520,7 @@ async fn flush_usage(p: &Proxy) {
     }
     if let Err(e) = p.store.record_use(&uses).await {
         crate::metrics::store_error();
-        tracing::warn!(error = %e, "could not record last use; will retry");
+        tracing::warn!(error = %Chain(&e), "could not record last use; will retry");
         p.usage.restore(uses);
     }
 }
@@ -533,8 +540,8 @@ fn admin_token(env: Option<&str>) -> Option<Token> {
 }
 
 /// Binds a listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        .map_err(|source| ServeError::Listen { addr, source })
 }

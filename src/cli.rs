@@ -22,6 +22,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::keys::{Grant, KeyRecord, Secret, Status, Timestamp};
 use crate::lifecycle::{self, Expiry, LifecycleError, NewKey, Rules};
 use crate::policy::{Policy, PolicyError};
+use crate::report::Chain;
 use crate::store::{KeyStore, ListQuery};
 
 #[derive(Parser)]
@@ -162,14 +163,16 @@ struct ListArgs {
 /// A failure with its exit code; the message is already user-facing.
 struct Exit(u8, String);
 
-/// Exit 1 with the error and every cause, e.g. `error: cannot open …: disk I/O error`.
-fn fail(e: impl std::error::Error + Send + Sync + 'static) -> Exit {
-    Exit(1, format!("error: {:#}", anyhow::Error::new(e)))
+/// Exit 1 with the error and each of its causes once, e.g.
+/// `error: cannot read keygate.yaml: No such file or directory (os error 2)`. This is
+/// where a chain is printed: no error's own `Display` repeats its cause.
+fn fail(e: impl std::error::Error) -> Exit {
+    Exit(1, format!("error: {}", Chain(&e)))
 }
 
 impl From<anyhow::Error> for Exit {
     fn from(e: anyhow::Error) -> Self {
-        Exit(1, format!("error: {e:#}"))
+        Exit(1, format!("error: {}", Chain(e.as_ref())))
     }
 }
 
@@ -179,7 +182,7 @@ pub fn main() -> ExitCode {
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Chain(e.as_ref()));
             return ExitCode::from(1);
         }
     };
@@ -198,14 +201,16 @@ pub fn main() -> ExitCode {
 /// With one worker (a container limited to one CPU, a gateway pinned with `taskset`) the
 /// single-threaded scheduler runs everything on one thread: no work-stealing, no
 /// cross-thread wake-ups, which is measurably faster there (docs/performance.md).
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = match std::env::var("KEYGATE_WORKERS") {
         Ok(v) => v
             .trim()
             .parse::<usize>()
             .ok()
             .filter(|&n| n > 0)
-            .ok_or_else(|| format!("KEYGATE_WORKERS={v:?}: expected a whole number above 0"))?,
+            .ok_or_else(|| {
+                anyhow::anyhow!("KEYGATE_WORKERS={v:?}: expected a whole number above 0")
+            })?,
         Err(_) => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
     };
     let mut builder = if workers == 1 {
@@ -218,7 +223,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     builder
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .context("cannot start the async runtime")
 }
 
 async fn run(cli: Cli) -> Result<(), Exit> {

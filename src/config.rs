@@ -24,7 +24,7 @@ pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 /// A config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
+    #[error("cannot read {file}")]
     Read {
         file: PathBuf,
         #[source]

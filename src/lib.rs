@@ -60,6 +60,8 @@
 //! - [`logging`]: stderr lines buffered per thread, written in batches by a writer thread;
 //!   the access line's text and JSON format → config
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels → (none)
+//! - [`report`]: an error and its causes on one line, each printed once (CLI and logs);
+//!   every `Display` says its own layer's words only → (none)
 //! - [`admin`]: the admin listener: `(method, path)` router, `/healthz`, `/readyz`, `/metrics`
 //!   → authn, cache, expiry, metrics, policy, store, usage
 //!   - [`admin::auth`]: caller authentication (token, or a key through `authn` and
@@ -94,6 +96,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod report;
 pub mod store;
 pub mod tls;
 pub mod usage;

@@ -303,7 +303,7 @@ async fn audit(
         detail,
     };
     if let Err(e) = store.append_audit(&event).await {
-        tracing::error!(error = %e, key_id = %record.id, action, "could not write the audit log");
+        tracing::error!(error = %crate::report::Chain(&e), key_id = %record.id, action, "could not write the audit log");
     }
 }
 

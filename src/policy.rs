@@ -180,7 +180,7 @@ impl fmt::Display for RateLimit {
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read {file}: {source}")]
+    #[error("cannot read {file}")]
     Read {
         file: PathBuf,
         #[source]

@@ -156,7 +156,7 @@ impl Proxy {
             Err(refusal) => {
                 if let Refusal::AuthUnavailable(e) = &refusal {
                     metrics::store_error();
-                    tracing::warn!(error = %crate::store::chain(e), "key registry unavailable; refusing (fail closed)");
+                    tracing::warn!(error = %crate::report::Chain(e), "key registry unavailable; refusing (fail closed)");
                 }
                 let code = refusal.code();
                 (

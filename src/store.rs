@@ -207,18 +207,6 @@ pub enum StoreError {
     BadCursor,
 }
 
-/// An error and its causes on one line (`a: b: c`), for logs and messages.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 impl StoreError {
     /// `Unavailable` with `source` as its cause.
     pub fn unavailable(source: impl Into<BoxError>) -> Self {

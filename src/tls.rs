@@ -18,7 +18,7 @@ use rustls::sign::CertifiedKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {file}: {source}")]
+    #[error("cannot read {file}")]
     Read {
         file: PathBuf,
         #[source]
@@ -26,7 +26,7 @@ pub enum TlsError {
     },
     #[error("{file} holds no certificate")]
     NoCertificate { file: PathBuf },
-    #[error("{file} holds a private key rustls cannot use: {source}")]
+    #[error("{file} holds a private key rustls cannot use")]
     Key {
         file: PathBuf,
         #[source]
@@ -34,7 +34,7 @@ pub enum TlsError {
     },
     #[error("the key in {key} does not belong to the certificate in {cert}")]
     Mismatch { cert: PathBuf, key: PathBuf },
-    #[error("TLS setup failed: {0}")]
+    #[error("TLS setup failed")]
     Config(#[source] rustls::Error),
 }
 

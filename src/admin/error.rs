@@ -36,8 +36,9 @@ pub enum AdminError {
     Invalid { field: String, message: String },
     #[error("body: larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("{0}")]
-    Store(#[source] StoreError),
+    /// The store's own summary is the message; its cause is logged, never answered.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl AdminError {
@@ -100,7 +101,7 @@ impl AdminError {
     /// configured), in `WWW-Authenticate`.
     pub fn to_response(&self, key_header: &str) -> Response<Full<Bytes>> {
         if let Self::Store(e) = self {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(e), "admin API: key store error");
+            tracing::warn!(error = %crate::report::Chain(e), "admin API: key store error");
         }
         let mut r = super::json(
             self.status(),

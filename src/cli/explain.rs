@@ -68,7 +68,7 @@ async fn decide(
         reason: String::new(),
     };
     let refuse = |mut a: Answer, r: Refusal| {
-        a.reason = r.to_string();
+        a.reason = r.message();
         a.refusal = Some(r);
         a
     };

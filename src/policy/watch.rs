@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{Policy, PolicyError};
 use crate::metrics;
+use crate::report::Chain;
 
 /// Events closer together than this are one change.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -93,7 +94,7 @@ pub async fn run(
     let _watcher = match watch_folder(&reloader.path, events) {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(file = %reloader.path.display(), error = %e, "cannot watch the policy file; reload with SIGHUP");
+            tracing::warn!(file = %reloader.path.display(), error = %Chain(&e), "cannot watch the policy file; reload with SIGHUP");
             None
         }
     };
@@ -114,7 +115,7 @@ pub async fn run(
             Ok(false) => {}
             Err(e) => tracing::error!(
                 file = %reloader.path.display(),
-                error = %e,
+                error = %Chain(&e),
                 "policy reload failed; the previous policy stays in force"
             ),
         }

@@ -22,7 +22,7 @@ pub type SendError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Refusal {
     #[error("more than one API key header was sent")]
     AmbiguousKey,
-    #[error("the request path cannot be normalised safely: {0}")]
+    #[error("the request path cannot be normalised safely")]
     BadPath(#[source] BadPath),
     #[error("the request target must be a path (origin-form), or an absolute URL naming this host")]
     BadTarget,
@@ -129,10 +129,19 @@ impl Refusal {
         }
     }
 
+    /// The sentence a client is told: the refusal, and for a bad path why it is bad. A
+    /// registry's or upstream's cause is never told (it is logged).
+    pub fn message(&self) -> String {
+        match self {
+            Self::BadPath(why) => format!("{self}: {why}"),
+            _ => self.to_string(),
+        }
+    }
+
     /// The JSON answer, with `WWW-Authenticate` or `Retry-After` where the status calls for one.
     pub fn to_response(&self, key_header: &str) -> Response<Full<Bytes>> {
         let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
+            "error": { "code": self.code(), "message": self.message() }
         });
         let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();

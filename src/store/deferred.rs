@@ -13,7 +13,7 @@
 //! The CLI does not use this: a command that cannot open its store should fail at once.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 use super::embedded::EmbeddedStore;
 use super::{AuditEvent, Invalidation, KeyStore, ListQuery, Page, StoreError};
 use crate::keys::{KeyHash, KeyRecord, Timestamp};
+use crate::report::Chain;
 
 /// The shortest gap between two attempts to open the store.
 pub const RETRY_EVERY: Duration = Duration::from_millis(250);
@@ -28,7 +29,29 @@ pub const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// What the last failed attempt said, and when it was made.
 struct Attempt {
     at: Instant,
-    error: String,
+    error: Arc<StoreError>,
+}
+
+/// The last attempt's error, handed to every call until the next attempt: the cause of
+/// each call's [`StoreError::Unavailable`], so the open error stays a `source()`, not a string.
+#[derive(Debug)]
+struct Failed(Arc<StoreError>);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the last attempt to open it failed")
+    }
+}
+
+impl std::error::Error for Failed {
+    /// Below the open error's own "the key store is unavailable", which the call's error
+    /// already says: the chain prints it once.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            StoreError::Unavailable { source } => Some(&**source),
+            other => Some(other),
+        }
+    }
 }
 
 /// An [`EmbeddedStore`] opened lazily, with retries.
@@ -50,7 +73,7 @@ impl DeferredEmbedded {
             tx,
         };
         if let Err(e) = store.get() {
-            tracing::warn!(path = %store.path.display(), error = %crate::store::chain(&e), "cannot open the key store yet; keyed requests get 503 until it opens");
+            tracing::warn!(path = %store.path.display(), error = %Chain(&e), "cannot open the key store yet; keyed requests get 503 until it opens");
         }
         store
     }
@@ -69,7 +92,7 @@ impl DeferredEmbedded {
         if let Some(a) = last.as_ref()
             && a.at.elapsed() < RETRY_EVERY
         {
-            return Err(StoreError::unavailable(a.error.clone()));
+            return Err(StoreError::unavailable(Failed(Arc::clone(&a.error))));
         }
         match EmbeddedStore::open(&self.path) {
             Ok(opened) => {
@@ -82,11 +105,12 @@ impl DeferredEmbedded {
                 Ok(store)
             }
             Err(e) => {
+                let e = Arc::new(e);
                 *last = Some(Attempt {
                     at: Instant::now(),
-                    error: crate::store::chain(&e),
+                    error: Arc::clone(&e),
                 });
-                Err(e)
+                Err(StoreError::unavailable(Failed(e)))
             }
         }
     }
@@ -167,5 +191,35 @@ impl KeyStore for DeferredEmbedded {
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeferredEmbedded;
+    use crate::report::Chain;
+
+    /// The first call attempts the open; the next, inside `RETRY_EVERY`, gets the same
+    /// failure again. Either way the chain names the cause once, and says "unavailable" once.
+    #[test]
+    fn a_failed_open_is_reported_once_per_chain_first_time_and_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").expect("write a file");
+        let store = DeferredEmbedded::new(file.join("sub").join("keygate.db"));
+        for _ in 0..2 {
+            let e = store
+                .get()
+                .err()
+                .expect("a folder under a file cannot open");
+            let line = Chain(&e).to_string();
+            assert_eq!(
+                line.matches("the key store is unavailable").count(),
+                1,
+                "{line}"
+            );
+            assert_eq!(line.matches("Not a directory").count(), 1, "{line}");
+            assert!(line.contains(&file.display().to_string()), "{line}");
+        }
     }
 }

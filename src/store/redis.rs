@@ -954,13 +954,13 @@ struct Health {
 }
 
 impl Health {
-    fn failed(&self, e: &dyn std::fmt::Display) {
+    fn failed(&self, e: &dyn std::error::Error) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if self.down.swap(true, Ordering::AcqRel) {
             return;
         }
         *self.since.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-        tracing::warn!(error = %e, "key registry unreachable: outage began; serving cached keys only");
+        tracing::warn!(error = %crate::report::Chain(e), "key registry unreachable: outage began; serving cached keys only");
     }
 
     fn ok(&self) {

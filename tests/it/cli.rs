@@ -449,3 +449,366 @@ async fn policy_explain_allows_refuses_and_explains() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("public"), "{}", stdout(&out));
 }
+
+// Every error path: the command exits 1 with one `error:` line that names what failed
+// and prints each cause once (each layer's `Display` says only its own words; the CLI
+// prints the chain).
+
+/// Every command that reads the config, as `cli` runs them (it adds `--config`).
+const EVERY_COMMAND: [&[&str]; 8] = [
+    &["check"],
+    &[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ],
+    &[
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--user",
+        "u",
+        "--business",
+        "b",
+    ],
+    &["keys", "list"],
+    &["keys", "show", "kid_x"],
+    &["keys", "revoke", "kid_x"],
+    &["keys", "rotate", "kid_x"],
+    &["policy", "explain", "--method", "GET", "--path", "/health"],
+];
+
+/// The `keys` and `policy` commands, which open the store: all but `check` and `serve`.
+fn store_commands() -> &'static [&'static [&'static str]] {
+    &EVERY_COMMAND[2..]
+}
+
+/// Runs `args`: exit 1, nothing on stdout, one `error:` line that holds `cause` exactly
+/// once and names each of `names`; returns the line.
+async fn fails_once(config: &Path, args: &[&str], cause: &str, names: &[&str]) -> String {
+    let o = cli(config, args).await;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(o.stdout.is_empty(), "{args:?}: stdout: {}", stdout(&o));
+    assert_eq!(err.lines().count(), 1, "{args:?}: one line:\n{err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    cause_once(&format!("{args:?}"), &err, cause, names);
+    err
+}
+
+/// `text` holds `cause` exactly once and names each of `names`.
+#[track_caller]
+fn cause_once(what: &str, text: &str, cause: &str, names: &[&str]) {
+    assert_eq!(
+        text.matches(cause).count(),
+        1,
+        "{what}: `{cause}` should appear exactly once in:\n{text}"
+    );
+    for n in names {
+        assert!(
+            text.contains(n),
+            "{what}: `{n}` should be named in:\n{text}"
+        );
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_named_with_its_cause_once_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    for args in EVERY_COMMAND {
+        fails_once(
+            &missing,
+            args,
+            "No such file or directory",
+            &[&format!("cannot read {}", missing.display())],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_policy_file_is_named_with_its_cause_once_by_every_command() {
+    let (dir, config) = setup(support::POLICY);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::remove_file(&policy).unwrap();
+    for args in EVERY_COMMAND {
+        fails_once(
+            &config,
+            args,
+            "No such file or directory",
+            &[&path_str(&policy)],
+        )
+        .await;
+    }
+    // A folder where the policy file should be.
+    std::fs::create_dir(&policy).unwrap();
+    for args in [EVERY_COMMAND[0], EVERY_COMMAND[3]] {
+        fails_once(&config, args, "Is a directory", &[&path_str(&policy)]).await;
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_policy_prints_each_file_line_col_error_once() {
+    let (dir, config) = setup("version: 1\nroutes:\n  - name: a\n    path: b\n");
+    let at = format!("{}:4:", dir.path().join("policy.yaml").display());
+    for args in [EVERY_COMMAND[0], EVERY_COMMAND[1], EVERY_COMMAND[3]] {
+        let out = cli(&config, args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with(&at)).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one error on line 4:\n{err}");
+        assert!(lines[0].contains("must start with `/`"), "{args:?}: {err}");
+        assert_eq!(err.matches("must start with").count(), 1, "{args:?}: {err}");
+    }
+}
+
+/// A store path under a regular file: its folder can never be created (even as root).
+fn unopenable_store() -> Options<'static> {
+    Options {
+        store_yaml: Some("store:\n  kind: embedded\n  path: a-file/sub/keygate.db\n".into()),
+        files: vec![("a-file", "not a folder".to_owned())],
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_store_that_cannot_be_opened_is_named_with_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(dir.path(), "http://127.0.0.1:9", &unopenable_store());
+    let folder = path_str(&dir.path().join("a-file/sub"));
+    for args in store_commands() {
+        let err = fails_once(&config, args, "Not a directory", &[&folder]).await;
+        cause_once(
+            &format!("{args:?}"),
+            &err,
+            "the key store is unavailable",
+            &[],
+        );
+    }
+    // `check` does not open the store; it only reports where it is.
+    let out = cli(&config, &["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// A `redis://` URL on a loopback port that nothing listens on.
+fn refused_redis_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("redis://127.0.0.1:{port}/0")
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_closed_with_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &Options {
+            store_yaml: Some(support::redis_store(&refused_redis_url())),
+            ..Options::default()
+        },
+    );
+    // `policy explain` of a public route does not ask Redis; the rest do.
+    for args in &store_commands()[..5] {
+        let err = fails_once(&config, args, "Connection refused", &["Redis"]).await;
+        cause_once(
+            &format!("{args:?}"),
+            &err,
+            "the key store is unavailable",
+            &[],
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_certificate_or_key_file_is_named_with_its_cause_once() {
+    let pair = crate::tls::self_signed("x");
+    for (cert, key, named) in [
+        ("missing.pem", "key.pem", "missing.pem"),
+        ("cert.pem", "missing-key.pem", "missing-key.pem"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = support::write_config(
+            dir.path(),
+            "http://127.0.0.1:9",
+            &Options {
+                extra: &format!("tls:\n  cert: {cert}\n  key: {key}\n"),
+                files: vec![
+                    ("cert.pem", pair.cert_pem.clone()),
+                    ("key.pem", pair.key_pem.clone()),
+                ],
+                ..Options::default()
+            },
+        );
+        let file = format!("cannot read {}", dir.path().join(named).display());
+        for args in &EVERY_COMMAND[..2] {
+            fails_once(&config, args, "No such file or directory", &[&file]).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_names_an_address_in_use_with_its_cause_once() {
+    let (_dir, config) = setup(support::POLICY);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for args in [
+        ["serve", "--listen", &addr, "--admin-listen", "127.0.0.1:0"],
+        ["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr],
+    ] {
+        fails_once(
+            &config,
+            &args,
+            "Address already in use",
+            &[&format!("cannot listen on {addr}")],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_secret_file_is_named_with_its_cause_once() {
+    let (dir, config) = setup(support::POLICY);
+    std::fs::write(dir.path().join("a-file"), "x").unwrap();
+    let target = dir.path().join("a-file/k.apikey");
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--user",
+        "u",
+        "--business",
+        "b",
+        "--output",
+        target.to_str().unwrap(),
+    ];
+    fails_once(
+        &config,
+        &args,
+        "Not a directory",
+        &[&format!("cannot write {}", target.display())],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn policy_explain_gives_a_bad_paths_reason_once() {
+    let (_dir, config) = setup(support::POLICY);
+    let args = [
+        "policy",
+        "explain",
+        "--json",
+        "--method",
+        "GET",
+        "--path",
+        "/v1/items/a%2Fb",
+    ];
+    let out = cli(&config, &args).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "bad_path");
+    let reason = v["reason"].as_str().unwrap();
+    cause_once("reason", reason, "encoded slash", &[]);
+    cause_once("reason", reason, "cannot be normalised safely", &[]);
+}
+
+// The log lines of a running gateway that report an error print each cause once too.
+
+/// The status of a request with a well-formed key that no store has seen.
+async fn unknown_key_status(gw: &support::Gateway) -> u16 {
+    let key = keygate::keys::generate("kg_");
+    support::client()
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", key.expose())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The first stderr line of `gw` holding `needle` (waits for it).
+async fn logged(gw: &support::Gateway, needle: &str) -> String {
+    let lines = gw.stderr_until(1, |l| l.contains(needle)).await;
+    lines.into_iter().find(|l| l.contains(needle)).unwrap()
+}
+
+#[tokio::test]
+async fn serve_with_an_unopenable_store_logs_the_cause_once_and_fails_closed() {
+    let up = support::Upstream::start().await;
+    let gw = support::Gateway::start_with(&up, unopenable_store()).await;
+    // Twice: the second call comes within the retry interval and reuses the first failure.
+    assert_eq!(unknown_key_status(&gw).await, 503);
+    assert_eq!(unknown_key_status(&gw).await, 503);
+    let lines = gw.stderr_until(2, |l| l.contains("fail closed")).await;
+    let reported: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("cannot open the key store yet") || l.contains("fail closed"))
+        .collect();
+    assert!(reported.len() >= 3, "{lines:#?}");
+    for line in reported {
+        cause_once("log", line, "Not a directory", &["a-file/sub"]);
+        cause_once("log", line, "the key store is unavailable", &[]);
+    }
+}
+
+#[tokio::test]
+async fn serve_with_an_unreachable_redis_logs_the_cause_once() {
+    let up = support::Upstream::start().await;
+    let gw = support::Gateway::start_with(
+        &up,
+        Options {
+            store_yaml: Some(support::redis_store(&refused_redis_url())),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(unknown_key_status(&gw).await, 503);
+    let line = logged(&gw, "fail closed").await;
+    cause_once("fail closed", &line, "the key store is unavailable", &[]);
+    let line = logged(&gw, "outage began").await;
+    cause_once("outage", &line, "Redis", &[]);
+    assert!(
+        line.contains("Connection refused") || line.contains("no answer"),
+        "the outage line gives its cause: {line}"
+    );
+    assert!(line.matches("Connection refused").count() <= 1, "{line}");
+}
+
+#[tokio::test]
+async fn failed_reloads_log_the_file_and_the_cause_once() {
+    let up = support::Upstream::start().await;
+    let pair = crate::tls::self_signed("x");
+    let gw = crate::tls::start(&up, &pair).await;
+    // An answer from the admin listener first: the SIGHUP handler is installed once
+    // serving begins, and an earlier SIGHUP would end the process.
+    let health = support::client()
+        .get(gw.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let dir = gw.config.parent().unwrap();
+    std::fs::remove_file(dir.join("cert.pem")).unwrap();
+    std::fs::remove_file(dir.join("policy.yaml")).unwrap();
+    gw.signal("HUP");
+    for (what, file) in [
+        ("TLS certificate reload failed", "cert.pem"),
+        ("policy reload failed", "policy.yaml"),
+    ] {
+        let line = logged(&gw, what).await;
+        cause_once(what, &line, "No such file or directory", &[file]);
+    }
+}
