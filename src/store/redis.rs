@@ -1050,16 +1050,14 @@ fn parse_invalidation(payload: &[u8]) -> Invalidation {
         .map_or(Invalidation::All, Invalidation::Key)
 }
 
-/// The integration tests' `redis-server` helper, shared so there is one of it.
-#[cfg(test)]
-#[path = "../../tests/it/support/redis.rs"]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod test_server;
+/// Real `redis-server`s for every test target (the unit tests here, `tests/it`, benches).
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::test_server::{RedisCluster, RedisServer};
+    use super::testing::{RedisCluster, RedisServer};
     use super::*;
     use crate::store::contract::{expect_invalidation, record};
     use tokio::time::timeout;
