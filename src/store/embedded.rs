@@ -892,7 +892,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::contract::{expect_invalidation, record};
+    use crate::store::contract::{self, record};
     use tokio::sync::broadcast::error::RecvError;
     use tokio::time::timeout;
 
@@ -906,63 +906,17 @@ mod tests {
     async fn passes_the_contract_suite() {
         let (_dir, store) = temp_store();
         let store: Arc<dyn KeyStore> = Arc::new(store);
-        crate::store::contract_suite(&*store).await;
+        contract::contract_suite(&*store).await;
     }
 
+    /// Two stores on one file stand for the server and the CLI, two processes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_revoke_by_another_process_reaches_subscribers_within_a_second() {
+    async fn passes_the_invalidation_contract() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shared.db");
         let server = EmbeddedStore::open(&path).unwrap();
         let cli = EmbeddedStore::open(&path).unwrap();
-        let mut server_rx = server.invalidations();
-
-        let key = record("kid_a", "biz", "u", 1);
-        let other = record("kid_b", "biz", "u", 2);
-        cli.insert(&key).await.unwrap();
-        cli.insert(&other).await.unwrap();
-        expect_invalidation(
-            &mut server_rx,
-            &Invalidation::Key(other.hash),
-            Duration::from_secs(5),
-        )
-        .await;
-
-        // record_use is not an invalidation: the next one the server sees is the revoke.
-        cli.record_use(&[(key.id.clone(), Timestamp(50))])
-            .await
-            .unwrap();
-        let mut cli_rx = cli.invalidations();
-        cli.revoke(&key.id, Timestamp(100)).await.unwrap().unwrap();
-        let got = timeout(Duration::from_secs(1), server_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, Invalidation::Key(key.hash));
-        // The writer's own subscribers hear at once, without waiting for a poll.
-        assert_eq!(cli_rx.try_recv().unwrap(), Invalidation::Key(key.hash));
-
-        let seen = server.by_hash(&key.hash).await.unwrap().unwrap();
-        assert_eq!(seen.revoked_at, Some(Timestamp(100)));
-        assert_eq!(seen.last_used_at, Some(Timestamp(50)));
-
-        // Rotation announces both hashes.
-        let new = record("kid_c", "biz", "u", 3);
-        cli.rotate(&other.id, &new, Timestamp(200))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            seen.push(
-                timeout(Duration::from_secs(5), server_rx.recv())
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
-        assert!(seen.contains(&Invalidation::Key(other.hash)), "{seen:?}");
-        assert!(seen.contains(&Invalidation::Key(new.hash)), "{seen:?}");
+        contract::invalidation(&cli, &server).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
