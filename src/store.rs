@@ -17,15 +17,23 @@
 //! Why a trait object (`Arc<dyn KeyStore>`, via `async-trait`): the embedded `SQLite`
 //! back end and the Redis fleet back end are chosen at start-up from the config, and
 //! callers (proxy, cache, admin, CLI) must not know which one they hold. The shared
-//! contract tests (`store/contract.rs`, test builds only) pin the behaviour both give.
+//! contract tests (`store/contract.rs`, test builds only) pin the behaviour both give,
+//! and `store/codec.rs` holds what their record codecs share.
 
+mod codec;
 #[cfg(test)]
 mod contract;
 pub mod deferred;
 pub mod embedded;
 pub mod redis;
 
+pub use codec::Undecodable;
+
 use crate::keys::{KeyHash, KeyRecord, Status, Timestamp};
+
+/// Invalidations buffered per subscriber before it lags (and must assume
+/// [`Invalidation::All`]): the capacity of every back end's broadcast channel.
+pub(crate) const CHANNEL_CAPACITY: usize = 1024;
 
 /// A boxed cause, so [`StoreError`] names no back end's error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
