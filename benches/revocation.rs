@@ -5,14 +5,12 @@
 //! 5 revokes and runs each criterion bench once, as a smoke test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
-#[path = "../tests/it/support/redis.rs"]
-mod redis_server;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use keygate::keys::{self, KeyRecord, Timestamp};
+use keygate::store::redis::testing::RedisServer;
 use keygate::store::redis::{RedisStore, Target};
 use keygate::store::{Invalidation, KeyStore};
 use tokio::sync::broadcast;
@@ -87,7 +85,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let server = redis_server::RedisServer::start();
+    let server = RedisServer::start();
     let target = Target::Single(server.url());
     let timeout = Duration::from_millis(500);
     let (a, b, key) = rt.block_on(async {

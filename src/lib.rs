@@ -22,9 +22,14 @@
 //! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, keys,
 //!   policy, store, yaml
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
-//!   - [`store::embedded`]: `SQLite` (WAL) single-node back end, cross-process invalidation
+//!   - `store::codec`: what both record codecs share (`Undecodable`, JSON lists, the one
+//!     record assembly); `store::contract` (tests): the behaviour both back ends show
+//!   - [`store::embedded`]: `SQLite` (WAL) single-node back end, cross-process invalidation;
+//!     one file each for schema, connections, codec, listing query, change poller
 //!   - [`store::redis`]: Redis / Redis Cluster fleet back end, pub/sub invalidation,
-//!     lazy connect with backoff
+//!     lazy connect with backoff; one file each for schema, Lua scripts, codec, link,
+//!     health, subscriber, and `testing` (real `redis-server`s for every test target)
+//!   - [`store::deferred`]: an embedded store opened on first use, retried until it opens
 //! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation,
 //!   serve-stale on store errors (`stale_if_error`) → keys, store
 //! - [`authn`]: the key header → parse → cache look-up (`store.timeout`, `stale_if_error`),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use super::embedded::EmbeddedStore;
-use super::{AuditEvent, Invalidation, KeyStore, ListQuery, Page, StoreError};
+use super::{AuditEvent, CHANNEL_CAPACITY, Invalidation, KeyStore, ListQuery, Page, StoreError};
 use crate::keys::{KeyHash, KeyRecord, Timestamp};
 use crate::report::Chain;
 
@@ -65,7 +65,7 @@ pub struct DeferredEmbedded {
 impl DeferredEmbedded {
     /// Tries to open `path` now; a failure is logged and retried on later calls.
     pub fn new(path: PathBuf) -> Self {
-        let (tx, _) = broadcast::channel(1024);
+        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         let store = Self {
             path,
             inner: OnceLock::new(),

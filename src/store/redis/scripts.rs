@@ -1,0 +1,69 @@
+//! The Lua scripts that make each step of a mutation atomic on one key.
+//!
+//! Job: insert a record only if its hash is new, release an id claim, revoke or end a
+//! record's life, and record a last use: each one script on one key (so it runs on a
+//! Cluster), loaded by hash and resent only when Redis does not have it.
+//!
+//! Invariants: a script that changes what a hash maps to publishes that hash on
+//! [`CHANNEL`](super::CHANNEL) in the same step, so no writer can change a record
+//! without every subscriber hearing of it; `TOUCH` changes no decision and publishes
+//! nothing. A key of the wrong type is refused (`WRONGTYPE`, or skipped by `TOUCH`),
+//! never overwritten.
+
+use ::redis::Script;
+
+/// Inserts a record if its hash is new; publishes the hash. KEYS: record. ARGV: channel,
+/// hash hex, field, value, …
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1";
+
+/// Frees an id claim, only if it still points at this hash. KEYS: id. ARGV: hash hex.
+const RELEASE_ID: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
+
+/// Sets a field unless set (`HSETNX`, for revocation) or to the minimum of old and new
+/// (`MIN`, for rotation's end of life); publishes; returns the record after.
+/// KEYS: record. ARGV: channel, hash hex, mode, field, value.
+const UPDATE: &str = r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'none' then return false end
+if t ~= 'hash' then return redis.error_reply('WRONGTYPE keygate record is a ' .. t) end
+if ARGV[3] == 'HSETNX' then
+  redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
+else
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[4]))
+  if cur == nil or cur > tonumber(ARGV[5]) then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5]) end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])";
+
+/// `last_used_at = max(existing, t)` on a record that is a hash; no publish (it changes
+/// no decision). KEYS: record. ARGV: t.
+const TOUCH: &str = r"
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'last_used_at'))
+if cur == nil or cur < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1]) end
+return 1";
+
+/// The scripts, loaded once per store.
+pub(super) struct Scripts {
+    pub(super) insert: Script,
+    pub(super) release_id: Script,
+    pub(super) update: Script,
+    pub(super) touch: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            insert: Script::new(INSERT),
+            release_id: Script::new(RELEASE_ID),
+            update: Script::new(UPDATE),
+            touch: Script::new(TOUCH),
+        }
+    }
+}
