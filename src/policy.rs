@@ -739,6 +739,5 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-
 #[cfg(test)]
 mod tests;
