@@ -4,6 +4,7 @@
 #
 #   benches/compare.sh [--rounds N] [--duration SECONDS] [--keys N] [--connections N]
 #                      [--no-redis] [--smoke] [--profile] [--instructions] [--keygate BIN]
+#                      [--keep-callgrind DIR]
 #
 # What runs (everything on 127.0.0.1, free ports, one temporary folder, all killed on exit):
 #   upstream      nginx, 1 worker, `return 200` with a small fixed body
@@ -48,6 +49,8 @@
 # --keygate BIN: measure this keygate binary instead of the fresh release build, to compare
 #            two builds in the same conditions (copy the old build's target/release/keygate
 #            aside, then run once with it and once without).
+# --keep-callgrind DIR: with --instructions, keep each proxy's callgrind dump in DIR (for
+#            callgrind_annotate: which functions a change made dearer).
 set -euo pipefail
 
 ROUNDS=3
@@ -58,6 +61,7 @@ REDIS=1
 PROFILE=0
 INSTRUCTIONS=0
 KEYGATE_BIN=
+KEEP_CG=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -68,8 +72,9 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=1; shift ;;
     --instructions) INSTRUCTIONS=1; shift ;;
     --keygate) KEYGATE_BIN=$(realpath "$2"); shift 2 ;;
+    --keep-callgrind) KEEP_CG=$(realpath "$2"); shift 2 ;;
     --smoke) ROUNDS=1; DURATION=1; NKEYS=50; shift ;;
-    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -405,6 +410,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     # The dump taken after zeroing: its totals are what ran during the counted wrk run.
     local dump total sha
     dump=$(ls -t "$out".* | head -n1)
+    if [ -n "$KEEP_CG" ]; then mkdir -p "$KEEP_CG" && cp "$dump" "$KEEP_CG/callgrind-$name.out"; fi
     total=$(awk '/^totals:/ { print $2; exit }' "$dump")
     sha=$(callgrind_annotate "$dump" 2>/dev/null |
       awk '/sha2::sha256::/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
