@@ -126,32 +126,38 @@ impl Upstream {
         let multiplexed = parts.version == http::Version::HTTP_2;
         parts.uri = self.target(&permit, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
-        let trusted_peer = self.trusted.iter().any(|n| n.contains(&conn.peer.ip()));
-        rewrite::rewrite_request_headers(
-            &mut parts.headers,
-            &self.key_header,
-            &permit,
-            Hop {
-                peer_ip: &conn.peer_ip,
-                tls: conn.tls,
-                trusted_peer,
-            },
-            websocket,
-        );
-        parts.headers.insert(header::HOST, self.host.clone());
-        let started = std::time::Instant::now();
+        let hop = Hop {
+            peer_ip: &conn.peer_ip,
+            tls: conn.tls,
+            trusted_peer: self.trusted.iter().any(|n| n.contains(&conn.peer.ip())),
+        };
         let body = if body.is_end_stream() {
             Either::Right(Empty::new())
         } else {
             let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
             Either::Left(Limited::new(body, limit))
         };
+        // The headers in two halves, so that a request that may be sent again keeps only
+        // what the client contributed (often nothing), not the whole rewritten map.
+        let client_host =
+            rewrite::strip_client_headers(&mut parts.headers, &self.key_header, websocket);
+        let resendable =
+            !websocket && matches!(body, Either::Right(_)) && parts.method.is_idempotent();
+        let resend = resendable.then(|| Resend::keep(&parts, client_host.as_ref()));
+        rewrite::add_gateway_headers(&mut parts.headers, &permit, hop, client_host);
+        parts.headers.insert(header::HOST, self.host.clone());
+        let again = resend.map(|r| {
+            let permit = &permit;
+            move || self.again(r, permit, hop)
+        });
+        let started = std::time::Instant::now();
         let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         let sent = if multiplexed {
-            by(deadline, self.pooled(req)).await
+            by(deadline, self.pooled(req, again)).await
         } else {
-            self.own(req, &conn.upstream, started, deadline).await
+            self.own(req, &conn.upstream, started, deadline, again)
+                .await
         };
         let mut response = match sent {
             Err(TimedOut) => return Err(Refusal::UpstreamTimeout),
@@ -184,14 +190,17 @@ impl Upstream {
     /// closing connection never sent; a request it sent is sent again, once, when it may
     /// be and the connection closed without a complete answer (the pool cannot say whether
     /// part of one came: see the module docs).
-    async fn pooled(&self, req: Request<UpBody>) -> Result<Response<Incoming>, SendError> {
-        let resend = Resend::of(&req);
+    async fn pooled(
+        &self,
+        req: Request<UpBody>,
+        again: Option<impl FnOnce() -> Request<UpBody>>,
+    ) -> Result<Response<Incoming>, SendError> {
         match self.client.request(self.absolute(req)?).await {
             Ok(resp) => Ok(resp),
-            Err(e) if !e.is_connect() && closed_unanswered(&e) => match resend {
+            Err(e) if !e.is_connect() && closed_unanswered(&e) => match again {
                 Some(again) => {
                     tracing::debug!(error = %e, "upstream connection closed; sending again");
-                    Ok(self.client.request(self.absolute(again.request())?).await?)
+                    Ok(self.client.request(self.absolute(again())?).await?)
                 }
                 None => Err(e.into()),
             },
@@ -215,27 +224,29 @@ impl Upstream {
         affinity: &Affinity,
         started: std::time::Instant,
         deadline: tokio::time::Instant,
+        again: Option<impl FnOnce() -> Request<UpBody>>,
     ) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
         let Some(mut lease) = affinity.lease() else {
             // Rare (a concurrent request holds the connection): boxed, as is `connect`,
             // so that the common path's future stays small (it is moved per request).
-            return by(deadline, Box::pin(self.pooled(req))).await;
+            return by(deadline, Box::pin(self.pooled(req, again))).await;
         };
         let Lease { conn, timer, .. } = &mut lease;
         let timer = timer.get_or_insert_with(|| LazyTimer::new(deadline));
         timer
-            .within(deadline, self.exchange(req, conn, started))
+            .within(deadline, self.exchange(req, conn, started, again))
             .await
     }
 
     /// One request on the connection in `slot` (opened when there is none, it was closed
     /// or it has been idle too long), which is put back once the answer has come. `now`:
-    /// when the request started.
+    /// when the request started; `again` builds the request anew, when it may be resent.
     async fn exchange(
         &self,
         req: Request<UpBody>,
         slot: &mut Option<Kept>,
         now: std::time::Instant,
+        again: Option<impl FnOnce() -> Request<UpBody>>,
     ) -> Result<Response<Incoming>, SendError> {
         let mut reused = slot.take().filter(|c| {
             !c.send.is_closed() && now.saturating_duration_since(c.used) < self.idle_timeout
@@ -247,11 +258,10 @@ impl Upstream {
         }
         let req = match reused {
             Some(mut conn) => {
-                let resend = Resend::of(&req);
                 conn.heard.clear();
                 match conn.send.try_send_request(req).await {
                     Ok(resp) => return Ok(keep(slot, conn, resp, now)),
-                    Err(mut e) => match (e.take_message(), resend) {
+                    Err(mut e) => match (e.take_message(), again) {
                         // Closed under us before the request left: never sent, so send it anew.
                         (Some(req), _) => req,
                         // Sent, and the connection closed without a word: may be sent again.
@@ -260,7 +270,7 @@ impl Upstream {
                                 error = %e.error(),
                                 "upstream closed a kept connection; sending again"
                             );
-                            again.request()
+                            again()
                         }
                         (None, _) => return Err(e.into_error().into()),
                     },
@@ -344,29 +354,45 @@ fn host_header(authority: &http::uri::Authority) -> HeaderValue {
     HeaderValue::try_from(host).expect("a URL's host and port are a valid header")
 }
 
-/// What it takes to send a request again: kept only for a request that may be sent
-/// again (RFC 9112 §9.3.1), an idempotent method with no body.
+/// What it takes to build a request again, kept only for one that may be sent again (RFC
+/// 9112 §9.3.1: an idempotent method with no body): its method and target, and what the
+/// client contributed to its headers. keygate's own headers are added anew
+/// ([`Upstream::again`]), so a keep-alive GET with no headers of the client's beyond
+/// `Host` and the key keeps nothing that costs a copy.
 struct Resend {
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    client_headers: HeaderMap,
+    client_host: Option<HeaderValue>,
 }
 
 impl Resend {
-    fn of(req: &Request<UpBody>) -> Option<Self> {
-        let bodiless = matches!(req.body(), Either::Right(_));
-        (bodiless && req.method().is_idempotent()).then(|| Self {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        })
+    /// From the request's parts after [`rewrite::strip_client_headers`].
+    fn keep(parts: &http::request::Parts, client_host: Option<&HeaderValue>) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            // An empty map allocates nothing; `clone` would copy the index table.
+            client_headers: if parts.headers.is_empty() {
+                HeaderMap::new()
+            } else {
+                parts.headers.clone()
+            },
+            client_host: client_host.cloned(),
+        }
     }
+}
 
-    fn request(self) -> Request<UpBody> {
+impl Upstream {
+    /// The request `resend` keeps, rebuilt with keygate's headers as the first time.
+    fn again(&self, resend: Resend, permit: &Permitted, hop: Hop<'_>) -> Request<UpBody> {
+        let mut headers = resend.client_headers;
+        rewrite::add_gateway_headers(&mut headers, permit, hop, resend.client_host);
+        headers.insert(header::HOST, self.host.clone());
         let mut req = Request::new(Either::Right(Empty::new()));
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.headers_mut() = self.headers;
+        *req.method_mut() = resend.method;
+        *req.uri_mut() = resend.uri;
+        *req.headers_mut() = headers;
         req
     }
 }

@@ -124,9 +124,20 @@ pub fn rewrite_request_headers(
     hop: Hop<'_>,
     websocket: bool,
 ) {
-    // Room for what is added below (identity, forwarding, `Host`): one growth, not several.
-    h.reserve(ADDED_HEADERS);
-    let original_host = h.remove(header::HOST);
+    let client_host = strip_client_headers(h, key_header, websocket);
+    add_gateway_headers(h, permit, hop, client_host);
+}
+
+/// The first half of [`rewrite_request_headers`]: removes what the client sent that must
+/// not reach the upstream (hop-by-hop headers, the key, `X-Keygate-*`, `Host`); returns the
+/// client's `Host`, for `X-Forwarded-Host`. What is left is all the client contributes, so
+/// it is all a request that may be sent again needs to keep.
+pub fn strip_client_headers(
+    h: &mut HeaderMap,
+    key_header: &HeaderName,
+    websocket: bool,
+) -> Option<HeaderValue> {
+    let client_host = h.remove(header::HOST);
     strip_hop_by_hop(h);
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -142,12 +153,25 @@ pub fn rewrite_request_headers(
     for name in spoofed {
         h.remove(name);
     }
+    client_host
+}
+
+/// The second half of [`rewrite_request_headers`]: adds keygate's own headers (identity,
+/// forwarding) to what [`strip_client_headers`] left.
+pub fn add_gateway_headers(
+    h: &mut HeaderMap,
+    permit: &Permitted,
+    hop: Hop<'_>,
+    client_host: Option<HeaderValue>,
+) {
+    // Room for what is added below (identity, forwarding, `Host`): one growth, not several.
+    h.reserve(ADDED_HEADERS);
     // Public routes forward with no identity headers at all.
     if permit.who().is_some() {
         insert_identity(h, permit, false);
     }
     forwarding_headers(h, hop);
-    if let Some(host) = original_host {
+    if let Some(host) = client_host {
         h.insert(X_FORWARDED_HOST, host);
     }
 }

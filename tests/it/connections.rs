@@ -275,12 +275,18 @@ fn content_length(head: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// The request's method, or `unidentified` when its head lacks keygate's identity headers
+/// (a request built anew for a resend must carry them as the first one did).
 fn method(buf: &[u8]) -> String {
-    String::from_utf8_lossy(buf)
-        .split(' ')
+    let text = String::from_utf8_lossy(buf).to_ascii_lowercase();
+    let head = &text[..head_end(text.as_bytes()).unwrap_or(text.len())];
+    if !head.contains("\r\nx-keygate-key-id: ") || !head.contains("\r\nx-forwarded-for: ") {
+        return "unidentified".to_owned();
+    }
+    head.split(' ')
         .next()
         .unwrap_or_default()
-        .to_owned()
+        .to_ascii_uppercase()
 }
 
 #[tokio::test]
@@ -299,7 +305,12 @@ async fn gets_survive_an_upstream_that_closes_kept_connections_and_posts_are_not
             let http = client();
             let mut statuses = Vec::new();
             for _ in 0..25 {
-                let resp = http.get(&target).header("X-API-Key", &key).send().await;
+                let resp = http
+                    .get(&target)
+                    .header("X-API-Key", &key)
+                    .header("X-Client-Trace", "t")
+                    .send()
+                    .await;
                 statuses.push(resp.map_or(0, |r| r.status().as_u16()));
             }
             statuses
@@ -311,6 +322,16 @@ async fn gets_survive_an_upstream_that_closes_kept_connections_and_posts_are_not
     }
     let bad: Vec<u16> = statuses.iter().copied().filter(|&s| s != 200).collect();
     assert!(bad.is_empty(), "GETs not answered 200: {bad:?}");
+    let unidentified = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| *m == "unidentified")
+        .count();
+    assert_eq!(
+        unidentified, 0,
+        "requests reached the upstream without identity headers"
+    );
     let gets = received
         .lock()
         .unwrap()
