@@ -12,6 +12,7 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use keygate::cache::{Cache, Lookup};
+use keygate::config::CacheSettings;
 use keygate::keys::{self, KeyRecord, Timestamp};
 use keygate::policy::path::normalise;
 use keygate::policy::{Facts, Policy};
@@ -94,7 +95,12 @@ fn hot_path(c: &mut Criterion) {
         .build()
         .unwrap();
     rt.block_on(store.insert(&rec)).ok();
-    let cache = Cache::new(Duration::from_secs(3600), Duration::from_secs(5), 1_000_000);
+    let cache = Cache::new(&CacheSettings {
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(5),
+        max_entries: 1_000_000,
+        stale_if_error: Duration::ZERO,
+    });
     let hash = secret.hash();
     rt.block_on(cache.lookup(&hash, &store)).unwrap();
     c.bench_function("cache hit", |b| {

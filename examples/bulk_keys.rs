@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let mut first: Option<(Config, Policy)> = None;
     for path in &a.configs {
         let cfg = Config::load(path).with_context(|| format!("{}", path.display()))?;
-        stores.push(keygate::app::open_store(&cfg.store, cfg.store_timeout)?);
+        stores.push(keygate::app::open_store(&cfg.store)?);
         if first.is_none() {
             let policy = Policy::load(&cfg.policy)?;
             first = Some((cfg, policy));
@@ -92,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
         workers.push(tokio::spawn(async move {
             let rules = Rules {
                 policy: &policy,
-                prefix: &cfg.key_prefix,
-                max_ttl: cfg.key_max_ttl,
+                prefix: &cfg.keys.prefix,
+                max_ttl: cfg.keys.max_ttl,
             };
             for i in 0..n {
                 let new = NewKey {
@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let (record, secret) = if direct {
                     let prepared = lifecycle::prepare(&rules, new)?;
-                    let (record, secret) = lifecycle::mint(&cfg.key_prefix, prepared, "bulk_keys");
+                    let (record, secret) = lifecycle::mint(&cfg.keys.prefix, prepared, "bulk_keys");
                     stores[0].insert(&record).await?;
                     (record, secret)
                 } else {

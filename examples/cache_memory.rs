@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use keygate::cache::Cache;
+use keygate::config::CacheSettings;
 use keygate::keys::{self, KeyHash, KeyRecord, Timestamp};
 use keygate::store::{AuditEvent, Invalidation, KeyStore, ListQuery, Page, StoreError};
 
@@ -120,11 +121,16 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let (ttl, negative) = (Duration::from_secs(3600), Duration::from_secs(3600));
+    let settings = CacheSettings {
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(3600),
+        max_entries: n,
+        stale_if_error: Duration::ZERO,
+    };
     let known = Synthetic { known: true };
     let unknown = Synthetic { known: false };
 
-    let cache = Cache::new(ttl, negative, n);
+    let cache = Cache::new(&settings);
     let before = rss();
     look_up_new_keys(&cache, &known, n);
     let after = rss();
@@ -145,7 +151,7 @@ fn main() {
     );
     assert!(cache.len() <= n);
 
-    let empty = Cache::new(ttl, negative, n);
+    let empty = Cache::new(&settings);
     let before = rss();
     look_up_new_keys(&empty, &unknown, flood);
     println!(

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use keygate::cache::{Cache, Lookup};
-use keygate::config::Config;
+use keygate::config::{CacheSettings, Config};
 use keygate::keys::{self, KeyHash};
 
 #[tokio::main(flavor = "current_thread")]
@@ -35,11 +35,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let cfg = Config::load(&config.unwrap())?;
-    let store = keygate::app::open_store(&cfg.store, cfg.store_timeout)?;
+    let store = keygate::app::open_store(&cfg.store)?;
     let hashes: Vec<KeyHash> = std::fs::read_to_string(&keys_file)?
         .lines()
         .take(sample)
-        .map(|s| keys::parse(s, &cfg.key_prefix).unwrap())
+        .map(|s| keys::parse(s, &cfg.keys.prefix).unwrap())
         .collect();
 
     let mut misses = Vec::with_capacity(hashes.len());
@@ -52,7 +52,12 @@ async fn main() -> anyhow::Result<()> {
     misses.sort();
     let pct = |p: usize| misses[(misses.len() - 1) * p / 100];
 
-    let cache = Cache::new(Duration::from_secs(3600), Duration::from_secs(5), 1_000_000);
+    let cache = Cache::new(&CacheSettings {
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(5),
+        max_entries: 1_000_000,
+        stale_if_error: Duration::ZERO,
+    });
     for h in &hashes {
         cache.lookup(h, &*store).await?;
     }

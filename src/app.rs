@@ -78,13 +78,11 @@ pub enum ServeError {
 
 /// Opens the key store the config names, for a command or a Redis-backed server. A Redis
 /// store opens even while Redis is down (it connects on first use), so the gateway starts
-/// and `/readyz` tells the truth. `timeout` bounds each registry round trip. Needs a tokio
-/// runtime.
-pub fn open_store(
-    store: &config::Store,
-    timeout: Duration,
-) -> Result<Arc<dyn KeyStore>, ServeError> {
-    match store {
+/// and `/readyz` tells the truth. `store.timeout` bounds each registry round trip. Needs a
+/// tokio runtime.
+pub fn open_store(store: &config::StoreSettings) -> Result<Arc<dyn KeyStore>, ServeError> {
+    let timeout = store.timeout;
+    match &store.backend {
         config::Store::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
         config::Store::Redis { url } => Ok(Arc::new(RedisStore::open(
             &Target::Single(url.clone()),
@@ -126,36 +124,28 @@ impl App {
         let live_policy = Arc::new(ArcSwap::from_pointee(policy));
         // A server starts even when its store cannot be opened yet: it fails closed
         // (503) until it can, and recovers without a restart.
-        let store: Arc<dyn KeyStore> = match &config.store {
+        let store: Arc<dyn KeyStore> = match &config.store.backend {
             config::Store::Embedded { path } => Arc::new(DeferredEmbedded::new(path.clone())),
-            other => open_store(other, config.store_timeout)?,
+            config::Store::Redis { .. } | config::Store::RedisCluster { .. } => {
+                open_store(&config.store)?
+            }
         };
-        let cache = Arc::new(
-            Cache::new(
-                config.cache_ttl,
-                config.cache_negative_ttl,
-                config.cache_max_entries,
-            )
-            .with_stale_if_error(config.cache_stale_if_error),
-        );
+        let cache = Arc::new(Cache::new(&config.cache));
         let upstream = Upstream::new(
             &config.upstream,
-            config.upstream_timeout,
-            config.upstream_connect_timeout,
-            config.upstream_idle_timeout,
-            config.key_header.clone(),
-            config.max_body_bytes,
+            config.keys.header.clone(),
+            config.limits.max_body_bytes,
             config.trusted_proxies.clone(),
         );
         let usage = Arc::new(Usage::default());
-        let expiring = Arc::new(Expiring::new(config.key_expiry_warning));
+        let expiring = Arc::new(Expiring::new(config.keys.expiry_warning));
         let authn = Arc::new(Authn {
-            header: config.key_header.clone(),
-            header_display: config.key_header_display.clone(),
-            prefix: config.key_prefix.clone(),
+            header: config.keys.header.clone(),
+            header_display: config.keys.header_display.clone(),
+            prefix: config.keys.prefix.clone(),
             cache: Arc::clone(&cache),
             store: Arc::clone(&store),
-            timeout: config.store_timeout,
+            timeout: config.store.timeout,
         });
         let proxy = Arc::new(Proxy {
             policy: Arc::clone(&live_policy),
@@ -170,15 +160,15 @@ impl App {
         let admin = Arc::new(Admin {
             store,
             expiring,
-            store_timeout: config.store_timeout.max(Duration::from_secs(1)),
+            store_timeout: config.store.timeout.max(Duration::from_secs(1)),
             policy: Arc::clone(&live_policy),
             cache,
             usage,
             authn,
-            max_ttl: config.key_max_ttl,
-            token: admin_token(config.admin_token_env.as_deref()),
-            console: Console::new(&config.key_prefix, &config.key_header_display),
-            openapi: openapi::Document::new(&config.key_header_display),
+            max_ttl: config.keys.max_ttl,
+            token: admin_token(config.admin.token_env.as_deref()),
+            console: Console::new(&config.keys.prefix, &config.keys.header_display),
+            openapi: openapi::Document::new(&config.keys.header_display),
         });
         let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
         Ok(Self {
@@ -207,17 +197,18 @@ impl App {
         });
         let background = self.spawn_background();
         let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout)
-            .max_buf_size(self.config.max_header_bytes.max(8192));
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
+        let limits = self.config.limits;
+        let builder = Arc::new(http_builder(&limits));
+        let proxy_side = Arc::new(ProxySide {
+            builder: Arc::clone(&builder),
+            proxy: Arc::clone(&self.proxy),
+            tls: self.tls.clone(),
+            opening: limits.header_read_timeout,
+            max_head: limits.max_header_bytes,
+        });
 
-        let slots = Slots::new(self.config.max_connections);
-        let opening = self.config.header_read_timeout;
+        let slots = Slots::new(limits.max_connections);
+        let opening = limits.header_read_timeout;
         let accepting = async {
             tokio::join!(
                 accept_each(
@@ -226,12 +217,8 @@ impl App {
                     |stream, peer, slot| {
                         let _ = stream.set_nodelay(true);
                         tokio::spawn(serve_proxy_connection(
-                            Arc::clone(&builder),
+                            Arc::clone(&proxy_side),
                             graceful.watcher(),
-                            Arc::clone(&self.proxy),
-                            self.tls.clone(),
-                            opening,
-                            self.config.max_header_bytes,
                             stream,
                             peer,
                             slot,
@@ -285,7 +272,7 @@ impl App {
         drop(admin);
         drop(forward_auth);
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(self.config.drain_timeout, graceful.shutdown())
+        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
             .await
             .is_err()
         {
@@ -338,7 +325,7 @@ impl App {
             }
         }));
         let p = Arc::clone(&self.proxy);
-        let every = self.config.cache_ttl.max(Duration::from_secs(1));
+        let every = self.config.cache.ttl.max(Duration::from_secs(1));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -358,6 +345,18 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// Forward-auth sub-requests (`forward_auth.listen`), when configured.
     pub forward_auth: Option<TcpListener>,
+}
+
+/// The HTTP/1.1 + HTTP/2 server every listener serves with, bounded by `limits:`.
+fn http_builder(limits: &config::LimitSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder.http2().timer(TokioTimer::new());
+    builder
 }
 
 /// Accepts connections on `listener` and serves each once it has a slot. At the cap the
@@ -416,21 +415,35 @@ fn spawn_plain<A, F, B>(
     });
 }
 
-/// One proxy connection: TLS handshake if configured, then HTTP/1.1 or HTTP/2 with
-/// upgrades; the handshake and the first request come within `opening` ([`opening`]).
-/// `_slot` is the connection-cap permit, freed on return.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
-async fn serve_proxy_connection(
+/// What every proxy connection is served with: built once per [`App::serve`], shared.
+struct ProxySide {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
+    /// `limits.header_read_timeout`: the handshake and the first request come within it.
     opening: Duration,
+    /// `limits.max_header_bytes`: the framing guard's bound on a request head.
     max_head: usize,
+}
+
+/// One proxy connection: TLS handshake if configured, then HTTP/1.1 or HTTP/2 with
+/// upgrades; the handshake and the first request come within `side.opening` ([`opening`]).
+/// `_slot` is the connection-cap permit, freed on return.
+async fn serve_proxy_connection(
+    side: Arc<ProxySide>,
+    watcher: Watcher,
     stream: TcpStream,
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 ) {
+    let ProxySide {
+        builder,
+        proxy,
+        tls,
+        opening,
+        max_head,
+    } = &*side;
+    let (proxy, max_head) = (Arc::clone(proxy), *max_head);
     // Every connection's bytes pass the framing guard on their way to hyper.
     let framing = Ambiguous::default();
     let opened = Opened::default();
@@ -438,27 +451,18 @@ async fn serve_proxy_connection(
         match tls {
             None => {
                 let io = TokioIo::new(Guarded::new(stream, framing.clone(), max_head));
-                serve_http(
-                    &builder,
-                    watcher,
-                    proxy,
-                    io,
-                    (peer, false),
-                    &opened,
-                    framing,
-                )
-                .await;
+                serve_http(builder, watcher, proxy, io, (peer, false), &opened, framing).await;
             }
             Some(acceptor) => match acceptor.accept(stream).await {
                 Ok(s) => {
                     let io = TokioIo::new(Guarded::new(s, framing.clone(), max_head));
-                    serve_http(&builder, watcher, proxy, io, (peer, true), &opened, framing).await;
+                    serve_http(builder, watcher, proxy, io, (peer, true), &opened, framing).await;
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             },
         }
     };
-    opening::within(opening, &opened, serve).await;
+    opening::within(*opening, &opened, serve).await;
 }
 
 /// `hop`: the peer, and whether the connection is TLS.

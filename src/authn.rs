@@ -119,6 +119,7 @@ impl Authn {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::config::CacheSettings;
     use crate::keys::Timestamp;
     use crate::store::embedded::EmbeddedStore;
     use http::HeaderValue;
@@ -128,11 +129,12 @@ mod tests {
             header: HeaderName::from_static("x-custom-key"),
             header_display: "X-Custom-Key".to_owned(),
             prefix: "kg_".to_owned(),
-            cache: Arc::new(Cache::new(
-                Duration::from_secs(60),
-                Duration::from_secs(5),
-                100,
-            )),
+            cache: Arc::new(Cache::new(&CacheSettings {
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+                max_entries: 100,
+                stale_if_error: Duration::ZERO,
+            })),
             store,
             timeout: Duration::from_secs(1),
         }

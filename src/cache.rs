@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::config::CacheSettings;
 use crate::keys::{KeyHash, KeyRecord};
 use crate::store::{Invalidation, KeyStore, StoreError};
 
@@ -65,23 +66,18 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(ttl: Duration, negative_ttl: Duration, max_entries: usize) -> Self {
+    /// An empty cache with the `cache:` settings (`stale_if_error`: how long past its
+    /// ttl a known key may be served while the store errs).
+    pub fn new(settings: &CacheSettings) -> Self {
         Self {
             map: DashMap::default(),
-            ttl,
-            negative_ttl,
-            max_entries: max_entries.max(1),
-            stale_if_error: Duration::ZERO,
+            ttl: settings.ttl,
+            negative_ttl: settings.negative_ttl,
+            max_entries: settings.max_entries.max(1),
+            stale_if_error: settings.stale_if_error,
             epoch: AtomicU64::new(0),
             stats: CacheStats::default(),
         }
-    }
-
-    /// Lets a known key be served up to `stale` past its ttl while the store errs.
-    #[must_use]
-    pub fn with_stale_if_error(mut self, stale: Duration) -> Self {
-        self.stale_if_error = stale;
-        self
     }
 
     /// The record for `hash`, from the cache while fresh, else from `store`.
@@ -231,7 +227,12 @@ mod tests {
     async fn a_flood_of_unknown_keys_never_grows_past_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
-        let cache = Cache::new(Duration::from_secs(60), Duration::from_secs(60), 10);
+        let cache = Cache::new(&CacheSettings {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            max_entries: 10,
+            stale_if_error: Duration::ZERO,
+        });
         for _ in 0..200 {
             let hash = keys::generate("kg_").hash();
             assert!(matches!(
@@ -264,7 +265,12 @@ mod tests {
     async fn an_invalidation_drops_the_entry_even_a_negative_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
-        let cache = Cache::new(Duration::from_secs(60), Duration::from_secs(60), 100);
+        let cache = Cache::new(&CacheSettings {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            max_entries: 100,
+            stale_if_error: Duration::ZERO,
+        });
         let secret = keys::generate("kg_");
         assert!(matches!(
             cache.lookup(&secret.hash(), &store).await.unwrap(),

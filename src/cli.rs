@@ -276,16 +276,16 @@ async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
         cfg.listen = l;
     }
     if let Some(l) = args.admin_listen {
-        cfg.admin_listen = l;
+        cfg.admin.listen = l;
     }
     if let Some(u) = args.upstream {
-        cfg.upstream = config::parse_upstream(&u)
+        cfg.upstream.url = config::parse_upstream(&u)
             .map_err(|m| Exit(1, format!("error: --upstream: {m}")))?
             .0;
     }
-    let _log = crate::logging::init(cfg.log_format, &cfg.log_level);
+    let _log = crate::logging::init(cfg.log.format, &cfg.log.level);
     let (listen, admin_listen, forward_auth_listen) =
-        (cfg.listen, cfg.admin_listen, cfg.forward_auth_listen);
+        (cfg.listen, cfg.admin.listen, cfg.forward_auth_listen);
     let app = App::build(cfg).map_err(|e| match e {
         app::ServeError::Policy(PolicyError::Invalid(d)) => Exit(1, d.to_string()),
         other => fail(other),
@@ -351,7 +351,7 @@ fn check(config_path: &Path) -> Result<(), Exit> {
     if let Some(t) = &cfg.tls {
         crate::tls::Certs::load(&t.cert, &t.key).map_err(fail)?;
     }
-    let store = match &cfg.store {
+    let store = match &cfg.store.backend {
         config::Store::Embedded { path } => format!("embedded {}", path.display()),
         config::Store::Redis { url } => format!("redis {}", redact_url(url)),
         config::Store::RedisCluster { seeds } => format!("redis cluster of {} seeds", seeds.len()),
@@ -359,7 +359,7 @@ fn check(config_path: &Path) -> Result<(), Exit> {
     println!(
         "ok: {} (upstream {}, store {store}); {}: {}",
         config_path.display(),
-        cfg.upstream,
+        cfg.upstream.url,
         cfg.policy.display(),
         policy.summary()
     );
@@ -385,15 +385,15 @@ impl KeysEnv {
     fn open(config_path: &Path) -> Result<Self, Exit> {
         let cfg = load_config(config_path)?;
         let policy = load_policy(&cfg.policy)?;
-        let store = app::open_store(&cfg.store, cfg.store_timeout).map_err(fail)?;
+        let store = app::open_store(&cfg.store).map_err(fail)?;
         Ok(Self { cfg, policy, store })
     }
 
     fn rules(&self) -> Rules<'_> {
         Rules {
             policy: &self.policy,
-            prefix: &self.cfg.key_prefix,
-            max_ttl: self.cfg.key_max_ttl,
+            prefix: &self.cfg.keys.prefix,
+            max_ttl: self.cfg.keys.max_ttl,
         }
     }
 }

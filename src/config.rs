@@ -246,41 +246,91 @@ pub enum Store {
     RedisCluster { seeds: Vec<String> },
 }
 
-/// The validated configuration. Built only by [`Config::load`] / [`Config::parse`].
+/// The validated configuration, one section per section of the file. Built only by
+/// [`Config::load`] / [`Config::parse`]; each part of the gateway takes the sections it
+/// uses whole (`Cache::new(&config.cache)`), so a new setting is one field, not a new
+/// argument on every constructor between here and its user.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file this came from (for messages).
     pub file: PathBuf,
     pub listen: SocketAddr,
     pub tls: Option<Tls>,
-    pub upstream: http::Uri,
-    pub upstream_timeout: Duration,
-    pub upstream_connect_timeout: Duration,
-    /// A kept-alive upstream connection unused for this long is not used again.
-    pub upstream_idle_timeout: Duration,
-    pub admin_listen: SocketAddr,
-    pub admin_token_env: Option<String>,
-    pub store: Store,
-    /// The longest a request waits for the registry before it is refused with 503.
-    pub store_timeout: Duration,
-    pub cache_ttl: Duration,
-    pub cache_negative_ttl: Duration,
-    pub cache_max_entries: usize,
-    /// How long past `cache_ttl` a cached key may still be served while the registry
-    /// errs (0 = never: uncached or expired keys get 503 during an outage).
-    pub cache_stale_if_error: Duration,
-    pub key_prefix: String,
-    pub key_max_ttl: Option<Duration>,
-    /// Keys in use this close to their expiry are logged and counted.
-    pub key_expiry_warning: Duration,
-    /// The request header that carries the key (`X-API-Key` unless configured).
-    pub key_header: http::HeaderName,
-    /// The key header as written in the config, for messages and `WWW-Authenticate`.
-    pub key_header_display: String,
+    pub upstream: UpstreamSettings,
+    pub admin: AdminSettings,
+    pub store: StoreSettings,
+    pub cache: CacheSettings,
+    pub keys: KeySettings,
     pub policy: PathBuf,
-    pub log_format: LogFormat,
-    pub log_level: String,
+    pub log: LogSettings,
+    /// `forward_auth.listen`, when forward-auth sub-requests are served.
     pub forward_auth_listen: Option<SocketAddr>,
+    pub limits: LimitSettings,
+    /// Peers whose `X-Forwarded-For`/`-Proto` are kept (and appended to); nobody by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `upstream:`: where allowed requests go, and how long keygate waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub url: http::Uri,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A kept-alive upstream connection unused for this long is not used again.
+    pub idle_timeout: Duration,
+}
+
+/// `admin:`: the admin listener and its bootstrap token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// The env var holding the bootstrap admin token, if any.
+    pub token_env: Option<String>,
+}
+
+/// `store:`: the key registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `kind` with its `path`, `url` or `cluster`.
+    pub backend: Store,
+    /// The longest a request waits for the registry before it is refused with 503.
+    pub timeout: Duration,
+}
+
+/// `cache:`: the key-record cache in front of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_entries: usize,
+    /// How long past `ttl` a cached key may still be served while the registry
+    /// errs (0 = never: uncached or expired keys get 503 during an outage).
+    pub stale_if_error: Duration,
+}
+
+/// `keys:`: what a key looks like, where it is sent, how long it may live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySettings {
+    pub prefix: String,
+    /// The request header that carries the key (`X-API-Key` unless configured).
+    pub header: http::HeaderName,
+    /// The key header as written in the config, for messages and `WWW-Authenticate`.
+    pub header_display: String,
+    pub max_ttl: Option<Duration>,
+    /// Keys in use this close to their expiry are logged and counted.
+    pub expiry_warning: Duration,
+}
+
+/// `log:`: the stderr log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// `limits:`: connection and request bounds (not `crate::limits`, the per-key rate limits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     /// Open client connections across listeners; at the cap, keygate stops accepting.
@@ -289,8 +339,6 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Larger request bodies are refused with 413 (declared) or cut off (streamed).
     pub max_body_bytes: u64,
-    /// Peers whose `X-Forwarded-For`/`-Proto` are kept (and appended to); nobody by default.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -355,35 +403,49 @@ impl Config {
                 cert: here(&t.cert),
                 key: here(&t.key),
             }),
-            upstream: raw.upstream.url.0,
-            upstream_timeout: or(raw.upstream.timeout, Duration::from_secs(30)),
-            upstream_connect_timeout: or(raw.upstream.connect_timeout, Duration::from_secs(5)),
-            upstream_idle_timeout: or(raw.upstream.idle_timeout, DEFAULT_UPSTREAM_IDLE),
-            admin_listen: raw
-                .admin
-                .listen
-                .map_or(SocketAddr::from(([127, 0, 0, 1], 8081)), |a| a.0),
-            admin_token_env: raw.admin.token_env,
-            store,
-            store_timeout,
-            cache_ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),
-            cache_negative_ttl: or(raw.cache.negative_ttl, Duration::from_secs(5)),
-            cache_max_entries,
-            cache_stale_if_error: raw.cache.stale_if_error.map_or(Duration::ZERO, |d| d.0),
-            key_prefix,
-            key_max_ttl: raw.keys.max_ttl.map(|d| d.0),
-            key_expiry_warning: or(raw.keys.expiry_warning, Duration::from_secs(7 * 86_400)),
-            key_header,
-            key_header_display,
+            upstream: UpstreamSettings {
+                url: raw.upstream.url.0,
+                timeout: or(raw.upstream.timeout, Duration::from_secs(30)),
+                connect_timeout: or(raw.upstream.connect_timeout, Duration::from_secs(5)),
+                idle_timeout: or(raw.upstream.idle_timeout, DEFAULT_UPSTREAM_IDLE),
+            },
+            admin: AdminSettings {
+                listen: raw
+                    .admin
+                    .listen
+                    .map_or(SocketAddr::from(([127, 0, 0, 1], 8081)), |a| a.0),
+                token_env: raw.admin.token_env,
+            },
+            store: StoreSettings {
+                backend: store,
+                timeout: store_timeout,
+            },
+            cache: CacheSettings {
+                ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),
+                negative_ttl: or(raw.cache.negative_ttl, Duration::from_secs(5)),
+                max_entries: cache_max_entries,
+                stale_if_error: raw.cache.stale_if_error.map_or(Duration::ZERO, |d| d.0),
+            },
+            keys: KeySettings {
+                prefix: key_prefix,
+                header: key_header,
+                header_display: key_header_display,
+                max_ttl: raw.keys.max_ttl.map(|d| d.0),
+                expiry_warning: or(raw.keys.expiry_warning, Duration::from_secs(7 * 86_400)),
+            },
             policy: here(raw.policy.as_deref().unwrap_or(Path::new("policy.yaml"))),
-            log_format: raw.log.format,
-            log_level,
+            log: LogSettings {
+                format: raw.log.format,
+                level: log_level,
+            },
             forward_auth_listen: raw.forward_auth.map(|f| f.listen.0),
-            header_read_timeout: or(raw.limits.header_read_timeout, Duration::from_secs(30)),
-            max_header_bytes,
-            max_connections: raw.limits.max_connections.unwrap_or(10_000).max(1),
-            drain_timeout: or(raw.limits.drain_timeout, Duration::from_secs(10)),
-            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            limits: LimitSettings {
+                header_read_timeout: or(raw.limits.header_read_timeout, Duration::from_secs(30)),
+                max_header_bytes,
+                max_connections: raw.limits.max_connections.unwrap_or(10_000).max(1),
+                drain_timeout: or(raw.limits.drain_timeout, Duration::from_secs(10)),
+                max_body_bytes: raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            },
             trusted_proxies: raw.trusted_proxies.into_iter().map(|c| c.0).collect(),
         })
     }

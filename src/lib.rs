@@ -15,7 +15,8 @@
 //!     `cli::explain`: `keygate policy explain` → keys, policy, proxy
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
 //!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
-//! - [`config`]: YAML → validated, immutable `Config`; no network → yaml
+//! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file
+//!   (`config.cache`, `config.upstream`, …), each passed whole to its user; no network → yaml
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
 //! - [`headers`]: the "at most one value of this header" rule shared by every reader → (none)
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
@@ -31,7 +32,7 @@
 //!     health, subscriber, and `testing` (real `redis-server`s for every test target)
 //!   - [`store::deferred`]: an embedded store opened on first use, retried until it opens
 //! - [`cache`]: dashmap hash → record with ttl, negative ttl, bound, invalidation,
-//!   serve-stale on store errors (`stale_if_error`) → keys, store
+//!   serve-stale on store errors (`stale_if_error`) → config (`CacheSettings`), keys, store
 //! - [`authn`]: the key header → parse → cache look-up (`store.timeout`, `stale_if_error`),
 //!   one path for the proxy and the admin API; typed errors each maps itself → keys, cache, store
 //! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
@@ -48,7 +49,7 @@
 //! - [`proxy`]: THE request flow, top-down → authn, cache, expiry, headers, keys, limits,
 //!   logging, metrics, policy, store, usage
 //!   - [`proxy::forward`]: upstream client, streaming, upgrades, resend rule; decides nothing
-//!     → policy (`Permitted` only; it never reads the policy)
+//!     → config (`UpstreamSettings`), policy (`Permitted` only; it never reads the policy)
 //!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity, X-Forwarded-*
 //!     → policy (`Permitted` only)
 //!   - [`proxy::affinity`]: a client connection's own upstream connection (lease, keep) → (none)

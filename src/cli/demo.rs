@@ -54,11 +54,11 @@ pub async fn run() -> anyhow::Result<()> {
     )?;
     let cfg = Config::load(&config_file)?;
     let policy = Policy::load(&cfg.policy)?;
-    let store = app::open_store(&cfg.store, cfg.store_timeout)?;
+    let store = app::open_store(&cfg.store)?;
     let rules = Rules {
         policy: &policy,
-        prefix: &cfg.key_prefix,
-        max_ttl: cfg.key_max_ttl,
+        prefix: &cfg.keys.prefix,
+        max_ttl: cfg.keys.max_ttl,
     };
     let new = NewKey {
         name: "demo".to_owned(),

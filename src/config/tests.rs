@@ -16,21 +16,21 @@ fn first_error(text: &str) -> String {
 fn only_upstream_is_required_and_defaults_apply() {
     let c = parse("upstream:\n  url: http://127.0.0.1:9000\n").unwrap();
     assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(c.admin_listen, "127.0.0.1:8081".parse().unwrap());
+    assert_eq!(c.admin.listen, "127.0.0.1:8081".parse().unwrap());
     assert_eq!(
-        c.store,
+        c.store.backend,
         Store::Embedded {
             path: PathBuf::from("/etc/kg/data/keygate.db")
         }
     );
-    assert_eq!(c.cache_ttl, Duration::from_secs(60));
-    assert_eq!(c.cache_negative_ttl, Duration::from_secs(5));
-    assert_eq!(c.cache_max_entries, 1_000_000);
-    assert_eq!(c.key_prefix, "kg_");
-    assert_eq!(c.key_max_ttl, None);
+    assert_eq!(c.cache.ttl, Duration::from_secs(60));
+    assert_eq!(c.cache.negative_ttl, Duration::from_secs(5));
+    assert_eq!(c.cache.max_entries, 1_000_000);
+    assert_eq!(c.keys.prefix, "kg_");
+    assert_eq!(c.keys.max_ttl, None);
     assert_eq!(c.policy, PathBuf::from("/etc/kg/policy.yaml"));
-    assert_eq!(c.log_format, LogFormat::Text);
-    assert_eq!(c.key_header, "x-api-key");
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.keys.header, "x-api-key");
 }
 
 #[test]
@@ -102,19 +102,19 @@ fn redis_addresses_are_parsed_with_their_line_and_column() {
         ))
         .unwrap();
     assert_eq!(
-        c.store,
+        c.store.backend,
         Store::Redis {
             url: "redis://:pw@127.0.0.1:6379/2".into()
         }
     );
-    assert_eq!(c.store_timeout, Duration::from_millis(250));
-    assert_eq!(c.cache_stale_if_error, Duration::from_secs(300));
+    assert_eq!(c.store.timeout, Duration::from_millis(250));
+    assert_eq!(c.cache.stale_if_error, Duration::from_secs(300));
     let c = parse(&format!(
         "{base}  cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n"
     ))
     .unwrap();
-    assert!(matches!(c.store, Store::RedisCluster { ref seeds } if seeds.len() == 2));
-    assert_eq!(c.cache_stale_if_error, Duration::ZERO);
+    assert!(matches!(c.store.backend, Store::RedisCluster { ref seeds } if seeds.len() == 2));
+    assert_eq!(c.cache.stale_if_error, Duration::ZERO);
 }
 
 #[test]

@@ -74,17 +74,23 @@ pub struct Forwarded {
 }
 
 impl Upstream {
+    /// The client for the `upstream:` section; `key_header` is stripped from what is
+    /// forwarded, bodies past `max_body` are refused, `trusted` peers' forwarding headers kept.
+    ///
     /// # Panics
     /// When `url` lacks a scheme or authority; `config` has already checked both.
     pub fn new(
-        url: &Uri,
-        timeout: Duration,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
+        settings: &crate::config::UpstreamSettings,
         key_header: HeaderName,
         max_body: u64,
         trusted: Vec<ipnet::IpNet>,
     ) -> Self {
+        let crate::config::UpstreamSettings {
+            ref url,
+            timeout,
+            connect_timeout,
+            idle_timeout,
+        } = *settings;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
