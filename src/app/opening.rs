@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 /// Set by the connection's service when a request arrives.
@@ -37,15 +38,26 @@ impl Opened {
 
 /// Runs `conn` to its end, unless no request has arrived `limit` after the start: then it
 /// is dropped, which closes the connection.
+///
+/// Once a request has come, the deadline timer is dropped at the next wake-up: a kept-alive
+/// connection's later wake-ups poll only the connection, not a timer as well.
 pub async fn within<F: Future<Output = ()>>(limit: Duration, opened: &Opened, conn: F) {
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        () = &mut conn => return,
-        () = tokio::time::sleep(limit) => {}
-    }
-    if opened.is() {
-        conn.await;
-    } else {
+    let mut deadline = Some(Box::pin(tokio::time::sleep(limit)));
+    let expired = std::future::poll_fn(|cx| {
+        if conn.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        if opened.is() {
+            deadline = None;
+        }
+        match deadline.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx).map(|()| true),
+            None => Poll::Pending,
+        }
+    })
+    .await;
+    if expired {
         tracing::debug!(
             timeout = ?limit,
             "closed a connection that sent no request within the header-read timeout"

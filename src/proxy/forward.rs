@@ -149,7 +149,9 @@ impl Upstream {
             rewrite::strip_client_headers(&mut parts.headers, &self.key_header, websocket);
         let resendable =
             !websocket && matches!(body, Either::Right(_)) && parts.method.is_idempotent();
-        let resend = resendable.then(|| Resend::keep(&parts, client_host.as_ref()));
+        // Boxed: it rides in every future below `send` until the answer comes, and a small
+        // pointer there is cheaper than moving ~250 bytes with each of them.
+        let resend = resendable.then(|| Box::new(Resend::keep(&parts, client_host.as_ref())));
         rewrite::add_gateway_headers(&mut parts.headers, &permit, hop, client_host);
         parts.headers.insert(header::HOST, self.host.clone());
         let again = resend.map(|r| {
@@ -391,7 +393,8 @@ impl Resend {
 
 impl Upstream {
     /// The request `resend` keeps, rebuilt with keygate's headers as the first time.
-    fn again(&self, resend: Resend, permit: &Permitted, hop: Hop<'_>) -> Request<UpBody> {
+    fn again(&self, resend: Box<Resend>, permit: &Permitted, hop: Hop<'_>) -> Request<UpBody> {
+        let resend = *resend;
         let mut headers = resend.client_headers;
         rewrite::add_gateway_headers(&mut headers, permit, hop, resend.client_host);
         headers.insert(header::HOST, self.host.clone());
