@@ -198,17 +198,17 @@ impl App {
         let background = self.spawn_background();
         let graceful = GracefulShutdown::new();
         let limits = self.config.limits;
+        let opening = limits.header_read_timeout;
         let builder = Arc::new(http_builder(&limits));
         let proxy_side = Arc::new(ProxySide {
             builder: Arc::clone(&builder),
             proxy: Arc::clone(&self.proxy),
             tls: self.tls.clone(),
-            opening: limits.header_read_timeout,
+            opening,
             max_head: limits.max_header_bytes,
         });
 
         let slots = Slots::new(limits.max_connections);
-        let opening = limits.header_read_timeout;
         let accepting = async {
             tokio::join!(
                 accept_each(

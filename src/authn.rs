@@ -185,21 +185,9 @@ mod tests {
         let secret = keys::generate("kg_");
         store
             .insert(&KeyRecord {
-                id: keys::new_id("kg_"),
                 hash: secret.hash(),
-                name: "t".into(),
-                description: String::new(),
                 prefix: keys::display_prefix(&secret, "kg_"),
-                user_id: "u".into(),
-                business_id: "b".into(),
-                scopes: vec![],
-                locations: vec![],
-                grants: vec![],
-                created_at: Timestamp::now(),
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-                created_by: "test".into(),
+                ..crate::store::contract::record("kid_authn", "b", "u", Timestamp::now().0)
             })
             .await
             .unwrap();

@@ -22,7 +22,7 @@
 
 mod codec;
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 pub mod deferred;
 pub mod embedded;
 pub mod redis;

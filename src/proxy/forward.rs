@@ -20,6 +20,7 @@
 //! POST, a request with a body, or one partly answered is never resent. The answer
 //! timeout on such a connection is the connection's [`LazyTimer`], and covers the resend.
 
+use std::error::Error;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -152,8 +153,7 @@ impl Upstream {
         // Boxed: it rides in every future below `send` until the answer comes, and a small
         // pointer there is cheaper than moving ~250 bytes with each of them.
         let resend = resendable.then(|| Box::new(Resend::keep(&parts, client_host.as_ref())));
-        rewrite::add_gateway_headers(&mut parts.headers, &permit, hop, client_host);
-        parts.headers.insert(header::HOST, self.host.clone());
+        self.add_ours(&mut parts.headers, &permit, hop, client_host);
         let again = resend.map(|r| {
             let permit = &permit;
             move || self.again(r, permit, hop)
@@ -392,12 +392,24 @@ impl Resend {
 }
 
 impl Upstream {
+    /// keygate's headers on what the client's left (the second half of the rewrite), and
+    /// the upstream's `Host`: the same for the first send and a resend.
+    fn add_ours(
+        &self,
+        headers: &mut HeaderMap,
+        permit: &Permitted,
+        hop: Hop<'_>,
+        client_host: Option<HeaderValue>,
+    ) {
+        rewrite::add_gateway_headers(headers, permit, hop, client_host);
+        headers.insert(header::HOST, self.host.clone());
+    }
+
     /// The request `resend` keeps, rebuilt with keygate's headers as the first time.
     fn again(&self, resend: Box<Resend>, permit: &Permitted, hop: Hop<'_>) -> Request<UpBody> {
         let resend = *resend;
         let mut headers = resend.client_headers;
-        rewrite::add_gateway_headers(&mut headers, permit, hop, resend.client_host);
-        headers.insert(header::HOST, self.host.clone());
+        self.add_ours(&mut headers, permit, hop, resend.client_host);
         let mut req = Request::new(Either::Right(Empty::new()));
         *req.method_mut() = resend.method;
         *req.uri_mut() = resend.uri;
@@ -408,17 +420,11 @@ impl Upstream {
 
 /// Whether the pool's request failed because its connection closed before a complete
 /// answer (hyper's "connection closed before message completed").
-fn closed_unanswered(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<hyper::Error>()
+fn closed_unanswered(e: &(dyn Error + 'static)) -> bool {
+    caused_by(e, |c| {
+        c.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    })
 }
 
 /// The `Content-Length` the client declared, if any (hyper has already refused malformed ones).
@@ -427,15 +433,13 @@ fn declared_length(h: &HeaderMap) -> Option<u64> {
 }
 
 /// Whether the upstream request failed because the client's body passed the limit.
-fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+fn caused_by_body_limit(e: &(dyn Error + 'static)) -> bool {
+    caused_by(e, <dyn Error>::is::<LengthLimitError>)
+}
+
+/// Whether `e`, or an error in its `source()` chain, is one `pick` picks out.
+fn caused_by(e: &(dyn Error + 'static), pick: impl Fn(&(dyn Error + 'static)) -> bool) -> bool {
+    std::iter::successors(Some(e), |&c| c.source()).any(pick)
 }
 
 /// Joins the client's and the upstream's upgraded connections once both are ready.

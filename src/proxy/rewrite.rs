@@ -5,8 +5,9 @@
 //! - the client's key header and every `X-Keygate-*` header are removed before the
 //!   identity headers are added, and the headers a `Connection` header names are removed
 //!   first, so a client cannot use hop-by-hop nominations to drop what keygate adds;
-//! - HTTP/1.1 and HTTP/2 requests are rewritten by the same function
-//!   ([`rewrite_request_headers`]), so the two protocol paths cannot drift;
+//! - HTTP/1.1 and HTTP/2 requests are rewritten by the same two halves
+//!   ([`strip_client_headers`], then [`add_gateway_headers`]; a resend runs the second
+//!   again), so the two protocol paths cannot drift;
 //! - forward-auth answers carry the same identity headers through [`insert_identity`];
 //! - forwarding headers (`X-Forwarded-For`, `-Proto`) from the client are believed only
 //!   from a configured trusted proxy.
@@ -115,8 +116,8 @@ pub struct Hop<'a> {
 /// Headers the upstream request may gain: five identity, three forwarding, `Host`.
 const ADDED_HEADERS: usize = 9;
 
-/// The one place the upstream request's headers are decided, for HTTP/1.1 and HTTP/2
-/// alike.
+/// Both halves of the rewrite in one call, as `forward` runs them for every request (it
+/// calls them apart to keep the client's half for a resend); the criterion bench times it.
 pub fn rewrite_request_headers(
     h: &mut HeaderMap,
     key_header: &HeaderName,
