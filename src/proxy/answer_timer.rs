@@ -46,35 +46,55 @@ impl LazyTimer {
 
     /// `fut`, unless `deadline` passes first. The timer may still be armed for an earlier
     /// request's (earlier) deadline: when that one passes, it is re-armed for this one.
-    pub async fn within<F: Future>(
-        &mut self,
-        deadline: Instant,
+    ///
+    /// A named future, not an `async fn`: an `async fn` keeps its argument `fut` and the
+    /// pinned copy it polls side by side, so the state machine would be twice the size of
+    /// `fut`, and every future above it in the request's chain carries (and moves) that.
+    pub fn within<F: Future>(&mut self, deadline: Instant, fut: F) -> Within<'_, F> {
+        if self.0.deadline() > deadline {
+            self.0.as_mut().reset(deadline);
+        }
+        Within {
+            fut,
+            timer: &mut self.0,
+            deadline,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`LazyTimer::within`]'s future.
+    pub struct Within<'t, F> {
+        #[pin]
         fut: F,
-    ) -> Result<F::Output, TimedOut> {
-        let timer = &mut self.0;
-        if timer.deadline() > deadline {
+        timer: &'t mut Pin<Box<Sleep>>,
+        deadline: Instant,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        // Unconstrained (`tokio::time::timeout` does so once the inner future has spent
+        // the task's budget; here always, which costs nothing): a future that spent the
+        // budget must not keep its deadline from being noticed.
+        let deadline = *this.deadline;
+        let timer = this.timer;
+        while tokio::task::unconstrained(timer.as_mut())
+            .poll_unpin(cx)
+            .is_ready()
+        {
+            if timer.deadline() >= deadline {
+                return Poll::Ready(Err(TimedOut));
+            }
             timer.as_mut().reset(deadline);
         }
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(out));
-            }
-            // Unconstrained (`tokio::time::timeout` does so once the inner future has spent
-            // the task's budget; here always, which costs nothing): a future that spent the
-            // budget must not keep its deadline from being noticed.
-            while tokio::task::unconstrained(timer.as_mut())
-                .poll_unpin(cx)
-                .is_ready()
-            {
-                if timer.deadline() >= deadline {
-                    return Poll::Ready(Err(TimedOut));
-                }
-                timer.as_mut().reset(deadline);
-            }
-            Poll::Pending
-        })
-        .await
+        Poll::Pending
     }
 }
 

@@ -162,7 +162,9 @@ impl Upstream {
         let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         let sent = if multiplexed {
-            by(deadline, self.pooled(req, again)).await
+            // Boxed: the pool's future is large, and unboxed it would grow this one (and
+            // every one above it) for the HTTP/1 requests that never take this branch.
+            by(deadline, Box::pin(self.pooled(req, again))).await
         } else {
             self.own(req, &conn.upstream, started, deadline, again)
                 .await
