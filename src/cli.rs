@@ -403,7 +403,39 @@ fn lifecycle_exit(e: LifecycleError, id: Option<&str>) -> Exit {
         LifecycleError::NotFound => {
             Exit(1, format!("error: no key with id `{}`", id.unwrap_or("")))
         }
-        LifecycleError::Invalid { .. } | LifecycleError::Store(_) => fail(e),
+        LifecycleError::Invalid { field, message } => {
+            Exit(1, format!("error: {}: {message}", flag_of(field)))
+        }
+        LifecycleError::GrantOutsideLocations {
+            role,
+            location,
+            held,
+        } => Exit(
+            1,
+            format!(
+                "error: --grant {role}@{location}: the key may not act at `{location}` ({}), \
+                 so the grant would never apply; add `--location {location}`, or grant \
+                 `{role}` only at the key's locations",
+                lifecycle::held_locations(&held)
+            ),
+        ),
+        LifecycleError::Store(_) => fail(e),
+    }
+}
+
+/// The command-line flag for a lifecycle field (named as in the admin API), so a CLI user
+/// reads the flag they typed.
+fn flag_of(field: &str) -> &str {
+    match field {
+        "name" => "--name",
+        "description" => "--description",
+        "user_id" => "--user",
+        "business_id" => "--business",
+        "scopes" => "--scope",
+        "locations" => "--location",
+        "grants" => "--grant",
+        "expires_in" | "expires_at" => "--expires",
+        other => other,
     }
 }
 

@@ -77,7 +77,7 @@
 //!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
 //!     → config, keys, lifecycle, policy, store
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
-//!     → (none)
+//!     (unknown fields with the config's did-you-mean) → yaml
 //!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
 //!     → (none)
 //!   - [`admin::error`]: `AdminError` → status + JSON (the only such mapping for the admin API)

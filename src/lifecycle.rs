@@ -89,6 +89,19 @@ pub enum LifecycleError {
         field: &'static str,
         message: String,
     },
+    /// A grant at a location the key does not hold (it would never apply). The message
+    /// says the fix in admin-API words; the CLI words it with its flags.
+    #[error(
+        "grants: the role `{role}` is granted at `{location}`, where the key may not act ({}), \
+         so the grant would never apply: add `{location}` to `locations` as well, or grant \
+         the role only at the key's locations",
+        held_locations(.held)
+    )]
+    GrantOutsideLocations {
+        role: String,
+        location: String,
+        held: Vec<String>,
+    },
     #[error("no key with this id")]
     NotFound,
     #[error(transparent)]
@@ -134,6 +147,7 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
     let scopes = check_scopes(rules.policy, new.scopes)?;
     let locations = check_locations(rules.policy, "locations", new.locations)?;
     let grants = check_grants(rules.policy, new.grants)?;
+    check_grants_within(&locations, &grants)?;
     let expires_at = resolve_expiry(new.expiry, rules.max_ttl, now)?;
     Ok(Prepared {
         key: NewKey {
@@ -398,9 +412,46 @@ fn check_grants(policy: &Policy, grants: Vec<Grant>) -> Result<Vec<Grant>, Lifec
         .collect()
 }
 
+/// A role granted at a location the key may not act at would never apply: the request is
+/// refused at that location before any scope is looked at. Refused here, with the fix.
+/// A grant at `*` applies wherever the key may act, so it always fits.
+fn check_grants_within(locations: &[String], grants: &[Grant]) -> Result<(), LifecycleError> {
+    for g in grants {
+        if let Some(l) = g
+            .locations
+            .iter()
+            .find(|l| *l != "*" && !crate::policy::locations_include(locations, l))
+        {
+            return Err(LifecycleError::GrantOutsideLocations {
+                role: g.role.clone(),
+                location: l.clone(),
+                held: locations.to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// "it may act at `a`, `b`" or "it has no locations".
+pub(crate) fn held_locations(held: &[String]) -> String {
+    if held.is_empty() {
+        "it has no locations".to_owned()
+    } else {
+        format!("it may act at {}", quoted(held))
+    }
+}
+
+/// `a`, `b` → "`a`, `b`".
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn hint<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    crate::yaml::did_you_mean(word, candidates)
-        .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
+    crate::yaml::suggestion(word, candidates)
 }
 
 fn resolve_expiry(

@@ -588,8 +588,9 @@ impl Policy {
             Ok(value)
         } else {
             Err(forbid(format!(
-                "`{}` is not a location of the policy",
-                value.escape_debug()
+                "`{}` is not a location of the policy{}",
+                value.escape_debug(),
+                crate::yaml::suggestion(&value, self.locations.iter().map(String::as_str))
             )))
         }
     }
@@ -672,7 +673,13 @@ impl Policy {
 /// locations include `*` (only such a key holds the location `*` itself). The location
 /// half of the permission rule; [`Policy::holds`] is the scope half.
 pub fn holds_location(key: &KeyRecord, location: &str) -> bool {
-    key.locations.iter().any(|l| l == "*" || l == location)
+    locations_include(&key.locations, location)
+}
+
+/// [`holds_location`] for a key not yet made: whether a key with `locations` may act at
+/// `location` (key creation asks it of every grant).
+pub fn locations_include(locations: &[String], location: &str) -> bool {
+    locations.iter().any(|l| l == "*" || l == location)
 }
 
 /// The one value of query parameter `name` (names and values percent-decoded; `+` is left

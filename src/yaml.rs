@@ -242,7 +242,7 @@ fn serde_message(e: &serde_yaml::Error) -> String {
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant", or
 /// "expected `a` or `b`"): " (did you mean `a`?)" when `x` is close to one of them.
-fn unknown_name_hint(message: &str) -> Option<String> {
+pub fn unknown_name_hint(message: &str) -> Option<String> {
     let rest = message
         .split_once("unknown field `")
         .or_else(|| message.split_once("unknown variant `"))?
@@ -250,6 +250,25 @@ fn unknown_name_hint(message: &str) -> Option<String> {
     let (word, expected) = rest.split_once("`, expected ")?;
     let candidates = expected.split('`').skip(1).step_by(2);
     did_you_mean(word, candidates).map(|c| format!(" (did you mean `{c}`?)"))
+}
+
+/// What to tell someone who wrote `word` where one of `candidates` belongs:
+/// " (did you mean `a`?)" when `word` is close to one, else " (expected one of `a`, `b`)"
+/// (at most ten named, then "…"), or nothing when there are no candidates.
+pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let all: Vec<&str> = candidates.into_iter().collect();
+    if let Some(c) = did_you_mean(word, all.iter().copied()) {
+        return format!(" (did you mean `{c}`?)");
+    }
+    if all.is_empty() {
+        return String::new();
+    }
+    let mut named: Vec<String> = all.iter().take(SHOWN).map(|c| format!("`{c}`")).collect();
+    if all.len() > SHOWN {
+        named.push("…".to_owned());
+    }
+    format!(" (expected one of {})", named.join(", "))
 }
 
 /// The closest of `candidates` to `word`, if any is close enough to be a likely typo.
@@ -521,6 +540,20 @@ mod tests {
             let (v, _): (AllOptional, _) = parse(file(), text).unwrap();
             assert_eq!(v, AllOptional::default());
         }
+    }
+
+    #[test]
+    fn suggestion_is_a_did_you_mean_or_the_list() {
+        let names = ["hq", "plant-1", "plant-2"];
+        assert_eq!(suggestion("plant1", names), " (did you mean `plant-1`?)");
+        assert_eq!(
+            suggestion("mars", names),
+            " (expected one of `hq`, `plant-1`, `plant-2`)"
+        );
+        assert_eq!(suggestion("mars", []), "");
+        let many: Vec<String> = (0..12).map(|i| format!("loc{i:02}x")).collect();
+        let listed = suggestion("zzzzzzzz", many.iter().map(String::as_str));
+        assert!(listed.ends_with("`loc09x`, …)"), "{listed}");
     }
 
     #[test]

@@ -143,6 +143,8 @@ async fn create_json_show_list_revoke_rotate() {
             "items:read",
             "--location",
             "hq",
+            "--location",
+            "plant-1",
             "--grant",
             "editor@hq,plant-1",
             "--expires",
@@ -171,6 +173,8 @@ async fn create_json_show_list_revoke_rotate() {
             "items:read",
             "--location",
             "hq",
+            "--location",
+            "plant-1",
             "--grant",
             "editor@hq,plant-1",
             "--expires",
@@ -811,4 +815,66 @@ async fn failed_reloads_log_the_file_and_the_cause_once() {
         let line = logged(&gw, what).await;
         cause_once(what, &line, "No such file or directory", &[file]);
     }
+}
+
+#[tokio::test]
+async fn create_refuses_a_grant_where_the_key_may_not_act_and_says_how_to_fix_it() {
+    let (_dir, config) = setup(support::POLICY);
+    let base = [
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--user",
+        "u",
+        "--business",
+        "b",
+        "--grant",
+        "editor@hq",
+    ];
+    let out = cli(&config, &base).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no secret printed on failure");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: --grant editor@hq: the key may not act at `hq` (it has no locations)"
+        ) && err.contains("add `--location hq`"),
+        "{err}"
+    );
+    let mut fixed = base.to_vec();
+    fixed.extend(["--location", "hq"]);
+    let out = cli(&config, &fixed).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A grant at `*` applies wherever the key acts: always accepted.
+    let mut everywhere = base[..8].to_vec();
+    everywhere.extend(["--location", "plant-1", "--grant", "viewer@*"]);
+    let out = cli(&config, &everywhere).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn create_errors_name_the_flag_and_list_what_is_valid() {
+    let (_dir, config) = setup(support::POLICY);
+    let out = cli(
+        &config,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--user",
+            "u",
+            "--business",
+            "b",
+            "--location",
+            "mars",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "error: --location: unknown location `mars` (expected one of `hq`, `plant-1`, `plant-2`)"
+    );
 }
