@@ -18,6 +18,8 @@
 //! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file
 //!   (`config.cache`, `config.upstream`, …), each passed whole to its user; no network → yaml
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
+//!   - `yaml::indent`: a syntax error caused by indentation or a tab, pointed at the line
+//!     and explained ("indented more than line 4 ...") → (none)
 //! - [`headers`]: the "at most one value of this header" rule shared by every reader → (none)
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
 //! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, keys,

@@ -31,6 +31,9 @@ impl Expiry {
         if let Some(at) = Timestamp::parse_rfc3339(t) {
             return Ok(Self::At(at));
         }
+        if t.starts_with('-') {
+            return Err(past(t));
+        }
         crate::config::parse_duration(t).map(Self::In).map_err(|_| {
             format!(
                 "`{t}` is not `never`, a duration like 1h, 12h, 1d, 5d or 1y, or an RFC 3339 time"
@@ -44,6 +47,9 @@ impl Expiry {
         if t.eq_ignore_ascii_case("never") {
             return Ok(Self::Never);
         }
+        if t.starts_with('-') {
+            return Err(past(t));
+        }
         crate::config::parse_duration(t)
             .map(Self::In)
             .map_err(|_| format!("`{t}` is not `never` or a duration like 1h, 12h, 1d, 5d or 1y"))
@@ -55,6 +61,14 @@ impl Expiry {
             .map(Self::At)
             .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2030-01-31T12:00:00Z"))
     }
+}
+
+/// A negative lifetime (`-1h`): a key cannot be made already expired.
+fn past(text: &str) -> String {
+    format!(
+        "`{text}` is negative; a key's lifetime counts forward from now: write it like 1h, \
+         12h, 1d, 5d or 1y (or an RFC 3339 time in the future)"
+    )
 }
 
 /// The latest expiry a key may have (9999-12-31T23:59:59Z): every time we show must be RFC 3339.
