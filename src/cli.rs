@@ -5,17 +5,20 @@
 //! file with `--output`); notices and errors go to stderr; config and policy errors are
 //! printed as `FILE:LINE:COL: message`, one per line. The only module using `anyhow`.
 
+mod args;
 pub mod demo;
+mod diff;
 mod explain;
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
+
+use args::{Cli, Command, KeysCommand, ListArgs, PolicyCommand, ServeArgs};
 
 use crate::app::{self, App};
 use crate::config::{self, Config, ConfigError};
@@ -24,141 +27,6 @@ use crate::lifecycle::{self, Expiry, LifecycleError, NewKey, Rules};
 use crate::policy::{Policy, PolicyError};
 use crate::report::Chain;
 use crate::store::{KeyStore, ListQuery};
-
-#[derive(Parser)]
-#[command(name = "keygate", version, about = "API-key authentication gateway")]
-struct Cli {
-    /// Config file [default: `$KEYGATE_CONFIG`, then `config/keygate.yaml`]
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway: proxy listener and admin listener
-    Serve(ServeArgs),
-    /// Validate the config and the policy it names
-    Check,
-    /// Create, list, show, revoke and rotate keys in the configured store
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// Ask the policy about a request without sending it
-    #[command(subcommand)]
-    Policy(PolicyCommand),
-    /// Try the gateway: temporary store, echo upstream, a demo key and curl lines
-    Demo,
-}
-
-#[derive(Subcommand)]
-enum PolicyCommand {
-    /// Which route matches, what it requires, and the decision (exit 0 allow, 3 refused)
-    Explain {
-        #[arg(long)]
-        method: String,
-        /// The request path, with its query if any
-        #[arg(long)]
-        path: String,
-        /// Decide for this key (by id)
-        #[arg(long, value_name = "ID")]
-        key: Option<String>,
-        /// A request header, e.g. `X-Location: hq` (repeatable)
-        #[arg(long = "header", value_name = "NAME:VALUE")]
-        headers: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Proxy listen address (overrides `listen`)
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Admin listen address (overrides `admin.listen`)
-    #[arg(long, value_name = "ADDR")]
-    admin_listen: Option<SocketAddr>,
-    /// Upstream URL (overrides `upstream.url`)
-    #[arg(long, value_name = "URL")]
-    upstream: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key and print its secret once
-    Create(CreateArgs),
-    /// List keys, newest first (never secrets)
-    List(ListArgs),
-    /// Show one key's record
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a key everywhere
-    Revoke { id: String },
-    /// Replace a key with a new secret; the old one stops after the grace period
-    Rotate {
-        id: String,
-        /// How long the old key keeps working (e.g. 1h) [default: 0s]
-        #[arg(long, value_name = "DURATION")]
-        grace: Option<String>,
-        /// New lifetime [default: the old key's lifetime, from now]
-        #[arg(long, value_name = "E")]
-        expires: Option<String>,
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args)]
-struct CreateArgs {
-    #[arg(long)]
-    name: String,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    business: String,
-    #[arg(long, default_value = "")]
-    description: String,
-    /// A scope the key holds everywhere (repeatable)
-    #[arg(long = "scope", value_name = "S")]
-    scopes: Vec<String>,
-    /// A location the key may act at, `*` for all (repeatable)
-    #[arg(long = "location", value_name = "L")]
-    locations: Vec<String>,
-    /// A role at some locations, e.g. editor@plant-1,plant-2 or viewer@* (repeatable)
-    #[arg(long = "grant", value_name = "ROLE@LOC[,LOC]")]
-    grants: Vec<String>,
-    /// 1h, 12h, 1d, 5d, 1y, any duration, an RFC 3339 time, or never
-    #[arg(long, value_name = "E")]
-    expires: Option<String>,
-    /// Also write the secret to FILE (mode 0600)
-    #[arg(long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-struct ListArgs {
-    #[arg(long)]
-    business: Option<String>,
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    search: Option<String>,
-    #[arg(long, value_parser = ["active", "expired", "revoked"])]
-    status: Option<String>,
-    /// Only the newest N
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    #[arg(long)]
-    json: bool,
-}
 
 /// A failure with its exit code; the message is already user-facing.
 struct Exit(u8, String);
@@ -178,7 +46,10 @@ impl From<anyhow::Error> for Exit {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
@@ -195,6 +66,42 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Prints clap's error (exit 2, or 0 for `--help`/`--version`) and, for an unknown
+/// subcommand that means a known one (`keys delete`), which one to use.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let _ = e.print();
+    if e.kind() == ErrorKind::InvalidSubcommand
+        && let Some(ContextValue::String(word)) = e.get(ContextKind::InvalidSubcommand)
+    {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let before: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .take_while(|a| *a != word)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let mut cmd = Cli::command();
+        for name in &before {
+            match cmd.find_subcommand(name) {
+                Some(sub) => cmd = sub.clone(),
+                None => break,
+            }
+        }
+        let known: Vec<&str> = cmd.get_subcommands().map(clap::Command::get_name).collect();
+        if let Some(to) = args::synonym(word, &known) {
+            let mut path = vec!["keygate"];
+            path.extend(before.iter().copied());
+            eprintln!(
+                "\n  tip: `{word}` is called `{to}` here: `{} {to}` (see `{} --help`)",
+                path.join(" "),
+                path.join(" ")
+            );
+        }
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// The async runtime: one worker per CPU this process may use, or `KEYGATE_WORKERS`.
@@ -229,6 +136,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(cli: Cli) -> Result<(), Exit> {
     let config_path = config::resolve_path(cli.config.as_deref());
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "keygate", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .context("cannot write the man page")
+            .map_err(Exit::from),
+        Command::Policy(PolicyCommand::Diff { old, new, json }) => {
+            diff::run(&config_path, &old, &new, json).await
+        }
         Command::Serve(args) => serve(&config_path, args).await,
         Command::Check => check(&config_path),
         Command::Keys(cmd) => keys(&config_path, cmd).await,
@@ -643,7 +562,9 @@ async fn list(env: &KeysEnv, args: ListArgs, now: Timestamp) -> Result<(), Exit>
         .status
         .as_deref()
         .and_then(|s| s.parse::<Status>().ok());
-    let mut query = ListQuery {
+    let filtered =
+        args.business.is_some() || args.user.is_some() || args.search.is_some() || status.is_some();
+    let query = ListQuery {
         business_id: args.business,
         user_id: args.user,
         search: args.search,
@@ -652,11 +573,38 @@ async fn list(env: &KeysEnv, args: ListArgs, now: Timestamp) -> Result<(), Exit>
         cursor: None,
         now,
     };
+    let records = records(&*env.store, query, args.limit).await?;
+    if args.json {
+        let all: Vec<serde_json::Value> = records.iter().map(|r| r.to_json(now)).collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(());
+    }
+    if records.is_empty() {
+        // A notice, so stdout stays empty for a script counting lines.
+        if filtered {
+            eprintln!("no keys match these filters");
+        } else {
+            eprintln!(
+                "no keys yet; create one with `keygate keys create --name N --user U --business B`"
+            );
+        }
+        return Ok(());
+    }
+    print!("{}", table(&records, now));
+    Ok(())
+}
+
+/// Every record `query` matches, page after page, or the newest `limit` of them.
+async fn records(
+    store: &dyn KeyStore,
+    mut query: ListQuery,
+    limit: Option<usize>,
+) -> Result<Vec<KeyRecord>, Exit> {
     let mut records = Vec::new();
     loop {
-        let page = env.store.list(&query).await.map_err(fail)?;
+        let page = store.list(&query).await.map_err(fail)?;
         records.extend(page.keys);
-        if let Some(n) = args.limit
+        if let Some(n) = limit
             && records.len() >= n
         {
             records.truncate(n);
@@ -667,13 +615,7 @@ async fn list(env: &KeysEnv, args: ListArgs, now: Timestamp) -> Result<(), Exit>
             None => break,
         }
     }
-    if args.json {
-        let all: Vec<serde_json::Value> = records.iter().map(|r| r.to_json(now)).collect();
-        println!("{}", serde_json::Value::Array(all));
-        return Ok(());
-    }
-    print!("{}", table(&records, now));
-    Ok(())
+    Ok(records)
 }
 
 /// An aligned text table of records (never secrets).

@@ -11,8 +11,12 @@
 //! parent and siblings (`proxy::forward` → `proxy::refusal`) is not listed.
 //! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output → app, config, keys, lifecycle,
 //!   logging, policy, store, tls
+//!   - `cli::args`: the clap definition (every flag with help), also the source of
+//!     `keygate completions` and `keygate man` → (none)
 //!   - [`cli::demo`]: `keygate demo` → app, config, lifecycle, logging, policy;
-//!     `cli::explain`: `keygate policy explain` → keys, policy, proxy
+//!     `cli::explain`: `keygate policy explain` → keys, policy, proxy;
+//!     `cli::diff`: `keygate policy diff`, access through `Policy::reach` → app, keys,
+//!     policy, store
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
 //!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
 //! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file
@@ -45,6 +49,8 @@
 //!   pure → headers, keys, yaml
 //!   - [`policy::load`]: parse + validate with line numbers → yaml
 //!   - [`policy::path`]: normalise + match; owns percent-encoding (`hex`, `is_unreserved`) → (none)
+//!   - `policy::reach`: which routes (at which locations) a key may use, from the one rule;
+//!     what `policy diff` compares → keys
 //!   - `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //!     → (none)
 //!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics

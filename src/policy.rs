@@ -21,7 +21,10 @@
 mod index;
 pub mod load;
 pub mod path;
+mod reach;
 pub mod watch;
+
+pub use reach::Reach;
 
 use std::fmt;
 use std::ops::Range;
@@ -495,13 +498,8 @@ impl Policy {
             }
         };
         let at = location.as_deref();
-        if !route.scopes.iter().all(|s| self.holds(key, s, at)) {
-            let missing = route
-                .scopes
-                .iter()
-                .filter(|s| !self.holds(key, s, at))
-                .cloned()
-                .collect();
+        if self.missing_scopes(route, key, at).next().is_some() {
+            let missing = self.missing_scopes(route, key, at).cloned().collect();
             return Err(Denial::InsufficientScope { missing });
         }
         Ok(Permitted {
@@ -550,6 +548,18 @@ impl Policy {
                         .find(|r| r.name == g.role)
                         .is_some_and(|r| r.scopes.iter().any(|s| s == scope))
             })
+    }
+
+    /// The scopes `route` requires that `key` does not hold at `at` ([`Policy::holds`]):
+    /// none means the scope half of the rule allows. [`Policy::decide`] and
+    /// [`Policy::reach`] both ask it.
+    fn missing_scopes<'r>(
+        &'r self,
+        route: &'r Route,
+        key: &'r KeyRecord,
+        at: Option<&'r str>,
+    ) -> impl Iterator<Item = &'r String> + 'r {
+        route.scopes.iter().filter(move |s| !self.holds(key, s, at))
     }
 
     /// The request's location, read from where the route says, and declared in the policy.
