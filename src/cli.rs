@@ -136,15 +136,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(cli: Cli) -> Result<(), Exit> {
     let config_path = config::resolve_path(cli.config.as_deref());
     match cli.command {
+        // Both are rendered into memory first: clap_complete panics on a write error, and
+        // `keygate completions bash | head` closes the pipe early.
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "keygate", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keygate", &mut script);
+            print_quietly(&script);
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .context("cannot write the man page")
-            .map_err(Exit::from),
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            print_quietly(&page);
+            Ok(())
+        }
         Command::Policy(PolicyCommand::Diff { old, new, json }) => {
             diff::run(&config_path, &old, &new, json).await
         }
@@ -172,6 +179,13 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::Demo => demo::run().await.map_err(Exit::from),
     }
+}
+
+/// Writes generated text to stdout; a reader that stopped reading (a closed pipe) is not
+/// an error worth reporting.
+fn print_quietly(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
 }
 
 /// Loads the config, printing every error as `FILE:LINE:COL: message`.
