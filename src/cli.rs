@@ -5,17 +5,20 @@
 //! file with `--output`); notices and errors go to stderr; config and policy errors are
 //! printed as `FILE:LINE:COL: message`, one per line. The only module using `anyhow`.
 
+mod args;
 pub mod demo;
+mod diff;
 mod explain;
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
+
+use args::{Cli, Command, KeysCommand, ListArgs, PolicyCommand, ServeArgs};
 
 use crate::app::{self, App};
 use crate::config::{self, Config, ConfigError};
@@ -24,141 +27,6 @@ use crate::lifecycle::{self, Expiry, LifecycleError, NewKey, Rules};
 use crate::policy::{Policy, PolicyError};
 use crate::report::Chain;
 use crate::store::{KeyStore, ListQuery};
-
-#[derive(Parser)]
-#[command(name = "keygate", version, about = "API-key authentication gateway")]
-struct Cli {
-    /// Config file [default: `$KEYGATE_CONFIG`, then `config/keygate.yaml`]
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway: proxy listener and admin listener
-    Serve(ServeArgs),
-    /// Validate the config and the policy it names
-    Check,
-    /// Create, list, show, revoke and rotate keys in the configured store
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// Ask the policy about a request without sending it
-    #[command(subcommand)]
-    Policy(PolicyCommand),
-    /// Try the gateway: temporary store, echo upstream, a demo key and curl lines
-    Demo,
-}
-
-#[derive(Subcommand)]
-enum PolicyCommand {
-    /// Which route matches, what it requires, and the decision (exit 0 allow, 3 refused)
-    Explain {
-        #[arg(long)]
-        method: String,
-        /// The request path, with its query if any
-        #[arg(long)]
-        path: String,
-        /// Decide for this key (by id)
-        #[arg(long, value_name = "ID")]
-        key: Option<String>,
-        /// A request header, e.g. `X-Location: hq` (repeatable)
-        #[arg(long = "header", value_name = "NAME:VALUE")]
-        headers: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Proxy listen address (overrides `listen`)
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Admin listen address (overrides `admin.listen`)
-    #[arg(long, value_name = "ADDR")]
-    admin_listen: Option<SocketAddr>,
-    /// Upstream URL (overrides `upstream.url`)
-    #[arg(long, value_name = "URL")]
-    upstream: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key and print its secret once
-    Create(CreateArgs),
-    /// List keys, newest first (never secrets)
-    List(ListArgs),
-    /// Show one key's record
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a key everywhere
-    Revoke { id: String },
-    /// Replace a key with a new secret; the old one stops after the grace period
-    Rotate {
-        id: String,
-        /// How long the old key keeps working (e.g. 1h) [default: 0s]
-        #[arg(long, value_name = "DURATION")]
-        grace: Option<String>,
-        /// New lifetime [default: the old key's lifetime, from now]
-        #[arg(long, value_name = "E")]
-        expires: Option<String>,
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args)]
-struct CreateArgs {
-    #[arg(long)]
-    name: String,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    business: String,
-    #[arg(long, default_value = "")]
-    description: String,
-    /// A scope the key holds everywhere (repeatable)
-    #[arg(long = "scope", value_name = "S")]
-    scopes: Vec<String>,
-    /// A location the key may act at, `*` for all (repeatable)
-    #[arg(long = "location", value_name = "L")]
-    locations: Vec<String>,
-    /// A role at some locations, e.g. editor@plant-1,plant-2 or viewer@* (repeatable)
-    #[arg(long = "grant", value_name = "ROLE@LOC[,LOC]")]
-    grants: Vec<String>,
-    /// 1h, 12h, 1d, 5d, 1y, any duration, an RFC 3339 time, or never
-    #[arg(long, value_name = "E")]
-    expires: Option<String>,
-    /// Also write the secret to FILE (mode 0600)
-    #[arg(long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-struct ListArgs {
-    #[arg(long)]
-    business: Option<String>,
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    search: Option<String>,
-    #[arg(long, value_parser = ["active", "expired", "revoked"])]
-    status: Option<String>,
-    /// Only the newest N
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    #[arg(long)]
-    json: bool,
-}
 
 /// A failure with its exit code; the message is already user-facing.
 struct Exit(u8, String);
@@ -178,7 +46,10 @@ impl From<anyhow::Error> for Exit {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
@@ -195,6 +66,42 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Prints clap's error (exit 2, or 0 for `--help`/`--version`) and, for an unknown
+/// subcommand that means a known one (`keys delete`), which one to use.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let _ = e.print();
+    if e.kind() == ErrorKind::InvalidSubcommand
+        && let Some(ContextValue::String(word)) = e.get(ContextKind::InvalidSubcommand)
+    {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let before: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .take_while(|a| *a != word)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let mut cmd = Cli::command();
+        for name in &before {
+            match cmd.find_subcommand(name) {
+                Some(sub) => cmd = sub.clone(),
+                None => break,
+            }
+        }
+        let known: Vec<&str> = cmd.get_subcommands().map(clap::Command::get_name).collect();
+        if let Some(to) = args::synonym(word, &known) {
+            let mut path = vec!["keygate"];
+            path.extend(before.iter().copied());
+            eprintln!(
+                "\n  tip: `{word}` is called `{to}` here: `{} {to}` (see `{} --help`)",
+                path.join(" "),
+                path.join(" ")
+            );
+        }
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// The async runtime: one worker per CPU this process may use, or `KEYGATE_WORKERS`.
@@ -229,6 +136,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(cli: Cli) -> Result<(), Exit> {
     let config_path = config::resolve_path(cli.config.as_deref());
     match cli.command {
+        // Both are rendered into memory first: clap_complete panics on a write error, and
+        // `keygate completions bash | head` closes the pipe early.
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keygate", &mut script);
+            print_quietly(&script);
+            Ok(())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            print_quietly(&page);
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Diff { old, new, json }) => {
+            diff::run(&config_path, &old, &new, json).await
+        }
         Command::Serve(args) => serve(&config_path, args).await,
         Command::Check => check(&config_path),
         Command::Keys(cmd) => keys(&config_path, cmd).await,
@@ -253,6 +179,13 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::Demo => demo::run().await.map_err(Exit::from),
     }
+}
+
+/// Writes generated text to stdout; a reader that stopped reading (a closed pipe) is not
+/// an error worth reporting.
+fn print_quietly(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
 }
 
 /// Loads the config, printing every error as `FILE:LINE:COL: message`.
@@ -403,7 +336,39 @@ fn lifecycle_exit(e: LifecycleError, id: Option<&str>) -> Exit {
         LifecycleError::NotFound => {
             Exit(1, format!("error: no key with id `{}`", id.unwrap_or("")))
         }
-        LifecycleError::Invalid { .. } | LifecycleError::Store(_) => fail(e),
+        LifecycleError::Invalid { field, message } => {
+            Exit(1, format!("error: {}: {message}", flag_of(field)))
+        }
+        LifecycleError::GrantOutsideLocations {
+            role,
+            location,
+            held,
+        } => Exit(
+            1,
+            format!(
+                "error: --grant {role}@{location}: the key may not act at `{location}` ({}), \
+                 so the grant would never apply; add `--location {location}`, or grant \
+                 `{role}` only at the key's locations",
+                lifecycle::held_locations(&held)
+            ),
+        ),
+        LifecycleError::Store(_) => fail(e),
+    }
+}
+
+/// The command-line flag for a lifecycle field (named as in the admin API), so a CLI user
+/// reads the flag they typed.
+fn flag_of(field: &str) -> &str {
+    match field {
+        "name" => "--name",
+        "description" => "--description",
+        "user_id" => "--user",
+        "business_id" => "--business",
+        "scopes" => "--scope",
+        "locations" => "--location",
+        "grants" => "--grant",
+        "expires_in" | "expires_at" => "--expires",
+        other => other,
     }
 }
 
@@ -611,7 +576,9 @@ async fn list(env: &KeysEnv, args: ListArgs, now: Timestamp) -> Result<(), Exit>
         .status
         .as_deref()
         .and_then(|s| s.parse::<Status>().ok());
-    let mut query = ListQuery {
+    let filtered =
+        args.business.is_some() || args.user.is_some() || args.search.is_some() || status.is_some();
+    let query = ListQuery {
         business_id: args.business,
         user_id: args.user,
         search: args.search,
@@ -620,11 +587,38 @@ async fn list(env: &KeysEnv, args: ListArgs, now: Timestamp) -> Result<(), Exit>
         cursor: None,
         now,
     };
+    let records = records(&*env.store, query, args.limit).await?;
+    if args.json {
+        let all: Vec<serde_json::Value> = records.iter().map(|r| r.to_json(now)).collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(());
+    }
+    if records.is_empty() {
+        // A notice, so stdout stays empty for a script counting lines.
+        if filtered {
+            eprintln!("no keys match these filters");
+        } else {
+            eprintln!(
+                "no keys yet; create one with `keygate keys create --name N --user U --business B`"
+            );
+        }
+        return Ok(());
+    }
+    print!("{}", table(&records, now));
+    Ok(())
+}
+
+/// Every record `query` matches, page after page, or the newest `limit` of them.
+async fn records(
+    store: &dyn KeyStore,
+    mut query: ListQuery,
+    limit: Option<usize>,
+) -> Result<Vec<KeyRecord>, Exit> {
     let mut records = Vec::new();
     loop {
-        let page = env.store.list(&query).await.map_err(fail)?;
+        let page = store.list(&query).await.map_err(fail)?;
         records.extend(page.keys);
-        if let Some(n) = args.limit
+        if let Some(n) = limit
             && records.len() >= n
         {
             records.truncate(n);
@@ -635,13 +629,7 @@ async fn list(env: &KeysEnv, args: ListArgs, now: Timestamp) -> Result<(), Exit>
             None => break,
         }
     }
-    if args.json {
-        let all: Vec<serde_json::Value> = records.iter().map(|r| r.to_json(now)).collect();
-        println!("{}", serde_json::Value::Array(all));
-        return Ok(());
-    }
-    print!("{}", table(&records, now));
-    Ok(())
+    Ok(records)
 }
 
 /// An aligned text table of records (never secrets).

@@ -47,10 +47,26 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses a duration as the whole product writes them; the message says what is accepted.
+/// Parses a duration as the whole product writes them (`500ms`, `30s`, `1h30m`; fractions
+/// such as `1.5s` or `0.5d` are accepted); the message says what is accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration `{text}` ({e}); write it like 500ms, 30s, 5m, 12h, 1d, 2w or 1y")
+    const WRITE: &str = "write it like 500ms, 30s, 5m, 1.5h, 12h, 1d, 2w or 1y";
+    let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "`{t}` is negative; a duration counts forward: {WRITE}"
+        ));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        let why = match e {
+            humantime::DurationError::NumberExpected(0) => "it must start with a number".to_owned(),
+            humantime::DurationError::NumberExpected(at) => {
+                format!("a number is expected at character {}", at + 1)
+            }
+            humantime::DurationError::UnknownUnit { unit, .. } => format!("unknown unit `{unit}`"),
+            other => other.to_string(),
+        };
+        format!("invalid duration `{t}` ({why}); {WRITE}")
     })
 }
 

@@ -11,13 +11,19 @@
 //! parent and siblings (`proxy::forward` → `proxy::refusal`) is not listed.
 //! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output → app, config, keys, lifecycle,
 //!   logging, policy, store, tls
+//!   - `cli::args`: the clap definition (every flag with help), also the source of
+//!     `keygate completions` and `keygate man` → (none)
 //!   - [`cli::demo`]: `keygate demo` → app, config, lifecycle, logging, policy;
-//!     `cli::explain`: `keygate policy explain` → keys, policy, proxy
+//!     `cli::explain`: `keygate policy explain` → keys, policy, proxy;
+//!     `cli::diff`: `keygate policy diff`, access through `Policy::reach` → app, keys,
+//!     policy, store
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
 //!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
 //! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file
 //!   (`config.cache`, `config.upstream`, …), each passed whole to its user; no network → yaml
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
+//!   - `yaml::indent`: a syntax error caused by indentation or a tab, pointed at the line
+//!     and explained ("indented more than line 4 ...") → (none)
 //! - [`headers`]: the "at most one value of this header" rule shared by every reader → (none)
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
 //! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, keys,
@@ -43,6 +49,8 @@
 //!   pure → headers, keys, yaml
 //!   - [`policy::load`]: parse + validate with line numbers → yaml
 //!   - [`policy::path`]: normalise + match; owns percent-encoding (`hex`, `is_unreserved`) → (none)
+//!   - `policy::reach`: which routes (at which locations) a key may use, from the one rule;
+//!     what `policy diff` compares → keys
 //!   - `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //!     → (none)
 //!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics
@@ -77,7 +85,7 @@
 //!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
 //!     → config, keys, lifecycle, policy, store
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
-//!     → (none)
+//!     (unknown fields with the config's did-you-mean) → yaml
 //!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
 //!     → (none)
 //!   - [`admin::error`]: `AdminError` → status + JSON (the only such mapping for the admin API)

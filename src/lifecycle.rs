@@ -31,6 +31,9 @@ impl Expiry {
         if let Some(at) = Timestamp::parse_rfc3339(t) {
             return Ok(Self::At(at));
         }
+        if t.starts_with('-') {
+            return Err(past(t));
+        }
         crate::config::parse_duration(t).map(Self::In).map_err(|_| {
             format!(
                 "`{t}` is not `never`, a duration like 1h, 12h, 1d, 5d or 1y, or an RFC 3339 time"
@@ -44,6 +47,9 @@ impl Expiry {
         if t.eq_ignore_ascii_case("never") {
             return Ok(Self::Never);
         }
+        if t.starts_with('-') {
+            return Err(past(t));
+        }
         crate::config::parse_duration(t)
             .map(Self::In)
             .map_err(|_| format!("`{t}` is not `never` or a duration like 1h, 12h, 1d, 5d or 1y"))
@@ -55,6 +61,14 @@ impl Expiry {
             .map(Self::At)
             .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2030-01-31T12:00:00Z"))
     }
+}
+
+/// A negative lifetime (`-1h`): a key cannot be made already expired.
+fn past(text: &str) -> String {
+    format!(
+        "`{text}` is negative; a key's lifetime counts forward from now: write it like 1h, \
+         12h, 1d, 5d or 1y (or an RFC 3339 time in the future)"
+    )
 }
 
 /// The latest expiry a key may have (9999-12-31T23:59:59Z): every time we show must be RFC 3339.
@@ -88,6 +102,19 @@ pub enum LifecycleError {
     Invalid {
         field: &'static str,
         message: String,
+    },
+    /// A grant at a location the key does not hold (it would never apply). The message
+    /// says the fix in admin-API words; the CLI words it with its flags.
+    #[error(
+        "grants: the role `{role}` is granted at `{location}`, where the key may not act ({}), \
+         so the grant would never apply: add `{location}` to `locations` as well, or grant \
+         the role only at the key's locations",
+        held_locations(.held)
+    )]
+    GrantOutsideLocations {
+        role: String,
+        location: String,
+        held: Vec<String>,
     },
     #[error("no key with this id")]
     NotFound,
@@ -134,6 +161,7 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
     let scopes = check_scopes(rules.policy, new.scopes)?;
     let locations = check_locations(rules.policy, "locations", new.locations)?;
     let grants = check_grants(rules.policy, new.grants)?;
+    check_grants_within(&locations, &grants)?;
     let expires_at = resolve_expiry(new.expiry, rules.max_ttl, now)?;
     Ok(Prepared {
         key: NewKey {
@@ -398,9 +426,46 @@ fn check_grants(policy: &Policy, grants: Vec<Grant>) -> Result<Vec<Grant>, Lifec
         .collect()
 }
 
+/// A role granted at a location the key may not act at would never apply: the request is
+/// refused at that location before any scope is looked at. Refused here, with the fix.
+/// A grant at `*` applies wherever the key may act, so it always fits.
+fn check_grants_within(locations: &[String], grants: &[Grant]) -> Result<(), LifecycleError> {
+    for g in grants {
+        if let Some(l) = g
+            .locations
+            .iter()
+            .find(|l| *l != "*" && !crate::policy::locations_include(locations, l))
+        {
+            return Err(LifecycleError::GrantOutsideLocations {
+                role: g.role.clone(),
+                location: l.clone(),
+                held: locations.to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// "it may act at `a`, `b`" or "it has no locations".
+pub(crate) fn held_locations(held: &[String]) -> String {
+    if held.is_empty() {
+        "it has no locations".to_owned()
+    } else {
+        format!("it may act at {}", quoted(held))
+    }
+}
+
+/// `a`, `b` → "`a`, `b`".
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn hint<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    crate::yaml::did_you_mean(word, candidates)
-        .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
+    crate::yaml::suggestion(word, candidates)
 }
 
 fn resolve_expiry(

@@ -76,7 +76,7 @@ pub fn install<'a>(routes: impl IntoIterator<Item = &'a str>) {
     );
     describe_gauge!(
         EXPIRING_SOON,
-        "Keys in use that expire within keys.expiry_warning"
+        "Keys in use within their expiry warning window (keys.expiry_warning)"
     );
     describe_counter!(STORE_ERRORS, "Store calls that failed or timed out");
     describe_counter!(POLICY_RELOADS, "Policy reloads, by result (ok or error)");

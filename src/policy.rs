@@ -21,7 +21,10 @@
 mod index;
 pub mod load;
 pub mod path;
+mod reach;
 pub mod watch;
+
+pub use reach::Reach;
 
 use std::fmt;
 use std::ops::Range;
@@ -495,13 +498,8 @@ impl Policy {
             }
         };
         let at = location.as_deref();
-        if !route.scopes.iter().all(|s| self.holds(key, s, at)) {
-            let missing = route
-                .scopes
-                .iter()
-                .filter(|s| !self.holds(key, s, at))
-                .cloned()
-                .collect();
+        if self.missing_scopes(route, key, at).next().is_some() {
+            let missing = self.missing_scopes(route, key, at).cloned().collect();
             return Err(Denial::InsufficientScope { missing });
         }
         Ok(Permitted {
@@ -552,6 +550,18 @@ impl Policy {
             })
     }
 
+    /// The scopes `route` requires that `key` does not hold at `at` ([`Policy::holds`]):
+    /// none means the scope half of the rule allows. [`Policy::decide`] and
+    /// [`Policy::reach`] both ask it.
+    fn missing_scopes<'r>(
+        &'r self,
+        route: &'r Route,
+        key: &'r KeyRecord,
+        at: Option<&'r str>,
+    ) -> impl Iterator<Item = &'r String> + 'r {
+        route.scopes.iter().filter(move |s| !self.holds(key, s, at))
+    }
+
     /// The request's location, read from where the route says, and declared in the policy.
     fn resolve_location(
         &self,
@@ -588,8 +598,9 @@ impl Policy {
             Ok(value)
         } else {
             Err(forbid(format!(
-                "`{}` is not a location of the policy",
-                value.escape_debug()
+                "`{}` is not a location of the policy{}",
+                value.escape_debug(),
+                crate::yaml::suggestion(&value, self.locations.iter().map(String::as_str))
             )))
         }
     }
@@ -672,7 +683,13 @@ impl Policy {
 /// locations include `*` (only such a key holds the location `*` itself). The location
 /// half of the permission rule; [`Policy::holds`] is the scope half.
 pub fn holds_location(key: &KeyRecord, location: &str) -> bool {
-    key.locations.iter().any(|l| l == "*" || l == location)
+    locations_include(&key.locations, location)
+}
+
+/// [`holds_location`] for a key not yet made: whether a key with `locations` may act at
+/// `location` (key creation asks it of every grant).
+pub fn locations_include(locations: &[String], location: &str) -> bool {
+    locations.iter().any(|l| l == "*" || l == location)
 }
 
 /// The one value of query parameter `name` (names and values percent-decoded; `+` is left

@@ -12,6 +12,8 @@
 //! Invariants: every line and column handed out is 1-based; a duplicate mapping key anywhere
 //! in the document is an error, never a silent override; nothing here panics on input.
 
+mod indent;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -180,11 +182,16 @@ pub fn parse<T: serde::de::DeserializeOwned>(
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
         let m = e.marker();
-        return Err(Diagnostics(vec![diag(
-            m.line().max(1),
-            m.col() + 1,
-            format!("YAML syntax error: {}", e.info()),
-        )]));
+        let (line, col) = (m.line().max(1), m.col() + 1);
+        let d = match indent::explain(text, line, e.info()) {
+            Some((line, col, hint)) => diag(
+                line,
+                col,
+                format!("YAML syntax error: {} ({hint})", e.info()),
+            ),
+            None => diag(line, col, format!("YAML syntax error: {}", e.info())),
+        };
+        return Err(Diagnostics(vec![d]));
     }
     if !builder.duplicates.is_empty() {
         let all = builder
@@ -205,15 +212,39 @@ pub fn parse<T: serde::de::DeserializeOwned>(
         serde_yaml::from_str::<T>("{}")
             .map_err(|e| diag(1, 1, format!("the file is empty ({})", serde_message(&e))))
     } else {
-        serde_yaml::from_str::<T>(text).map_err(|e| {
-            let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            diag(line, col, serde_message(&e))
-        })
+        serde_path_to_error::deserialize::<_, T>(serde_yaml::Deserializer::from_str(text)).map_err(
+            |e| {
+                let path = e.path().to_string();
+                let e = e.into_inner();
+                let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+                diag(line, col, with_full_path(&path, serde_message(&e)))
+            },
+        )
     };
     match result {
         Ok(value) => Ok((value, positions)),
         Err(d) => Err(Diagnostics(vec![d])),
     }
+}
+
+/// `serde_yaml` names only part of the path of a value that failed to deserialise
+/// (`cache: invalid duration`): name the whole of it (`cache.ttl: invalid duration`), as
+/// `serde_path_to_error` tracked it. An unknown field's path ends with the field itself,
+/// which the message names already: there the parent is enough.
+fn with_full_path(path: &str, message: String) -> String {
+    let path = if message.contains("unknown field `") {
+        path.rsplit_once('.').map_or("", |(parent, _)| parent)
+    } else {
+        path
+    };
+    if path.is_empty() || path == "." {
+        return message;
+    }
+    let rest = match message.split_once(": ") {
+        Some((named, rest)) if path.starts_with(named) && !named.contains(' ') => rest,
+        _ => &message,
+    };
+    format!("{path}: {rest}")
 }
 
 /// A document holding only comments, `~` or `null` is as good as empty.
@@ -242,7 +273,7 @@ fn serde_message(e: &serde_yaml::Error) -> String {
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant", or
 /// "expected `a` or `b`"): " (did you mean `a`?)" when `x` is close to one of them.
-fn unknown_name_hint(message: &str) -> Option<String> {
+pub fn unknown_name_hint(message: &str) -> Option<String> {
     let rest = message
         .split_once("unknown field `")
         .or_else(|| message.split_once("unknown variant `"))?
@@ -250,6 +281,25 @@ fn unknown_name_hint(message: &str) -> Option<String> {
     let (word, expected) = rest.split_once("`, expected ")?;
     let candidates = expected.split('`').skip(1).step_by(2);
     did_you_mean(word, candidates).map(|c| format!(" (did you mean `{c}`?)"))
+}
+
+/// What to tell someone who wrote `word` where one of `candidates` belongs:
+/// " (did you mean `a`?)" when `word` is close to one, else " (expected one of `a`, `b`)"
+/// (at most ten named, then "…"), or nothing when there are no candidates.
+pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let all: Vec<&str> = candidates.into_iter().collect();
+    if let Some(c) = did_you_mean(word, all.iter().copied()) {
+        return format!(" (did you mean `{c}`?)");
+    }
+    if all.is_empty() {
+        return String::new();
+    }
+    let mut named: Vec<String> = all.iter().take(SHOWN).map(|c| format!("`{c}`")).collect();
+    if all.len() > SHOWN {
+        named.push("…".to_owned());
+    }
+    format!(" (expected one of {})", named.join(", "))
 }
 
 /// The closest of `candidates` to `word`, if any is close enough to be a likely typo.
@@ -521,6 +571,20 @@ mod tests {
             let (v, _): (AllOptional, _) = parse(file(), text).unwrap();
             assert_eq!(v, AllOptional::default());
         }
+    }
+
+    #[test]
+    fn suggestion_is_a_did_you_mean_or_the_list() {
+        let names = ["hq", "plant-1", "plant-2"];
+        assert_eq!(suggestion("plant1", names), " (did you mean `plant-1`?)");
+        assert_eq!(
+            suggestion("mars", names),
+            " (expected one of `hq`, `plant-1`, `plant-2`)"
+        );
+        assert_eq!(suggestion("mars", []), "");
+        let many: Vec<String> = (0..12).map(|i| format!("loc{i:02}x")).collect();
+        let listed = suggestion("zzzzzzzz", many.iter().map(String::as_str));
+        assert!(listed.ends_with("`loc09x`, …)"), "{listed}");
     }
 
     #[test]

@@ -129,6 +129,11 @@ impl From<LifecycleError> for AdminError {
     fn from(e: LifecycleError) -> Self {
         match e {
             LifecycleError::Invalid { field, message } => Self::invalid(field, message),
+            LifecycleError::GrantOutsideLocations { .. } => {
+                let text = e.to_string();
+                let message = text.strip_prefix("grants: ").unwrap_or(&text).to_owned();
+                Self::invalid("grants", message)
+            }
             LifecycleError::NotFound => Self::NotFound,
             LifecycleError::Store(s) => Self::Store(s),
         }

@@ -54,8 +54,15 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8], empty_ok: bool) -> Result<T, Admi
         let inner = e.into_inner();
         let message = without_position(&inner.to_string());
         if message.starts_with("unknown field `") {
-            // The path already ends with the unknown field's name.
-            return AdminError::invalid(path, "unknown field");
+            // The path already ends with the unknown field's name; the hint is the
+            // config loader's own (`yaml::unknown_name_hint`), so both say it alike.
+            let hint = crate::yaml::unknown_name_hint(&message)
+                .or_else(|| {
+                    let expected = message.split_once("`, ")?.1;
+                    Some(format!("; {expected}"))
+                })
+                .unwrap_or_default();
+            return AdminError::invalid(path, format!("unknown field{hint}"));
         }
         let field = if path == "." || inner.is_syntax() || inner.is_eof() {
             "body".to_owned()
@@ -148,10 +155,17 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field() {
-        assert_eq!(msg(r#"{"nam": "x"}"#), "nam: unknown field");
+        assert_eq!(
+            msg(r#"{"nam": "x"}"#),
+            "nam: unknown field (did you mean `name`?)"
+        );
+        assert_eq!(
+            msg(r#"{"zzz": "x"}"#),
+            "zzz: unknown field; expected `name` or `grants`"
+        );
         assert_eq!(
             msg(r#"{"grants": [{"role": "r", "locations": [], "x": 1}]}"#),
-            "grants[0].x: unknown field"
+            "grants[0].x: unknown field; expected `role` or `locations`"
         );
         assert!(
             msg(r#"{"name": 1}"#).starts_with("name: invalid type: integer `1`"),

@@ -132,3 +132,42 @@ fn durations_cover_the_documented_units() {
     assert!(parse_duration("1y").unwrap() >= Duration::from_secs(365 * 86_400));
     assert!(parse_duration("soon").is_err());
 }
+
+#[test]
+fn a_bad_duration_names_the_whole_field() {
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n  ttl: soon\n");
+    assert_eq!(
+        e,
+        "/etc/kg/keygate.yaml:4:3: cache.ttl: invalid duration `soon` (it must start with a number); \
+         write it like 500ms, 30s, 5m, 1.5h, 12h, 1d, 2w or 1y"
+    );
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\nstore:\n  timeout: -1s\n");
+    assert!(e.contains("store.timeout: `-1s` is negative"), "{e}");
+}
+
+#[test]
+fn fractional_durations_are_accepted() {
+    let c = parse(
+        "upstream:\n  url: http://127.0.0.1:9000\ncache:\n  ttl: 1.5s\n  negative_ttl: 0.5m\n",
+    )
+    .unwrap();
+    assert_eq!(c.cache.ttl, Duration::from_millis(1500));
+    assert_eq!(c.cache.negative_ttl, Duration::from_secs(30));
+}
+
+#[test]
+fn indentation_errors_point_at_the_line_and_say_how() {
+    let e = first_error(
+        "upstream:\n  url: http://127.0.0.1:9000\ncache:\n  ttl: 60s\n   negative_ttl: 5s\n",
+    );
+    assert!(
+        e.starts_with("/etc/kg/keygate.yaml:5:4: YAML syntax error: ")
+            && e.contains("(indent with spaces; this line is indented more than line 4 `ttl: 60s`"),
+        "{e}"
+    );
+    let e = first_error("upstream:\n  url: http://127.0.0.1:9000\ncache:\n\tttl: 60s\n");
+    assert!(
+        e.starts_with("/etc/kg/keygate.yaml:4:1: ") && e.contains("indent with spaces, not tabs"),
+        "{e}"
+    );
+}

@@ -38,7 +38,9 @@ pub enum Refusal {
     ExpiredKey,
     #[error("the API key lacks the required scopes: {}", .missing.join(", "))]
     InsufficientScope { missing: Vec<String> },
-    #[error("the API key may not act at this location: {reason}")]
+    /// `reason` is a whole sentence from the policy ("the API key may not act at location
+    /// `hq`"): shown as it is, so the message never says "location" twice.
+    #[error("{reason}")]
     LocationForbidden { reason: String },
     #[error("API access is switched off for this key's business")]
     BusinessDisabled,

@@ -134,7 +134,7 @@ async fn admin_token_creates_shows_lists_and_revokes_and_the_proxy_follows() {
     let resp = req(&gw, reqwest::Method::POST, "/v1/keys", As::Token(TOKEN))
         .json(&json!({
             "name": "reader", "description": "reads items", "user_id": "u1", "business_id": "acme",
-            "scopes": ["items:read"], "locations": ["hq", "plant-2"],
+            "scopes": ["items:read"], "locations": ["hq", "plant-1", "plant-2"],
             "grants": [{"role": "editor", "locations": ["plant-1", "plant-2"]}],
             "expires_in": "1d"
         }))
@@ -567,7 +567,8 @@ async fn keys_never_mint_what_they_do_not_hold() {
         json!({"scopes": ["reports:read"]}), // not held at all
         json!({"locations": ["plant-1"]}),   // not its location
         json!({"locations": ["*"]}),         // not every location
-        json!({"grants": [{"role": "editor", "locations": ["plant-1"]}]}), // role only at hq
+        // Role and location only at hq: the new key can hold neither at plant-1.
+        json!({"locations": ["plant-1"], "grants": [{"role": "editor", "locations": ["plant-1"]}]}),
         json!({"grants": [{"role": "editor", "locations": ["*"]}]}),
         json!({"business_id": "globex"}), // another business
     ];
@@ -614,7 +615,7 @@ async fn keys_never_mint_what_they_do_not_hold() {
         json!({"user_id": "bob"}),
         json!({"scopes": ["keygate:admin"]}),
         json!({"scopes": ["items:write"]}),
-        json!({"grants": [{"role": "editor", "locations": ["hq"]}]}),
+        json!({"locations": ["hq"], "grants": [{"role": "editor", "locations": ["hq"]}]}),
     ] {
         let (status, v) = post(&gw, "/v1/keys", me, new(extra.clone())).await;
         assert_eq!(status, 403, "{extra}: {v}");
@@ -1245,5 +1246,69 @@ async fn a_configured_key_header_is_used_by_the_proxy_and_the_admin_api() {
     assert!(
         page.contains(r#"content="X-Custom-Key""#),
         "the console is told the header"
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_the_fix_a_did_you_mean_or_the_valid_values() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap().to_owned();
+    let base = json!({"name": "n", "user_id": "u", "business_id": "acme"});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    // A grant where the key may not act: refused at creation, saying the fix.
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        As::Token(TOKEN),
+        with(json!({"grants": [{"role": "editor", "locations": ["hq"]}]})),
+    )
+    .await;
+    assert_invalid(status, &v, "grants");
+    assert!(
+        message(&v).contains("where the key may not act (it has no locations)")
+            && message(&v).contains("add `hq` to `locations`"),
+        "{v}"
+    );
+    // An unknown body field: the config's did-you-mean.
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        As::Token(TOKEN),
+        with(json!({"nmae": "x"})),
+    )
+    .await;
+    assert_invalid(status, &v, "nmae");
+    assert_eq!(message(&v), "nmae: unknown field (did you mean `name`?)");
+    // Unknown locations and scopes: a did-you-mean, or else every valid one.
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        As::Token(TOKEN),
+        with(json!({"locations": ["mars"]})),
+    )
+    .await;
+    assert_invalid(status, &v, "locations");
+    assert_eq!(
+        message(&v),
+        "locations: unknown location `mars` (expected one of `hq`, `plant-1`, `plant-2`)"
+    );
+    let (status, v) = post(
+        &gw,
+        "/v1/keys",
+        As::Token(TOKEN),
+        with(json!({"scopes": ["items:raed"]})),
+    )
+    .await;
+    assert_invalid(status, &v, "scopes");
+    assert_eq!(
+        message(&v),
+        "scopes: unknown scope `items:raed` (did you mean `items:read`?)"
     );
 }

@@ -143,6 +143,8 @@ async fn create_json_show_list_revoke_rotate() {
             "items:read",
             "--location",
             "hq",
+            "--location",
+            "plant-1",
             "--grant",
             "editor@hq,plant-1",
             "--expires",
@@ -171,6 +173,8 @@ async fn create_json_show_list_revoke_rotate() {
             "items:read",
             "--location",
             "hq",
+            "--location",
+            "plant-1",
             "--grant",
             "editor@hq,plant-1",
             "--expires",
@@ -811,4 +815,297 @@ async fn failed_reloads_log_the_file_and_the_cause_once() {
         let line = logged(&gw, what).await;
         cause_once(what, &line, "No such file or directory", &[file]);
     }
+}
+
+#[tokio::test]
+async fn create_refuses_a_grant_where_the_key_may_not_act_and_says_how_to_fix_it() {
+    let (_dir, config) = setup(support::POLICY);
+    let base = [
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--user",
+        "u",
+        "--business",
+        "b",
+        "--grant",
+        "editor@hq",
+    ];
+    let out = cli(&config, &base).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no secret printed on failure");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: --grant editor@hq: the key may not act at `hq` (it has no locations)"
+        ) && err.contains("add `--location hq`"),
+        "{err}"
+    );
+    let mut fixed = base.to_vec();
+    fixed.extend(["--location", "hq"]);
+    let out = cli(&config, &fixed).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A grant at `*` applies wherever the key acts: always accepted.
+    let mut everywhere = base[..8].to_vec();
+    everywhere.extend(["--location", "plant-1", "--grant", "viewer@*"]);
+    let out = cli(&config, &everywhere).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn create_errors_name_the_flag_and_list_what_is_valid() {
+    let (_dir, config) = setup(support::POLICY);
+    let out = cli(
+        &config,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--user",
+            "u",
+            "--business",
+            "b",
+            "--location",
+            "mars",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "error: --location: unknown location `mars` (expected one of `hq`, `plant-1`, `plant-2`)"
+    );
+}
+
+#[tokio::test]
+async fn completions_for_each_shell_and_the_man_page_are_valid() {
+    let (dir, config) = setup(support::POLICY);
+    let out = cli(&config, &["completions", "bash"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let script = dir.path().join("keygate.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let check = tokio::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .await
+        .unwrap();
+    assert!(check.status.success(), "bash -n: {}", stderr(&check));
+    assert!(stdout(&out).contains("revoke"), "completes subcommands");
+    let out = cli(&config, &["completions", "zsh"]).await;
+    assert!(
+        stdout(&out).starts_with("#compdef keygate"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cli(&config, &["completions", "fish"]).await;
+    assert!(
+        stdout(&out).contains("complete -c keygate"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cli(&config, &["completions", "tcsh"]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = cli(&config, &["man"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = stdout(&out);
+    let th = page
+        .lines()
+        .find(|l| l.starts_with('.') && !l.starts_with(".ie") && !l.starts_with(".el"));
+    assert!(th.is_some_and(|l| l.starts_with(".TH keygate 1")), "{page}");
+    assert!(
+        page.contains("policy") && page.contains("completions"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_subcommand_names_the_one_meant() {
+    let (_dir, config) = setup(support::POLICY);
+    let out = cli(&config, &["keys", "delete", "kid_x"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("unrecognized subcommand 'delete'"), "{err}");
+    assert!(
+        err.contains("tip: `delete` is called `revoke` here: `keygate keys revoke`"),
+        "{err}"
+    );
+    // A word with no synonym gets clap's own words only.
+    let out = cli(&config, &["keys", "frobnicate"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !stderr(&out).contains("tip: `frobnicate`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_negative_expiry_is_refused_clearly() {
+    let (_dir, config) = setup(support::POLICY);
+    for flag in ["-1h", "-5d"] {
+        let out = cli(
+            &config,
+            &[
+                "keys",
+                "create",
+                "--name",
+                "x",
+                "--user",
+                "u",
+                "--business",
+                "b",
+                "--expires",
+                flag,
+            ],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with(&format!("error: --expires: `{flag}` is negative")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn list_limit_zero_is_refused_like_the_api_and_an_empty_list_says_so() {
+    let (_dir, config) = setup(support::POLICY);
+    let out = cli(&config, &["keys", "list", "--limit", "0"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("must be at least 1"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing stored: a notice on stderr, nothing on stdout; --json stays a JSON array.
+    let out = cli(&config, &["keys", "list"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    assert!(stderr(&out).starts_with("no keys yet"), "{}", stderr(&out));
+    let out = cli(&config, &["keys", "list", "--json"]).await;
+    assert_eq!(stdout(&out).trim(), "[]");
+    let out = cli(&config, &["keys", "list", "--business", "nobody"]).await;
+    assert!(out.stdout.is_empty());
+    assert_eq!(stderr(&out).trim(), "no keys match these filters");
+}
+
+#[tokio::test]
+async fn policy_diff_shows_route_changes_and_which_keys_gain_or_lose() {
+    let (dir, config) = setup(support::POLICY);
+    let create = |args: &'static [&'static str]| {
+        let config = config.clone();
+        async move {
+            let mut full = vec![
+                "keys",
+                "create",
+                "--json",
+                "--user",
+                "u",
+                "--business",
+                "acme",
+            ];
+            full.extend_from_slice(args);
+            let out = cli(&config, &full).await;
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let reader = create(&["--name", "reader", "--scope", "items:read"]).await;
+    let editor = create(&[
+        "--name",
+        "editor",
+        "--location",
+        "hq",
+        "--grant",
+        "editor@hq",
+    ])
+    .await;
+    let old = dir.path().join("policy.yaml");
+    // `items` now also needs reports:read: the reader loses it; the editor never had it
+    // (its role counts only at hq, and `items` has no location), so its access is the same.
+    let new_text = support::POLICY.replace(
+        "    path: /v1/items/{*rest}\n    scopes: [items:read]\n",
+        "    path: /v1/items/{*rest}\n    scopes: [items:read, reports:read]\n",
+    );
+    assert_ne!(new_text, support::POLICY, "the fixture changed shape");
+    let new = dir.path().join("new.yaml");
+    std::fs::write(&new, new_text).unwrap();
+    let (old_s, new_s) = (old.to_str().unwrap(), new.to_str().unwrap());
+
+    let out = cli(&config, &["policy", "diff", old_s, old_s]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("no change"), "{}", stdout(&out));
+
+    let out = cli(&config, &["policy", "diff", old_s, new_s]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("  ~ items (changed)"), "{text}");
+    assert!(
+        text.contains(r#"scopes: ["items:read"] -> ["items:read","reports:read"]"#),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{reader} \"reader\"")), "{text}");
+    assert!(text.contains("    - items\n"), "{text}");
+    assert!(
+        !text.contains(&editor),
+        "the editor's access is the same: {text}"
+    );
+
+    let out = cli(&config, &["policy", "diff", old_s, new_s, "--json"]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["changed"], true);
+    assert_eq!(v["routes"][0]["name"], "items");
+    assert_eq!(v["routes"][0]["change"], "changed");
+    assert_eq!(
+        v["routes"][0]["fields"]["scopes"]["new"],
+        serde_json::json!(["items:read", "reports:read"])
+    );
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{v}");
+    assert_eq!(keys[0]["id"], reader);
+    assert_eq!(
+        keys[0]["loses"],
+        serde_json::json!([{"route": "items", "location": null}])
+    );
+    assert_eq!(keys[0]["gains"], serde_json::json!([]));
+
+    // A grant that starts to count: editor at hq gets `items` when the route takes a role.
+    let roles_text = support::POLICY.replace(
+        "    path: /v1/reports\n    scopes: [reports:read]\n",
+        "    path: /v1/reports\n    scopes: [reports:read]\n  - name: hq-items\n    path: /v1/hq/{loc}\n    location: { from: path, name: loc }\n    roles: [editor]\n",
+    );
+    std::fs::write(&new, roles_text).unwrap();
+    let out = cli(&config, &["policy", "diff", old_s, new_s, "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["routes"][0]["change"], "added");
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{v}");
+    assert_eq!(keys[0]["id"], editor);
+    assert_eq!(
+        keys[0]["gains"],
+        serde_json::json!([{"route": "hq-items", "location": "hq"}])
+    );
+
+    // A policy that does not load: exit 1 and FILE:LINE:COL.
+    std::fs::write(
+        &new,
+        "version: 1\nscopes:\n  a: b\nroutes:\n  - name: x\n     path: /y\n",
+    )
+    .unwrap();
+    let out = cli(&config, &["policy", "diff", old_s, new_s]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!("{new_s}:6:6: YAML syntax error")),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -248,11 +248,45 @@ async fn metrics_are_registered_at_start_and_move_with_traffic() {
     );
 }
 
+/// Writes a key straight into the gateway's embedded store, created `age` seconds ago and
+/// expiring in `left` seconds: the CLI only makes keys whose lifetime starts now.
+async fn aged_key(gw: &Gateway, age: i64, left: i64) -> (String, String) {
+    use keygate::keys::{self, KeyRecord, Timestamp};
+    use keygate::store::KeyStore;
+    let store = keygate::store::embedded::EmbeddedStore::open(
+        &gw.config.parent().unwrap().join("keygate.db"),
+    )
+    .unwrap();
+    let secret = keys::generate("kg_");
+    let now = Timestamp::now().0;
+    let record = KeyRecord {
+        id: keys::new_id("kg_"),
+        hash: secret.hash(),
+        name: "aged".to_owned(),
+        description: String::new(),
+        prefix: keys::display_prefix(&secret, "kg_"),
+        user_id: "u".to_owned(),
+        business_id: "acme".to_owned(),
+        scopes: vec!["items:read".to_owned()],
+        locations: vec!["*".to_owned()],
+        grants: vec![],
+        created_at: Timestamp(now - age),
+        expires_at: Some(Timestamp(now + left)),
+        revoked_at: None,
+        last_used_at: None,
+        created_by: "test".to_owned(),
+    };
+    store.insert(&record).await.unwrap();
+    (record.id, secret.expose().to_owned())
+}
+
 #[tokio::test]
-async fn a_key_in_use_that_expires_soon_is_logged_once_and_counted() {
+async fn a_key_in_the_last_tenth_of_its_lifetime_is_logged_once_and_counted() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&up).await; // default window: 7 days
-    let (soon_id, soon) = gw
+    let gw = Gateway::start(&up).await; // default cap: 7 days
+    // A fresh 2-day key is well inside the 7-day cap but has 100 % of its lifetime left:
+    // no warning at its first use.
+    let (fresh_id, fresh) = gw
         .create_key(&[
             "--name",
             "nightly",
@@ -280,8 +314,10 @@ async fn a_key_in_use_that_expires_soon_is_logged_once_and_counted() {
             "1y",
         ])
         .await;
+    // 20 days old, 1 day left: in its last tenth (2.1 days) and within the cap.
+    let (aged_id, aged) = aged_key(&gw, 20 * 86_400, 86_400).await;
     let c = client();
-    for key in [&soon, &soon, &later] {
+    for key in [&fresh, &later, &aged, &aged] {
         assert_eq!(
             c.get(gw.url("/v1/items/1"))
                 .header("X-API-Key", key)
@@ -293,11 +329,25 @@ async fn a_key_in_use_that_expires_soon_is_logged_once_and_counted() {
         );
     }
     let is_warning = |l: &str| l.contains("expires soon");
-    let lines = gw.stderr_until(1, is_warning).await;
+    let is_access = |l: &str| l.contains("\"status\":200");
+    // Each request's warning is logged before its access line: once all four access lines
+    // are in, every warning there will be is in too.
+    let lines = gw.stderr_until(4, is_access).await;
+    let lines = if lines.iter().any(|l| is_warning(l)) {
+        lines
+    } else {
+        gw.stderr_until(1, is_warning).await
+    };
     let warnings: Vec<&String> = lines.iter().filter(|l| is_warning(l)).collect();
-    assert_eq!(warnings.len(), 1, "once per key: {warnings:#?}");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "once, for the aged key only: {warnings:#?}"
+    );
     assert!(
-        warnings[0].contains(&soon_id) && !warnings[0].contains(&soon[3..]),
+        warnings[0].contains(&aged_id)
+            && !warnings[0].contains(&fresh_id)
+            && !warnings[0].contains(&aged[3..]),
         "{}",
         warnings[0]
     );

@@ -933,3 +933,50 @@ async fn a_registry_that_cannot_be_reached_is_503_auth_unavailable_never_open() 
     let health = client().get(gw.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn a_location_refusal_says_it_once_and_names_the_valid_locations() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await;
+    let (_, key) = gw
+        .create_key(&[
+            "--name",
+            "loc",
+            "--user",
+            "u",
+            "--business",
+            "acme",
+            "--location",
+            "hq",
+            "--grant",
+            "editor@hq",
+        ])
+        .await;
+    let c = client();
+    let refused = |path: &'static str| {
+        let req = c.post(gw.url(path)).header("X-API-Key", &key);
+        async move {
+            let (status, code, body) = error_code(req.send().await.unwrap()).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (403, "location_forbidden"),
+                "{body}"
+            );
+            body["error"]["message"].as_str().unwrap().to_owned()
+        }
+    };
+    // Not one of the key's locations: one sentence, "location" once.
+    let message = refused("/v1/locations/plant-2/items").await;
+    assert_eq!(message, "the API key may not act at location `plant-2`");
+    // Not a location of the policy: a did-you-mean, or else the valid ones.
+    let message = refused("/v1/locations/plant2/items").await;
+    assert_eq!(
+        message,
+        "`plant2` is not a location of the policy (did you mean `plant-2`?)"
+    );
+    let message = refused("/v1/locations/mars/items").await;
+    assert_eq!(
+        message,
+        "`mars` is not a location of the policy (expected one of `hq`, `plant-1`, `plant-2`)"
+    );
+}

@@ -431,3 +431,16 @@ fn diagnostics_display_file_line_col() {
         "conf/policy.yaml:2:10: `default: nope` is not a rule: use `deny` or `allow_authenticated`"
     );
 }
+
+#[test]
+fn a_misindented_route_field_is_pointed_at_with_a_hint() {
+    // Line 10 is indented one space more than `name` (line 9) lines up with.
+    let text = with_routes("  - name: a\n     path: /a\n");
+    one_error(
+        &text,
+        10,
+        "indent with spaces; this line is indented more than line 9 `- name: a`",
+    );
+    let text = with_routes("  - name: a\n\t  path: /a\n");
+    one_error(&text, 10, "indent with spaces, not tabs");
+}
