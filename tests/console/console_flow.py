@@ -347,6 +347,8 @@ def main():
         page.get_by_role("link", name="Audit log").focus()
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name="Audit log", exact=True)).to_be_visible()
+        expect(page.get_by_role("link", name="Audit log")).to_have_attribute("aria-current", "page")
+        expect(page.get_by_role("link", name="Keys", exact=True)).not_to_have_attribute("aria-current", "page")
         events = page.locator("#audit-body tr", has_text=key_id)
         expect(events).to_have_count(2)
         expect(events.first).to_contain_text("revoked")

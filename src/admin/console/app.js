@@ -101,7 +101,8 @@
     d.addEventListener('close', () => {
       const back = d.returnTo;
       d.returnTo = null;
-      if (back && document.body.contains(back) && !back.disabled) back.focus();
+      if (back && document.body.contains(back) && !back.disabled && back.offsetParent) back.focus();
+      else if (!$('detail-view').hidden) $('detail-title').focus();
       else $('create-open').focus();
     });
   }
@@ -577,8 +578,10 @@
 
   function show(view) {
     for (const v of VIEWS) $(v).hidden = v !== view;
-    $('nav-keys').toggleAttribute('aria-current', view !== 'audit-view');
-    $('nav-audit').toggleAttribute('aria-current', view === 'audit-view');
+    for (const [link, on] of [['nav-keys', view !== 'audit-view'], ['nav-audit', view === 'audit-view']]) {
+      if (on) $(link).setAttribute('aria-current', 'page');
+      else $(link).removeAttribute('aria-current');
+    }
     if (view !== 'detail-view') clearInterval(countdown);
   }
 
