@@ -11,7 +11,8 @@
 //! parent and siblings (`proxy::forward` → `proxy::refusal`) is not listed.
 //! - [`cli`]: clap commands, exit codes, `FILE:LINE:COL` output → app, config, keys, lifecycle,
 //!   logging, policy, store, tls
-//!   - [`cli::demo`]: `keygate demo` → app, config, lifecycle, logging, policy;
+//!   - [`cli::demo`]: `keygate demo` (gateway, echo upstream, console sign-in key)
+//!     → app, config, keys, lifecycle, logging, policy;
 //!     `cli::explain`: `keygate policy explain` → keys, policy, proxy
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
 //!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
