@@ -115,6 +115,14 @@ async fn readme_running_block_works_when_pasted_and_the_unit_starts_the_gateway(
     ] {
         assert!(block.contains(path), "the block uses {path}: {block}");
     }
+    // The block's first line names "your API": here, a test upstream.
+    let up = Upstream::start().await;
+    let your_api = "UPSTREAM=http://127.0.0.1:9000";
+    assert!(
+        block.starts_with(your_api),
+        "the block starts with {your_api}: {block}"
+    );
+    let block = block.replacen(your_api, &format!("UPSTREAM={}", up.url()), 1);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     // What a fresh machine has; the block must create the rest.
@@ -173,6 +181,10 @@ exec "$@""#,
         config.contains(&format!("path: {}", db.display())),
         "the store is in /var/lib/keygate: {config}"
     );
+    assert!(
+        config.contains(&format!("  url: {} ", up.url())),
+        "upstream.url is $UPSTREAM: {config}"
+    );
     assert!(etc.join("policy.yaml").exists());
     let env_file = etc.join("keygate.env");
     let mode = std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
@@ -192,7 +204,7 @@ exec "$@""#,
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/keygate.service")).unwrap();
 
     // The service as systemd would start it: the unit's ExecStart with the token from its
-    // EnvironmentFile (free ports and a test upstream instead of 8080/8081 and UPSTREAM).
+    // EnvironmentFile (free ports instead of 8080/8081).
     let directive = |name: &str| {
         unit.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))
@@ -205,11 +217,9 @@ exec "$@""#,
     );
     let exec = moved(&directive("ExecStart"), &root);
     let mut words = exec.split_whitespace();
-    let up = Upstream::start().await;
     let mut child = tokio::process::Command::new(words.next().unwrap())
         .args(words)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--upstream", &up.url()])
         .env_remove("KEYGATE_CONFIG")
         .env("KEYGATE_ADMIN_TOKEN", token)
         .stdout(Stdio::piped())
