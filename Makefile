@@ -1,8 +1,10 @@
 # `make test` is the one command CI and developers run: it installs missing test
 # dependencies, then checks formatting, lints, and runs every test.
-.PHONY: test deps fmt-check lint lint-docker unit bench compare demo
+.PHONY: test deps fmt-check lint lint-docker unit bench compare demo install
 
 CARGO ?= cargo
+# `make install PREFIX=/usr/local` installs into PREFIX/bin; default: cargo's own (~/.cargo/bin).
+PREFIX ?=
 
 test: deps fmt-check lint lint-docker
 	bash -n benches/compare.sh   # syntax only: the load comparison itself is `make compare`
@@ -33,3 +35,8 @@ compare:
 
 demo:
 	$(CARGO) run --release -- demo
+
+# Builds the release binary from this checkout (the locked dependency versions) and puts
+# `keygate` on PATH, so the README's and the demo's `keygate ...` lines run as printed.
+install:
+	$(CARGO) install --path . --locked $(if $(PREFIX),--root $(PREFIX))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: curl (the demo test runs its
 # printed curl lines), redis-server (Redis registry tests), chromium (console tests),
-# nginx (forward-auth in front of a real nginx), and a local virtualenv target/venv with
+# nginx (forward-auth in front of a real nginx), docker-compose (validates docker-compose.yml
+# with `docker-compose config`; no Docker engine is needed or started), systemd
+# (`systemd-analyze verify` on config/examples/keygate.service), and a local virtualenv target/venv with
 # schemathesis (OpenAPI test), Playwright (drives the system Chromium; it never downloads
 # a browser of its own) and hadolint (Dockerfile lint).
 # As root it uses apt-get; otherwise it says exactly what to install and fails, so no
@@ -21,6 +23,8 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then

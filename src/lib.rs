@@ -13,7 +13,8 @@
 //!   logging, policy, store, tls
 //!   - `cli::args`: the clap definition (every flag with help), also the source of
 //!     `keygate completions` and `keygate man` → (none)
-//!   - [`cli::demo`]: `keygate demo` → app, config, lifecycle, logging, policy;
+//!   - [`cli::demo`]: `keygate demo` (gateway, echo upstream, console sign-in key)
+//!     → app, config, keys, lifecycle, logging, policy;
 //!     `cli::explain`: `keygate policy explain` → keys, policy, proxy;
 //!     `cli::diff`: `keygate policy diff`, access through `Policy::reach` → app, keys,
 //!     policy, store

@@ -1,5 +1,7 @@
 //! The web console at `/`: one HTML page, one script, one stylesheet, all compiled into
-//! the binary (`console/`), no CDN, no build step.
+//! the binary (`console/`), no CDN, no build step. The script shows three views by the
+//! address's fragment (`#/keys`, `#/keys/<id>`, `#/audit`) over the admin API; the page
+//! stays one asset, so the router here serves nothing new.
 //!
 //! Invariants: the page runs no inline script or style, so the Content-Security-Policy
 //! allows scripts and styles only from this origin (`'self'`) and forbids framing

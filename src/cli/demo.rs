@@ -3,7 +3,11 @@
 //! A temporary folder holds a config, a policy and the embedded store; a built-in echo
 //! upstream answers every request with what it received (so the identity headers keygate
 //! adds are visible); a demo key is created and printed with ready-to-paste curl lines,
-//! one allowed and two refused. Ctrl-C (or SIGTERM) stops everything and removes the folder.
+//! one allowed and two refused. A second key, holding `keygate:admin` for the demo's
+//! business and every scope and role of the policy, is printed as the console's sign-in
+//! credential, so the console's key list shows the demo key and can create more.
+//! Every command printed runs as printed (`keygate` on PATH after `make install`).
+//! Ctrl-C (or SIGTERM) stops everything and removes the folder.
 
 use std::convert::Infallible;
 
@@ -18,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, App};
 use crate::config::Config;
+use crate::keys::Grant;
 use crate::lifecycle::{self, Expiry, NewKey, Rules};
 use crate::policy::Policy;
 
@@ -64,21 +69,29 @@ pub async fn run() -> anyhow::Result<()> {
         name: "demo".to_owned(),
         description: "created by keygate demo".to_owned(),
         user_id: "demo-user".to_owned(),
-        business_id: "demo-co".to_owned(),
+        business_id: BUSINESS.to_owned(),
         scopes: vec!["items:read".to_owned()],
         locations: vec!["*".to_owned()],
         grants: Vec::new(),
         expiry: Some(Expiry::In(std::time::Duration::from_secs(86_400))),
     };
     let (record, secret) = lifecycle::create(&*store, &rules, new, "demo").await?;
+    let (admin_record, admin_secret) =
+        lifecycle::create(&*store, &rules, console_admin(&policy), "demo").await?;
     drop(store);
     let app = App::build(cfg)?;
 
     let key = secret.expose();
     let base = format!("http://{proxy_addr}");
+    let config_path = config_file.display();
     println!("keygate demo is running; Ctrl-C stops it.");
     println!("  gateway   {base}  ->  echo upstream http://{echo_addr}");
-    println!("  admin     http://{admin_addr}  (/healthz, /readyz)");
+    println!("  console   http://{admin_addr}/");
+    println!(
+        "            sign in with the admin key {} (keygate:admin for business {BUSINESS})",
+        admin_secret.expose()
+    );
+    println!("  admin     http://{admin_addr}  (admin API, /healthz, /readyz, /metrics)");
     println!(
         "  files     {}  (config, policy, key store; removed on exit)",
         dir.path().display()
@@ -87,6 +100,7 @@ pub async fn run() -> anyhow::Result<()> {
         "  demo key  {} ({}; scope items:read everywhere; expires in 1 day)",
         record.id, record.prefix
     );
+    println!("  admin key {} ({})", admin_record.id, admin_record.prefix);
     println!();
     println!(
         "Allowed: GET an item with the demo key (200; the echo shows the X-Keygate-* headers keygate added):"
@@ -99,10 +113,11 @@ pub async fn run() -> anyhow::Result<()> {
     println!("Refused: no key at all (401 missing_api_key):");
     println!("  curl -i {base}/v1/items/42");
     println!();
+    println!("More keys, from another terminal (`make install` puts keygate on PATH):");
     println!(
-        "More keys: keygate keys create --config {} --name NAME --user U --business B --scope items:read",
-        dir.path().join("keygate.yaml").display()
+        "  keygate keys create --config {config_path} --name second-key --user demo-user --business {BUSINESS} --scope items:read --expires 1d"
     );
+    println!("  keygate keys list --config {config_path}");
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -115,6 +130,32 @@ pub async fn run() -> anyhow::Result<()> {
     app.serve(listeners, super::shutdown_signal()).await?;
     eprintln!("keygate demo stopped");
     Ok(())
+}
+
+/// The business the demo's keys belong to.
+const BUSINESS: &str = "demo-co";
+
+/// The console's sign-in key: an admin of the demo business that holds every scope and
+/// role of the policy everywhere, so it may create any key the console offers.
+fn console_admin(policy: &Policy) -> NewKey {
+    let mut scopes: Vec<String> = policy.scopes().map(|(name, _)| name.to_owned()).collect();
+    scopes.push("keygate:admin".to_owned());
+    NewKey {
+        name: "demo console admin".to_owned(),
+        description: "created by keygate demo to sign in to the console".to_owned(),
+        user_id: "demo-admin".to_owned(),
+        business_id: BUSINESS.to_owned(),
+        scopes,
+        locations: vec!["*".to_owned()],
+        grants: policy
+            .roles()
+            .map(|(role, _)| Grant {
+                role: role.to_owned(),
+                locations: vec!["*".to_owned()],
+            })
+            .collect(),
+        expiry: Some(Expiry::In(std::time::Duration::from_secs(86_400))),
+    }
 }
 
 /// The well-known port when free, else any free port on loopback.

@@ -3,16 +3,25 @@
 Driven by tests/it/console.rs, which starts the gateway and an upstream and passes:
   KEYGATE_ADMIN_URL, KEYGATE_PROXY_URL, KEYGATE_TOKEN, KEYGATE_SCREENSHOTS (a folder).
 
-Flow: sign in with the admin token; create a key with a scope, a location and a role
-grant; read the secret shown once (and download it as <name>.apikey); use it against
-the proxy (200); find it by search and the status filter; revoke it (with the
-confirmation); see the proxy refuse it. Screenshots of the key list and of the
-show-once dialog go to KEYGATE_SCREENSHOTS. Uses the system Chromium: the network is
-closed, and Playwright must never download a browser.
+Flow: sign in with the admin token; create a key, first with field errors (shown under
+their field, in the form's words, the first one focused), with a scope, locations and a
+role grant (the grid offers only the locations chosen); read the secret shown once (and
+download it as <name>.apikey); "Done" closes it only once "I have stored the key in a
+safe place" is ticked; use the key against the proxy (200); open its detail view and the
+audit log by keyboard; find it by search and the status filter; revoke it (with the
+confirmation); see the proxy refuse it.
+
+Every view (sign-in, key list, create form, field errors, show-once dialog, key detail,
+audit log) is checked at 1,280 and 420 px wide: no control may reach outside the
+viewport and the page may not scroll sideways (the check is shown to catch an injected
+wide button); a screenshot of each, `<view>-<width>.png`, goes to KEYGATE_SCREENSHOTS.
+Uses the system Chromium: the network is closed, and Playwright must never download a
+browser.
 """
 
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -53,6 +62,49 @@ def check(cond, what):
     print(f"ok: {what}", flush=True)
 
 
+WIDTHS = ((1280, 900), (420, 860))
+
+# Every rendered control that reaches outside the viewport, and a page that scrolls
+# sideways. The skip link sits off-screen on purpose until it is focused.
+OVERFLOW = """() => {
+  const w = document.documentElement.clientWidth;
+  const bad = [];
+  const sw = document.documentElement.scrollWidth;
+  if (sw > w) bad.push(`the page scrolls sideways: ${sw} > ${w}`);
+  for (const e of document.querySelectorAll('button, input, select, textarea, a[href], [tabindex]')) {
+    if (e.classList.contains('skip')) continue;
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if (r.left < -0.5 || r.right > w + 0.5) {
+      const what = (e.textContent || e.getAttribute('aria-label') || e.id || '').trim().slice(0, 40);
+      bad.push(`${e.tagName.toLowerCase()}#${e.id} "${what}" spans ${Math.round(r.left)}..${Math.round(r.right)} of ${w}`);
+    }
+  }
+  return bad;
+}"""
+
+FRAME = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def views(page, name, show=None):
+    """Checks `name` at each width for overflow and screenshots it; back to 1,280 px.
+    With `show` (a locator in an open dialog), the viewport is shot with it scrolled into view."""
+    for width, height in WIDTHS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate(FRAME)
+        bad = page.evaluate(OVERFLOW)
+        check(not bad, f"{name} at {width} px: nothing overflows the viewport {bad}")
+        if show is not None:
+            show.scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(SHOTS, f"{name}-{width}.png"), full_page=show is None)
+    page.set_viewport_size({"width": WIDTHS[0][0], "height": WIDTHS[0][1]})
+    page.evaluate(FRAME)
+
+
+def focused_id(page):
+    return page.evaluate("() => document.activeElement && document.activeElement.id")
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     name = f"console key {int(time.time() * 1000) % 100000}"
@@ -62,7 +114,7 @@ def main():
             executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
         )
         context = browser.new_context(
-            accept_downloads=True, viewport={"width": 1440, "height": 900}
+            accept_downloads=True, viewport={"width": 1280, "height": 900}
         )
         page = context.new_page()
         # Any console error (a CSP violation, a script error) fails the run.
@@ -74,6 +126,7 @@ def main():
 
         page.goto(ADMIN + "/")
         expect(page).to_have_title("keygate console")
+        views(page, "sign-in")
 
         # Sign in (a wrong token first: refused, stays on the sign-in form).
         page.get_by_label("Admin token or key").fill("not-the-token")
@@ -94,6 +147,8 @@ def main():
         )
         expect(page.get_by_label("Search")).to_be_visible()
         expect(page.get_by_label("Status")).to_be_visible()
+        expect(page.locator("#keys-body tr")).to_have_count(3)
+        views(page, "key-list")
 
         # Create a key with a scope, a location and a role x location grant.
         page.get_by_role("button", name="Create key").click()
@@ -103,18 +158,61 @@ def main():
             page.evaluate("() => document.getElementById('create-dialog').contains(document.activeElement)"),
             "focus moved into the create dialog",
         )
+        # Field errors: under their field, in the form's words, the first one focused.
+        dialog.get_by_role("button", name="Create", exact=True).click()
+        for field, words in (("new-name", "Name is required"), ("new-user", "User ID is required"),
+                             ("new-business", "Business ID is required")):
+            error = page.locator(f"#{field}-error")
+            expect(error).to_be_visible()
+            expect(error).to_contain_text(words)
+            check(
+                page.evaluate(f"() => document.getElementById('{field}').parentElement.contains(document.getElementById('{field}-error'))"),
+                f"the {words!r} error sits in its field",
+            )
+            expect(page.locator(f"#{field}")).to_have_attribute("aria-invalid", "true")
+            expect(page.locator(f"#{field}")).to_have_attribute("aria-describedby", f"{field}-error")
+        check(focused_id(page) == "new-name", "the first field in error has the focus")
+        views(page, "create-errors", dialog.get_by_label("Name", exact=True))
         dialog.get_by_label("Name", exact=True).fill(name)
-        dialog.get_by_label("Description", exact=True).fill("made in the console test")
+        dialog.get_by_label("User ID").fill("not an id!")
+        dialog.get_by_role("button", name="Create", exact=True).click()
+        expect(page.locator("#new-name-error")).to_be_hidden()
+        expect(page.locator("#new-user-error")).to_contain_text("User ID must be 1 to 128 characters")
+        check(focused_id(page) == "new-user", "the User ID error has the focus")
+        # An error only the server knows, said in the field's words at its field.
         dialog.get_by_label("User ID").fill("console-user")
         dialog.get_by_label("Business ID").fill("acme")
+        dialog.get_by_label("Expires").select_option(label="Custom")
+        dialog.get_by_label("Custom expiry (your local time)").fill("2001-01-01T00:00")
+        dialog.get_by_role("button", name="Create", exact=True).click()
+        expect(page.locator("#new-expires-at-error")).to_have_text("Custom expiry must be in the future")
+        check(focused_id(page) == "new-expires-at", "the server's expires_at error focuses Custom expiry")
+        # Chromium logs that expected 400 as a failed resource load.
+        problems[:] = [p for p in problems if "status of 400" not in p]
+
+        dialog.get_by_label("Description", exact=True).fill("made in the console test")
         scope = dialog.get_by_label("items:read", exact=True)
         expect(scope).to_have_attribute("type", "checkbox")
         scope.check()
         # The description sits beside the label, not inside it.
         expect(dialog.get_by_text("Read items", exact=True)).to_be_visible()
+        # The role grid offers only the locations chosen for the key.
+        expect(page.locator("#grant-empty")).to_be_visible()
+        expect(page.locator("#grant-body input")).to_have_count(0)
         dialog.get_by_label("hq", exact=True).check()
+        expect(dialog.get_by_label("viewer at hq")).to_have_count(1)
+        expect(dialog.get_by_label("editor at plant-1")).to_have_count(0)
         dialog.get_by_label("plant-1", exact=True).check()
+        expect(page.locator("#grant-head th")).to_have_text(["Role", "hq", "plant-1"])
         dialog.get_by_label("editor at plant-1").check()
+        for absent in ("editor at plant-2", "editor at all locations"):
+            expect(dialog.get_by_label(absent)).to_have_count(0)
+        dialog.get_by_label("All locations (*)").check()
+        expect(page.locator("#grant-head th")).to_have_text(["Role", "hq", "plant-1", "plant-2", "All (*)"])
+        expect(dialog.get_by_label("editor at plant-1")).to_be_checked()
+        dialog.get_by_label("All locations (*)").uncheck()
+        expect(dialog.get_by_label("editor at plant-2")).to_have_count(0)
+        expect(dialog.get_by_label("editor at plant-1")).to_be_checked()
         expires = dialog.get_by_label("Expires")
         options = expires.locator("option").all_inner_texts()
         check(
@@ -122,7 +220,7 @@ def main():
             f"expiry presets {options}",
         )
         expires.select_option(label="1 day")
-        dialog.screenshot(path=os.path.join(SHOTS, "create-form.png"))
+        views(page, "create-form", page.locator("#grant-grid"))
         dialog.get_by_role("button", name="Create", exact=True).click()
 
         # The secret, shown once.
@@ -131,7 +229,7 @@ def main():
         expect(secret_dialog).to_contain_text("will not be shown again")
         secret = secret_dialog.get_by_label("API key").input_value()
         check(secret.startswith("kg_") and len(secret) > 20, "a secret is shown")
-        page.screenshot(path=os.path.join(SHOTS, "show-once-dialog.png"))
+        views(page, "show-once-dialog", secret_dialog.get_by_role("button", name="Done"))
         with page.expect_download() as dl:
             secret_dialog.get_by_role("button", name="Download .apikey").click()
         download = dl.value
@@ -143,6 +241,16 @@ def main():
         os.remove(saved)
         secret_dialog.get_by_role("button", name="Copy").click()
         expect(page.locator("#copy-status")).not_to_be_empty()
+        # "Done" (or Escape) does not close it before the key is said to be stored.
+        secret_dialog.get_by_role("button", name="Done").click()
+        expect(secret_dialog).to_be_visible()
+        stored = secret_dialog.get_by_label("I have stored the key in a safe place")
+        expect(page.locator("#secret-stored-error")).to_contain_text("I have stored the key in a safe place")
+        check(focused_id(page) == "secret-stored", "the unticked box has the focus")
+        page.keyboard.press("Escape")
+        expect(secret_dialog).to_be_visible()
+        check(secret_dialog.get_by_label("API key").input_value() == secret, "the secret is still shown")
+        stored.check()
         secret_dialog.get_by_role("button", name="Done").click()
         expect(secret_dialog).to_be_hidden()
         check(secret not in page.content(), "the secret is gone from the page after Done")
@@ -163,7 +271,41 @@ def main():
         expect(row).to_have_count(1)
         expect(row).to_contain_text("active")
         expect(row).to_contain_text("never")  # last use, before the list reloads
-        page.screenshot(path=os.path.join(SHOTS, "key-list.png"), full_page=True)
+        views(page, "key-list-created")
+        # At 420 px the list is cards, each with its actions in view.
+        page.set_viewport_size({"width": 420, "height": 860})
+        check(
+            row.evaluate("(tr) => getComputedStyle(tr).display") == "block",
+            "at 420 px a key is a card",
+        )
+        expect(row.get_by_role("button", name="Revoke")).to_be_in_viewport()
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+        # The key's detail view, by keyboard: its record, grants as a matrix, a countdown.
+        key_id = row.get_attribute("data-id")
+        row.get_by_role("link", name=name).focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+        check(focused_id(page) == "detail-title", "the detail view's heading has the focus")
+        check(page.url.endswith("#/keys/" + key_id), "the detail view has its own address")
+        fields = page.locator("#detail-fields")
+        for label, value in (("ID", key_id), ("User ID", "console-user"), ("Business ID", "acme"),
+                             ("Created by", "token"), ("Last used", "never"), ("Scopes", "items:read"),
+                             ("Locations", "hq, plant-1"), ("Description", "made in the console test"),
+                             ("Status", "active"), ("Key prefix", secret[:6])):
+            pair = fields.locator(".pair", has=page.locator("dt", has_text=label))
+            expect(pair.first).to_contain_text(value)
+        countdown = page.locator("#detail-countdown")
+        expect(countdown).to_have_text(re.compile(r"^in \d+ (d|h|min)"))
+        before = countdown.inner_text()
+        expect(countdown).not_to_have_text(before, timeout=3000)
+        check(True, f"the expiry counts down from {before!r}")
+        expect(page.get_by_label("editor at plant-1: granted")).to_have_text("\u2713")
+        views(page, "key-detail")
+        page.get_by_role("link", name="Back to keys").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
+        row = page.locator("#keys-body tr", has_text=name)
 
         # Find it by search, then by the status filter.
         page.get_by_label("Search").fill(name)
@@ -200,6 +342,34 @@ def main():
                 raise AssertionError(f"the proxy still answers {status} a second after revocation")
             time.sleep(0.05)
         check(True, "the proxy refuses the revoked key")
+
+        # The audit log, by keyboard from the navigation.
+        page.get_by_role("link", name="Audit log").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Audit log", exact=True)).to_be_visible()
+        expect(page.get_by_role("link", name="Audit log")).to_have_attribute("aria-current", "page")
+        expect(page.get_by_role("link", name="Keys", exact=True)).not_to_have_attribute("aria-current", "page")
+        events = page.locator("#audit-body tr", has_text=key_id)
+        expect(events).to_have_count(2)
+        expect(events.first).to_contain_text("revoked")
+        expect(events.last).to_contain_text("created")
+        expect(events.last).to_contain_text("token")
+        views(page, "audit-log")
+        events.first.get_by_role("link").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+        expect(page.locator("#detail-fields")).to_contain_text("revoked")
+
+        # The overflow check can fail: a wide control is caught.
+        bad = page.evaluate("""() => {
+          const b = document.createElement('button');
+          b.id = 'too-wide'; b.textContent = 'wide'; b.style.width = '1500px';
+          document.getElementById('main').append(b);
+          return 0;
+        }""")
+        bad = page.evaluate(OVERFLOW)
+        check(any("too-wide" in b for b in bad), f"the overflow check catches a wide button: {bad}")
+        page.evaluate("() => document.getElementById('too-wide').remove()")
 
         # Sign out: the credential leaves the tab.
         page.get_by_role("button", name="Sign out").click()

@@ -10,8 +10,21 @@ use crate::support::{Gateway, Options, Upstream, client, venv_bin};
 
 const TOKEN: &str = "console-test-token-9876543210";
 
+/// Every view the flow screenshots, at 1,280 and 420 px (`<view>-<width>.png`).
+const VIEWS: [&str; 8] = [
+    "sign-in",
+    "key-list",
+    "create-errors",
+    "create-form",
+    "show-once-dialog",
+    "key-list-created",
+    "key-detail",
+    "audit-log",
+];
+
 #[tokio::test]
-async fn console_signs_in_creates_searches_and_revokes_in_chromium() {
+async fn console_signs_in_creates_shows_details_and_audit_and_revokes_in_chromium_at_1280_and_420_px()
+ {
     let python = venv_bin("python");
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
@@ -51,6 +64,12 @@ async fn console_signs_in_creates_searches_and_revokes_in_chromium() {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shots = root.join("target/console-screenshots");
+    // A stale screenshot must not pass for a new one.
+    for view in VIEWS {
+        for width in [1280, 420] {
+            let _ = std::fs::remove_file(shots.join(format!("{view}-{width}.png")));
+        }
+    }
     let out = tokio::process::Command::new(python)
         .arg(root.join("tests/console/console_flow.py"))
         .env("KEYGATE_ADMIN_URL", gw.admin_url(""))
@@ -68,7 +87,10 @@ async fn console_signs_in_creates_searches_and_revokes_in_chromium() {
         out.status.success(),
         "console flow failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
-    for shot in ["key-list.png", "show-once-dialog.png"] {
-        assert!(shots.join(shot).exists(), "no screenshot {shot}");
+    for view in VIEWS {
+        for width in [1280, 420] {
+            let shot = format!("{view}-{width}.png");
+            assert!(shots.join(&shot).exists(), "no screenshot {shot}");
+        }
     }
 }

@@ -18,6 +18,7 @@ mod ops;
 mod proxy;
 mod redis;
 mod reload;
+mod setup;
 mod support;
 mod tls;
 mod websocket;

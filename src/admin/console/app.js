@@ -3,7 +3,11 @@
 // Invariants: the credential lives in this tab's sessionStorage only and travels in a
 // request header (Authorization: Bearer, or the key header), never in a cookie or a
 // URL; every text from the server is put into the page with textContent, never as
-// HTML; a secret is shown once, in the "secret" dialog, and cleared when it closes.
+// HTML; a secret is shown once, in the "secret" dialog, which closes only once its
+// "I have stored the key in a safe place" box is ticked, and is cleared when it closes.
+// Views: the key list (#/keys), one key (#/keys/<id>) and the audit log (#/audit), each
+// a link, so the keyboard and the browser's Back button reach them. Field errors sit
+// under their field, in the form's words ("User ID"), and the first one gets the focus.
 'use strict';
 
 (() => {
@@ -97,7 +101,8 @@
     d.addEventListener('close', () => {
       const back = d.returnTo;
       d.returnTo = null;
-      if (back && document.body.contains(back) && !back.disabled) back.focus();
+      if (back && document.body.contains(back) && !back.disabled && back.offsetParent) back.focus();
+      else if (!$('detail-view').hidden) $('detail-title').focus();
       else $('create-open').focus();
     });
   }
@@ -108,7 +113,8 @@
     sessionStorage.removeItem(STORE);
     me = null;
     policy = null;
-    $('keys-view').hidden = true;
+    for (const v of VIEWS) $(v).hidden = true;
+    $('nav').hidden = true;
     $('signin-view').hidden = false;
     $('who').hidden = true;
     $('signout').hidden = true;
@@ -121,15 +127,15 @@
     me = await api('GET', '/v1/whoami');
     policy = await api('GET', '/v1/policy');
     $('signin-view').hidden = true;
-    $('keys-view').hidden = false;
     $('signout').hidden = false;
+    $('nav').hidden = false;
+    $('nav-audit').hidden = me.kind === 'self'; // the audit log needs an admin
     const who = $('who');
     who.hidden = false;
     if (me.kind === 'token') who.textContent = 'Signed in with the admin token (every business)';
     else if (me.kind === 'admin') who.textContent = `Signed in with admin key ${me.key_id} (business ${me.business_id})`;
     else who.textContent = `Signed in with key ${me.key_id} (user ${me.user_id}, business ${me.business_id})`;
-    await loadKeys(false);
-    $('search').focus();
+    await route(true);
   }
 
   $('signin-form').addEventListener('submit', async (ev) => {
@@ -204,25 +210,34 @@
     if (k.scopes.length) parts.push(el('div', { text: `Scopes: ${k.scopes.join(', ')}` }));
     parts.push(el('div', { text: `Locations: ${k.locations.length ? k.locations.join(', ') : 'none'}` }));
     for (const g of k.grants) parts.push(el('div', { text: `${g.role} at ${g.locations.join(', ')}` }));
-    return el('td', { class: 'small' }, ...parts);
+    return cell('Access', { class: 'small wrap' }, ...parts);
+  }
+
+  // A cell that says what it is when the table is shown as cards (narrow screens).
+  function cell(label, props, ...children) {
+    const td = el('td', props, ...children);
+    td.dataset.label = label;
+    return td;
   }
 
   function row(k) {
     const nameId = `name-${slug(k.id)}`;
     const tr = el('tr', {});
     tr.dataset.id = k.id;
+    const link = el('a', { href: `#/keys/${encodeURIComponent(k.id)}`, class: 'name', id: nameId, text: k.name });
     tr.append(
-      el('td', {}, el('div', { class: 'name', id: nameId, text: k.name }),
+      cell('Name', {}, link,
         k.description ? el('div', { class: 'small muted', text: k.description }) : null),
-      el('td', {}, el('code', { text: `${k.prefix}\u2026` }), el('div', { class: 'small muted', text: k.id })),
-      el('td', { class: 'small' }, el('div', { text: `User ${k.user_id}` }), el('div', { class: 'muted', text: `Business ${k.business_id}` })),
+      cell('Key', { class: 'wrap' }, el('code', { text: `${k.prefix}\u2026` }), el('div', { class: 'small muted', text: k.id })),
+      cell('Owner', { class: 'small' }, el('div', { text: `User ${k.user_id}` }), el('div', { class: 'muted', text: `Business ${k.business_id}` })),
       access(k),
-      el('td', { class: 'small nowrap', text: when(k.created_at, '') }),
-      el('td', { class: 'small nowrap', text: when(k.last_used_at, 'never') }),
-      el('td', { class: 'small nowrap', text: when(k.expires_at, 'never') }),
-      el('td', {}, el('span', { class: `badge ${k.status}`, text: k.status })),
+      cell('Dates', { class: 'small' },
+        el('div', { text: `Created ${when(k.created_at, '')}` }),
+        el('div', { text: `Last used ${when(k.last_used_at, 'never')}` }),
+        el('div', { text: `Expires ${when(k.expires_at, 'never')}` })),
+      cell('Status', {}, el('span', { class: `badge ${k.status}`, text: k.status })),
     );
-    const actions = el('td', { class: 'actions-cell' });
+    const actions = cell('Actions', { class: 'actions-cell' });
     if (k.status !== 'revoked') {
       const rotate = el('button', { type: 'button', text: 'Rotate', 'aria-describedby': nameId });
       rotate.addEventListener('click', () => askRotate(k, rotate));
@@ -276,22 +291,36 @@
       locs.append(el('div', { class: 'check' }, input, label));
     });
 
-    const columns = [...policy.locations, '*'];
-    const head = el('tr', {}, el('th', { scope: 'col', text: 'Role' }),
-      ...columns.map((c) => el('th', { scope: 'col', text: c === '*' ? 'All (*)' : c })));
-    $('grant-head').replaceChildren(head);
+    for (const input of locs.querySelectorAll('input')) input.addEventListener('change', buildGrantGrid);
+    buildGrantGrid();
+  }
+
+  // The role x location grid offers only the locations chosen for the key (all of the
+  // policy's, plus "*", when "All locations (*)" is ticked); ticks survive a rebuild.
+  function buildGrantGrid() {
+    const chosen = [...document.querySelectorAll('#location-list input:checked')].map((i) => i.value);
+    const columns = chosen.includes('*') ? [...policy.locations, '*'] : policy.locations.filter((l) => chosen.includes(l));
+    const ticked = new Set([...document.querySelectorAll('#grant-body input:checked')].map((i) => `${i.dataset.role}@${i.dataset.location}`));
+    const head = $('grant-head');
     const body = $('grant-body');
+    head.replaceChildren();
     body.replaceChildren();
-    if (policy.roles.length === 0) {
-      body.append(el('tr', {}, el('td', { colSpan: columns.length + 1, class: 'muted', text: 'The policy declares no roles.' })));
-    }
+    $('grant-grid').hidden = columns.length === 0 || policy.roles.length === 0;
+    $('grant-empty').hidden = columns.length !== 0 && policy.roles.length !== 0;
+    $('grant-empty').textContent = policy.roles.length === 0
+      ? 'The policy declares no roles.'
+      : 'Choose the key\u2019s locations above first.';
+    if ($('grant-grid').hidden) return;
+    head.append(el('tr', {}, el('th', { scope: 'col', text: 'Role' }),
+      ...columns.map((c) => el('th', { scope: 'col', text: c === '*' ? 'All (*)' : c }))));
     policy.roles.forEach((r, ri) => {
       const tr = el('tr', {}, el('th', { scope: 'row' }, el('span', { text: r.name }),
         el('span', { class: 'small muted block', text: r.scopes.join(', ') })));
-      columns.forEach((c, ci) => {
-        const input = el('input', { type: 'checkbox', id: `grant-${ri}-${ci}`, 'aria-label': `${r.name} at ${c === '*' ? 'all locations' : c}` });
+      columns.forEach((c) => {
+        const input = el('input', { type: 'checkbox', id: `grant-${ri}-${slug(c)}`, 'aria-label': `${r.name} at ${c === '*' ? 'all locations' : c}` });
         input.dataset.role = r.name;
         input.dataset.location = c;
+        input.checked = ticked.has(`${r.name}@${c}`);
         tr.append(el('td', { class: 'center' }, input));
       });
       body.append(tr);
@@ -301,7 +330,7 @@
   $('create-open').addEventListener('click', () => {
     $('create-form').reset();
     buildCreateForm();
-    $('create-error').textContent = '';
+    clearFieldErrors();
     $('custom-field').hidden = true;
     const user = $('new-user');
     const business = $('new-business');
@@ -326,10 +355,59 @@
     if (custom) $('new-expires-at').focus();
   });
 
+  // The form's fields by the admin API's names: where an error shows, in the form's words.
+  const FIELDS = {
+    name: ['new-name', 'Name'],
+    description: ['new-description', 'Description'],
+    user_id: ['new-user', 'User ID'],
+    business_id: ['new-business', 'Business ID'],
+    scopes: ['new-scopes', 'Scopes', 'scope-list'],
+    locations: ['new-locations', 'Locations', 'location-list'],
+    grants: ['new-grants', 'Roles by location', 'grant-body'],
+    expires_in: ['new-expires', 'Expires'],
+    expires_at: ['new-expires-at', 'Custom expiry'],
+  };
+  const ID_RULE = /^[A-Za-z0-9._@:+-]{1,128}$/;
+
+  function clearFieldErrors() {
+    for (const [id] of Object.values(FIELDS)) {
+      const box = $(`${id}-error`);
+      box.textContent = '';
+      box.hidden = true;
+      const input = $(id);
+      if (input) input.removeAttribute('aria-invalid');
+    }
+    $('create-error').textContent = '';
+  }
+
+  // Shows each error under its field and focuses the first (in form order).
+  function showFieldErrors(errors) {
+    let first = null;
+    for (const [field, [id, , group]] of Object.entries(FIELDS)) {
+      if (!errors[field]) continue;
+      const box = $(`${id}-error`);
+      box.textContent = errors[field];
+      box.hidden = false;
+      const input = $(id);
+      if (input) input.setAttribute('aria-invalid', 'true');
+      if (!first) first = input || $(group).querySelector('input') || box;
+    }
+    if (first) {
+      if (!first.hasAttribute('tabindex') && first.tagName === 'P') first.tabIndex = -1;
+      first.focus();
+    }
+  }
+
+  // "user_id: must be ..." from the admin API, said with the field's label.
+  function serverFieldError(message) {
+    const m = /^([a-z_]+)(?:\[\d+\][.a-z_]*)?: (.*)$/s.exec(message || '');
+    if (!m || !FIELDS[m[1]]) return null;
+    return { [m[1]]: `${FIELDS[m[1]][1]} ${m[2]}` };
+  }
+
   $('create-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    const err = $('create-error');
-    err.textContent = '';
+    clearFieldErrors();
     const body = {
       name: $('new-name').value.trim(),
       description: $('new-description').value.trim(),
@@ -345,25 +423,25 @@
       byRole.get(i.dataset.role).push(i.dataset.location);
     }
     for (const [role, locations] of byRole) body.grants.push({ role, locations });
+    const errors = {};
+    if (!body.name) errors.name = 'Name is required.';
+    for (const field of ['user_id', 'business_id']) {
+      const label = FIELDS[field][1];
+      if (!body[field]) errors[field] = `${label} is required.`;
+      else if (!ID_RULE.test(body[field])) errors[field] = `${label} must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ @ : + -`;
+    }
     const expires = $('new-expires').value;
     if (expires === 'custom') {
       const local = $('new-expires-at').value;
       const at = local ? new Date(local) : null;
-      if (!at || Number.isNaN(at.getTime())) {
-        err.textContent = 'Expires: pick a custom date and time.';
-        $('new-expires-at').focus();
-        return;
-      }
-      body.expires_at = at.toISOString().replace(/\.\d{3}Z$/, 'Z');
+      if (!at || Number.isNaN(at.getTime())) errors.expires_at = 'Custom expiry: pick a date and time.';
+      else body.expires_at = at.toISOString().replace(/\.\d{3}Z$/, 'Z');
     } else {
       body.expires_in = expires;
     }
-    for (const [field, id, label] of [['name', 'new-name', 'Name'], ['user_id', 'new-user', 'User ID'], ['business_id', 'new-business', 'Business ID']]) {
-      if (!body[field]) {
-        err.textContent = `${label} is required.`;
-        $(id).focus();
-        return;
-      }
+    if (Object.keys(errors).length) {
+      showFieldErrors(errors);
+      return;
     }
     try {
       const created = await api('POST', '/v1/keys', body);
@@ -371,7 +449,9 @@
       showSecret(created);
       loadKeys(false);
     } catch (e) {
-      failed(e, err);
+      const fieldError = e.status === 400 ? serverFieldError(e.message) : null;
+      if (fieldError) showFieldErrors(fieldError);
+      else failed(e, $('create-error'));
     }
   });
 
@@ -384,9 +464,33 @@
     $('secret-name').textContent = created.name;
     $('secret-value').value = created.key;
     $('copy-status').textContent = '';
-    openDialog($('secret-dialog'), $('create-open'));
+    $('secret-stored').checked = false;
+    $('secret-stored-error').hidden = true;
+    $('secret-stored').removeAttribute('aria-invalid');
+    openDialog($('secret-dialog'), document.activeElement);
     $('secret-copy').focus();
   }
+
+  // "Done" (and Escape) close the dialog only once the person says the key is stored.
+  function secretStored() {
+    if ($('secret-stored').checked) return true;
+    const box = $('secret-stored-error');
+    box.textContent = 'Tick \u201cI have stored the key in a safe place\u201d first: the key will not be shown again.';
+    box.hidden = false;
+    $('secret-stored').setAttribute('aria-invalid', 'true');
+    $('secret-stored').focus();
+    return false;
+  }
+
+  $('secret-stored').addEventListener('change', () => {
+    if ($('secret-stored').checked) {
+      $('secret-stored-error').hidden = true;
+      $('secret-stored').removeAttribute('aria-invalid');
+    }
+  });
+  $('secret-dialog').addEventListener('cancel', (ev) => {
+    if (!secretStored()) ev.preventDefault();
+  });
 
   $('secret-copy').addEventListener('click', async () => {
     if (!shown) return;
@@ -413,7 +517,9 @@
     $('copy-status').textContent = `Downloaded ${shown.name}.apikey.`;
   });
 
-  $('secret-done').addEventListener('click', () => $('secret-dialog').close());
+  $('secret-done').addEventListener('click', () => {
+    if (secretStored()) $('secret-dialog').close();
+  });
   $('secret-dialog').addEventListener('close', () => {
     shown = null;
     $('secret-value').value = '';
@@ -436,8 +542,8 @@
     try {
       await api('DELETE', `/v1/keys/${encodeURIComponent(k.id)}`);
       $('revoke-dialog').close();
-      await loadKeys(false);
-      $('list-status').textContent = `Revoked "${k.name}".`;
+      await refresh();
+      $(onDetail() ? 'detail-status' : 'list-status').textContent = `Revoked "${k.name}".`;
     } catch (e) {
       failed(e, $('revoke-error'));
     }
@@ -459,11 +565,178 @@
       const created = await api('POST', `/v1/keys/${encodeURIComponent(k.id)}/rotate`, { grace: $('rotate-grace').value });
       $('rotate-dialog').close();
       showSecret(created);
-      loadKeys(false);
+      refresh();
     } catch (e) {
       failed(e, $('rotate-error'));
     }
   });
+
+  // ---- views: the key list, one key, the audit log -------------------------
+
+  const VIEWS = ['keys-view', 'detail-view', 'audit-view'];
+  let countdown = null;
+
+  function show(view) {
+    for (const v of VIEWS) $(v).hidden = v !== view;
+    for (const [link, on] of [['nav-keys', view !== 'audit-view'], ['nav-audit', view === 'audit-view']]) {
+      if (on) $(link).setAttribute('aria-current', 'page');
+      else $(link).removeAttribute('aria-current');
+    }
+    if (view !== 'detail-view') clearInterval(countdown);
+  }
+
+  const onDetail = () => !$('detail-view').hidden;
+
+  // After a change: reload whatever is on screen.
+  async function refresh() {
+    if (onDetail() && pending) await showDetail(pending.id, false);
+    else await loadKeys(false);
+  }
+
+  // The view the address names; `first`: just signed in (focus the list's search).
+  async function route(first) {
+    if (!me) return;
+    const hash = location.hash;
+    if (hash.startsWith('#/keys/')) {
+      await showDetail(decodeURIComponent(hash.slice('#/keys/'.length)), true);
+    } else if (hash === '#/audit') {
+      await showAudit();
+    } else {
+      const wasHidden = $('keys-view').hidden;
+      show('keys-view');
+      if (first || wasHidden) {
+        await loadKeys(false);
+        $(first ? 'search' : 'keys-title').focus();
+      }
+    }
+  }
+
+  window.addEventListener('hashchange', () => route(false));
+
+  // "in 2 d 3 h", "in 4 min 10 s", or "expired 5 min ago".
+  function remaining(ts) {
+    const ms = new Date(ts).getTime() - Date.now();
+    let s = Math.floor(Math.abs(ms) / 1000);
+    const parts = [];
+    for (const [unit, size] of [['d', 86400], ['h', 3600], ['min', 60], ['s', 1]]) {
+      const n = Math.floor(s / size);
+      s -= n * size;
+      if (n || (unit === 's' && parts.length === 0)) parts.push(`${n} ${unit}`);
+      if (parts.length === 3) break;
+    }
+    return ms >= 0 ? `in ${parts.join(' ')}` : `expired ${parts.join(' ')} ago`;
+  }
+
+  function field(dl, label, ...value) {
+    dl.append(el('div', { class: 'pair' }, el('dt', { text: label }), el('dd', {}, ...value)));
+  }
+
+  async function showDetail(id, focus) {
+    let k;
+    try {
+      k = await api('GET', `/v1/keys/${encodeURIComponent(id)}`);
+    } catch (e) {
+      show('detail-view');
+      $('detail-title').textContent = 'Key not found';
+      $('detail-body').hidden = true;
+      $('detail-actions').replaceChildren();
+      if (!failed(e, $('detail-status')) && focus) $('detail-title').focus();
+      return;
+    }
+    pending = k;
+    show('detail-view');
+    $('detail-body').hidden = false;
+    $('detail-status').textContent = '';
+    $('detail-title').textContent = k.name;
+    const dl = $('detail-fields');
+    dl.replaceChildren();
+    const list = (xs) => (xs.length ? xs.join(', ') : 'none');
+    field(dl, 'ID', el('code', { text: k.id }));
+    field(dl, 'Key prefix', el('code', { text: `${k.prefix}\u2026` }));
+    field(dl, 'Status', el('span', { class: `badge ${k.status}`, text: k.status }));
+    field(dl, 'Name', k.name);
+    field(dl, 'Description', k.description || '\u2014');
+    field(dl, 'User ID', k.user_id);
+    field(dl, 'Business ID', k.business_id);
+    field(dl, 'Scopes', list(k.scopes));
+    field(dl, 'Locations', list(k.locations));
+    field(dl, 'Created', when(k.created_at, ''));
+    field(dl, 'Created by', k.created_by || '\u2014');
+    field(dl, 'Last used', when(k.last_used_at, 'never'));
+    const left = el('span', { id: 'detail-countdown', class: 'muted' });
+    field(dl, 'Expires', when(k.expires_at, 'never'), k.expires_at ? ' (' : null, k.expires_at ? left : null, k.expires_at ? ')' : null);
+    field(dl, 'Revoked', when(k.revoked_at, 'no'));
+    clearInterval(countdown);
+    if (k.expires_at) {
+      const tick = () => { left.textContent = remaining(k.expires_at); };
+      tick();
+      countdown = setInterval(tick, 1000);
+    }
+    grantMatrix(k);
+    const actions = $('detail-actions');
+    actions.replaceChildren();
+    if (k.status !== 'revoked') {
+      const rotate = el('button', { type: 'button', text: 'Rotate' });
+      rotate.addEventListener('click', () => askRotate(k, rotate));
+      const revoke = el('button', { type: 'button', class: 'danger', text: 'Revoke' });
+      revoke.addEventListener('click', () => askRevoke(k, revoke));
+      actions.append(rotate, revoke);
+    }
+    if (focus) $('detail-title').focus();
+  }
+
+  // Grants as a small matrix: a row per granted role, a column per location.
+  function grantMatrix(k) {
+    const table = $('detail-grants');
+    table.replaceChildren();
+    const none = k.grants.length === 0;
+    table.hidden = none;
+    $('detail-grants-none').hidden = !none;
+    if (none) return;
+    // Columns: the key's own locations, then any other location a grant names.
+    const columns = [];
+    for (const l of [...k.locations, ...k.grants.flatMap((g) => g.locations)]) if (!columns.includes(l)) columns.push(l);
+    const head = el('thead', {}, el('tr', {}, el('th', { scope: 'col', text: 'Role' }),
+      ...columns.map((c) => el('th', { scope: 'col', text: c === '*' ? 'All (*)' : c }))));
+    const body = el('tbody', {});
+    for (const g of k.grants) {
+      const tr = el('tr', {}, el('th', { scope: 'row', text: g.role }));
+      for (const c of columns) {
+        const yes = g.locations.includes(c);
+        tr.append(el('td', { class: `center ${yes ? 'yes' : 'no'}`, text: yes ? '\u2713' : '\u2013',
+          'aria-label': `${g.role} at ${c === '*' ? 'all locations' : c}: ${yes ? 'granted' : 'not granted'}` }));
+      }
+      body.append(tr);
+    }
+    table.append(el('caption', { class: 'sr-only', text: 'Roles granted by location' }), head, body);
+  }
+
+  async function showAudit() {
+    show('audit-view');
+    $('audit-title').focus();
+    $('audit-status').textContent = 'Loading\u2026';
+    let page;
+    try {
+      page = await api('GET', '/v1/audit?limit=200');
+    } catch (e) {
+      failed(e, $('audit-status'));
+      return;
+    }
+    const body = $('audit-body');
+    body.replaceChildren();
+    for (const ev of page.events) {
+      const key = el('a', { href: `#/keys/${encodeURIComponent(ev.key_id)}` }, el('code', { text: ev.key_id }));
+      body.append(el('tr', {},
+        cell('When', { class: 'small' }, when(ev.at, '')),
+        cell('Who', { class: 'small wrap' }, ev.actor),
+        cell('Action', {}, el('span', { class: `badge ${ev.action}`, text: ev.action })),
+        cell('Key', { class: 'wrap' }, key),
+        cell('Business', { class: 'small' }, ev.business_id),
+        cell('Detail', { class: 'small wrap' }, ev.detail || '\u2014')));
+    }
+    const n = page.events.length;
+    $('audit-status').textContent = n === 0 ? 'No events yet.' : `${n} event${n === 1 ? '' : 's'}, newest first.`;
+  }
 
   // ---- start ---------------------------------------------------------------
 
