@@ -20,4 +20,5 @@ mod redis;
 mod reload;
 mod support;
 mod tls;
+mod upstreams;
 mod websocket;

@@ -3,7 +3,7 @@ use super::*;
 
 /// The errors for `text`, as (line, message).
 fn errors(text: &str) -> Vec<(usize, String)> {
-    match parse(Path::new("policy.yaml"), text) {
+    match parse(Path::new("policy.yaml"), text, &[]) {
         Ok(_) => Vec::new(),
         Err(d) => d.0.into_iter().map(|d| (d.line, d.message)).collect(),
     }
@@ -37,7 +37,7 @@ fn with_routes(routes: &str) -> String {
 #[test]
 fn the_contract_example_loads() {
     let text = include_str!("../../../config/policy.yaml");
-    let p = parse(Path::new("p.yaml"), text).unwrap();
+    let p = parse(Path::new("p.yaml"), text, &[]).unwrap();
     assert_eq!(
         p.summary(),
         "3 routes, 2 scopes, 2 roles, 3 locations, default deny"
@@ -47,7 +47,7 @@ fn the_contract_example_loads() {
 #[test]
 fn empty_file_needs_a_version() {
     one_error("", 1, "missing `version: 1`");
-    let p = parse(Path::new("p.yaml"), "version: 1\n").unwrap();
+    let p = parse(Path::new("p.yaml"), "version: 1\n", &[]).unwrap();
     assert_eq!(
         p.summary(),
         "0 routes, 0 scopes, 0 roles, 0 locations, default deny"
@@ -326,6 +326,7 @@ fn rate_limits() {
     let p = parse(
             Path::new("p.yaml"),
             &with_routes("  - name: a\n    path: /a\n    rate_limit: 100/s\n  - name: b\n    path: /b\n    rate_limit: 5/h\n"),
+            &[],
         )
         .unwrap();
     assert_eq!(
@@ -425,7 +426,12 @@ fn syntax_errors_have_a_line() {
 
 #[test]
 fn diagnostics_display_file_line_col() {
-    let err = parse(Path::new("conf/policy.yaml"), "version: 1\ndefault: nope\n").unwrap_err();
+    let err = parse(
+        Path::new("conf/policy.yaml"),
+        "version: 1\ndefault: nope\n",
+        &[],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "conf/policy.yaml:2:10: `default: nope` is not a rule: use `deny` or `allow_authenticated`"
