@@ -13,7 +13,9 @@
 //! `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`, and API answers
 //! `Cache-Control: no-store` (they may hold a secret). `/readyz` answers 200 only when
 //! a policy is loaded and the store answers a live ping within `store.timeout` (at
-//! least a second). Writes go only through `KeyStore`, via `lifecycle`.
+//! least a second); it does not check upstreams (a gateway whose upstreams are down is
+//! still ready: it answers and says why it cannot forward; `/v1/upstreams` and
+//! `keygate_upstream_up` show them). Writes go only through `KeyStore`, via `lifecycle`.
 
 pub mod auth;
 pub mod console;

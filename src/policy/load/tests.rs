@@ -437,3 +437,31 @@ fn diagnostics_display_file_line_col() {
         "conf/policy.yaml:2:10: `default: nope` is not a rule: use `deny` or `allow_authenticated`"
     );
 }
+
+#[test]
+fn routes_name_declared_upstreams_and_strip_leading_literal_segments() {
+    let text = with_routes(
+        "  - name: a\n    path: /billing/v1/{*rest}\n    upstream: billing\n    strip_prefix: /billing/v1\n  - name: b\n    path: /x\n    upstream: default\n",
+    );
+    let p = parse(Path::new("p.yaml"), &text, &["inventory", "billing"]).unwrap();
+    assert_eq!(p.routes[0].upstream, 2);
+    assert_eq!(p.routes[0].strip_prefix.as_deref(), Some("/billing/v1"));
+    assert_eq!(p.routes[1].upstream, 0);
+    for bad in [
+        "/billing/v",
+        "/billing/v1/",
+        "/",
+        "billing",
+        "/billing/{*rest}",
+    ] {
+        let text = with_routes(&format!(
+            "  - name: a\n    path: /billing/v1/{{*rest}}\n    strip_prefix: {bad}\n"
+        ));
+        let err = parse(Path::new("p.yaml"), &text, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a prefix of the route's path"),
+            "{bad}: {err}"
+        );
+    }
+}
