@@ -68,7 +68,8 @@
 //!   metrics, proxy (`affinity::Kept`, `heard`, `forward::UpBody`), report, tls
 //!   - [`upstream::tls`]: rustls client configs (CA file or system store, mTLS, name);
 //!     [`upstream::connect`]: TCP + TLS to one target; [`upstream::balance`]: round robin,
-//!     least requests; [`upstream::health`]: ejection and re-admission;
+//!     least requests; [`upstream::health`]: ejection and re-admission (`upstream::check`:
+//!     the active `GET` and the passive back-off probe);
 //!     [`upstream::cause`]: failure classes (labels, access line)
 //! - [`logging`]: stderr lines buffered per thread, written in batches by a writer thread;
 //!   the access line's text and JSON format → config

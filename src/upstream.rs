@@ -16,6 +16,7 @@
 
 pub mod balance;
 pub mod cause;
+mod check;
 pub mod connect;
 pub mod health;
 pub mod tls;
@@ -25,7 +26,6 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, Uri, header};
-use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client_h1;
 use hyper_util::client::legacy::Client;
@@ -141,8 +141,8 @@ impl Upstreams {
                 let s = Arc::clone(s);
                 tasks.push(tokio::spawn(async move {
                     match s.health.path.clone() {
-                        Some(path) => check_actively(&s, i, &path).await,
-                        None => probe_passively(&s, i).await,
+                        Some(path) => check::actively(&s, i, &path).await,
+                        None => check::passively(&s, i).await,
                     }
                 }));
             }
@@ -490,74 +490,6 @@ fn host_port(authority: &http::uri::Authority) -> String {
 /// `Host` for the upstream: its host and port, never the URL's `user:password@`.
 pub fn host_header(authority: &http::uri::Authority) -> HeaderValue {
     HeaderValue::try_from(host_port(authority)).expect("a URL's host and port are a valid header")
-}
-
-/// Every `interval`: `GET path` on target `i`; 2xx passes, anything else fails.
-async fn check_actively(s: &Service, i: usize, path: &str) {
-    let Some(t) = s.targets.get(i) else { return };
-    let mut tick = tokio::time::interval(s.health.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let target = format!("{}{path}", s.base_path);
-    loop {
-        tick.tick().await;
-        let outcome = match health_request(&target) {
-            Ok(req) => {
-                let sent = t.absolute(req).map(|r| t.client.request(r));
-                match sent {
-                    Ok(fut) => match tokio::time::timeout(s.health.interval, fut).await {
-                        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-                        Ok(Ok(resp)) => Err(format!("health check answered {}", resp.status())),
-                        Ok(Err(e)) => Err(Chain(&e).to_string()),
-                        Err(_) => Err(format!(
-                            "health check not answered within {:?}",
-                            s.health.interval
-                        )),
-                    },
-                    Err(e) => Err(Chain(&*e).to_string()),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => t.health.check_passed(&t.who()),
-            Err(reason) => t.health.failed(&t.who(), &reason),
-        }
-    }
-}
-
-fn health_request(target: &str) -> Result<Request<UpBody>, String> {
-    let uri: Uri = target
-        .parse()
-        .map_err(|e| format!("health check path `{target}`: {e}"))?;
-    let mut req = Request::new(Either::Right(Empty::new()));
-    *req.uri_mut() = uri;
-    Ok(req)
-}
-
-/// Without an active check: once target `i` is taken out, a connection to it is tried
-/// after a back-off (500 ms, doubling to 30 s); each that opens counts as a passed check.
-async fn probe_passively(service: &Service, index: usize) {
-    let Some(target) = service.targets.get(index) else {
-        return;
-    };
-    loop {
-        target.health.went_down.notified().await;
-        let mut wait = None;
-        while !target.health.is_up() {
-            let pause = health::back_off(wait);
-            tokio::time::sleep(pause).await;
-            match target.dial.open().await {
-                Ok(_) => {
-                    wait = None;
-                    target.health.check_passed(&target.who());
-                }
-                Err(e) => {
-                    wait = Some(pause);
-                    target.health.failed(&target.who(), &Chain(&e).to_string());
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -70,3 +70,75 @@ impl Drop for Chosen<'_> {
 
 /// The round-robin turn (shared by both rules, so least-requests ties go round).
 pub type Turn = AtomicUsize;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use crate::config::Config;
+    use crate::upstream::Upstreams;
+    use crate::upstream::health::Who;
+
+    fn upstreams(balance: &str) -> Upstreams {
+        let text = format!(
+            "upstream:\n  url: http://127.0.0.1:9000\nupstreams:\n  s:\n    targets: [http://127.0.0.1:1, http://127.0.0.1:2, http://127.0.0.1:3]\n    balance: {balance}\n    health:\n      unhealthy_after: 1\n"
+        );
+        Upstreams::new(&Config::parse(Path::new("k.yaml"), &text).unwrap()).unwrap()
+    }
+
+    fn who() -> Who<'static> {
+        Who {
+            upstream: "s",
+            target: "t",
+        }
+    }
+
+    #[test]
+    fn round_robin_takes_each_in_turn_and_skips_targets_out_of_rotation() {
+        let u = upstreams("round_robin");
+        let s = u.get(1);
+        let picks: Vec<u16> = (0..6).map(|_| s.pick().unwrap().index()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        s.target(1).unwrap().health.failed(&who(), "refused");
+        let picks: Vec<u16> = (0..4).map(|_| s.pick().unwrap().index()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        let first = s.target(0).unwrap();
+        assert_eq!(s.pick_other(first).unwrap().index(), 2);
+        s.target(0).unwrap().health.failed(&who(), "refused");
+        s.target(2).unwrap().health.failed(&who(), "refused");
+        assert!(s.pick().is_none(), "every target down: nothing to pick");
+        assert_eq!(u.get(0).pick().unwrap().index(), 0, "the default upstream");
+        assert_eq!(
+            u.get(9).name.as_ref(),
+            "default",
+            "an unknown index: the default"
+        );
+    }
+
+    #[test]
+    fn least_requests_picks_the_least_busy_and_a_choice_counts_while_held() {
+        let u = upstreams("least_requests");
+        let s = u.get(1);
+        let mut busy0 = super::Chosen::default();
+        busy0.set(s.target(0).unwrap());
+        let mut busy1 = super::Chosen::default();
+        busy1.set(s.target(1).unwrap());
+        for _ in 0..3 {
+            assert_eq!(s.pick().unwrap().index(), 2);
+        }
+        drop(busy0);
+        let picks: Vec<u16> = (0..3).map(|_| s.pick().unwrap().index()).collect();
+        assert!(
+            !picks.contains(&1),
+            "target 1 still has a request: {picks:?}"
+        );
+        busy1.set(s.target(2).unwrap());
+        let picks: Vec<u16> = (0..4).map(|_| s.pick().unwrap().index()).collect();
+        assert!(
+            !picks.contains(&2),
+            "moved: 2 is busy now, 0 and 1 take turns: {picks:?}"
+        );
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+    }
+}

@@ -647,7 +647,14 @@ async fn when_every_target_is_down_the_answer_is_an_immediate_502() {
 async fn a_down_upstream_is_visible_in_access_lines_and_warned_about_once() {
     let unused = Upstream::start().await;
     let mut up = Instance::start("api", None).await;
-    let gw = Gateway::start_with(&unused, Options::upstream(&up.url(), "  timeout: 300ms\n")).await;
+    let gw = Gateway::start_with(
+        &unused,
+        Options {
+            admin_token: Some("admin-token"),
+            ..Options::upstream(&up.url(), "  timeout: 300ms\n")
+        },
+    )
+    .await;
     let (_, key) = gw.key_with_scopes(&["items:read"]).await;
     // Timeout: the upstream takes 5 s on /slow.
     let resp = client()
@@ -694,6 +701,17 @@ async fn a_down_upstream_is_visible_in_access_lines_and_warned_about_once() {
     assert_eq!(down, 1, "one warning for the outage, not one per request");
     let (status, ready) = get_json(&gw.admin_url("/readyz")).await;
     assert_eq!(status, 200, "/readyz does not check upstreams: {ready}");
+
+    // Without an active check, the target is tried again after a back-off and returns.
+    up.restart().await;
+    until_target(&gw, "default", &up.url(), true, Duration::from_secs(10)).await;
+    let resp = client()
+        .get(gw.url("/v1/items/1"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
