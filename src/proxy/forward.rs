@@ -142,6 +142,7 @@ impl Upstream {
             let permit = &permit;
             move || Resend::again(r, permit, hop)
         });
+        let streamed = matches!(body, Either::Left(_));
         let started = std::time::Instant::now();
         let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(started) + service.timeout;
@@ -162,7 +163,7 @@ impl Upstream {
         };
         let target = chosen.get();
         *went_to = target;
-        let mut response = outcome(sent, target, service.timeout)?;
+        let mut response = outcome(sent, target, service.timeout, streamed)?;
         let elapsed = started.elapsed();
         let upstream_status = response.status();
         if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
@@ -186,14 +187,21 @@ impl Upstream {
 }
 
 /// What came of sending, counted against the target it went to: the answer, or the refusal.
+/// What the client caused is not the target's failure: a request with a body (`streamed`)
+/// is timed with its upload, which the client paces, and a client body that broke off
+/// fails the request; neither counts against the target's health.
 fn outcome(
     sent: Result<Result<Response<Incoming>, SendError>, TimedOut>,
     target: Option<&Target>,
     timeout: Duration,
+    streamed: bool,
 ) -> Result<Response<Incoming>, Refusal> {
+    use crate::upstream::cause;
     match sent {
         Err(TimedOut) => {
-            if let Some(t) = target {
+            if let Some(t) = target
+                && !streamed
+            {
                 t.timed_out(timeout);
             }
             Err(Refusal::UpstreamTimeout)
@@ -202,7 +210,8 @@ fn outcome(
         Ok(Err(e)) => {
             // A connection that could not be opened was counted where it failed.
             if let Some(t) = target
-                && !crate::upstream::cause::before_sending(&*e)
+                && !cause::before_sending(&*e)
+                && !cause::clients_fault(&*e)
             {
                 t.failed(&*e);
             }

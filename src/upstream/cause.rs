@@ -116,6 +116,15 @@ pub fn before_sending(e: &(dyn Error + 'static)) -> bool {
         .any(|c| c.is::<ConnectError>() || c.is::<NoHealthyTarget>())
 }
 
+/// Whether `e` is the client's doing, not the target's: its request body failed
+/// (hyper's "user" errors: the client went away mid-upload).
+pub fn clients_fault(e: &(dyn Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |&c| c.source()).any(|c| {
+        c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

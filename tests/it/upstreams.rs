@@ -915,3 +915,52 @@ async fn check_warns_about_insecure_skip_verify_and_refuses_tls_without_https() 
         "{err}"
     );
 }
+
+/// A client that breaks off its upload fails its own request, not the target: with
+/// `unhealthy_after: 1`, the target stays in rotation.
+#[tokio::test]
+async fn a_client_breaking_off_its_upload_does_not_count_against_the_target() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            admin_token: Some("admin-token"),
+            ..Options::upstream(&up.url(), "  health:\n    unhealthy_after: 1\n")
+        },
+    )
+    .await;
+    let (_, key) = gw.key_with_scopes(&["items:write"]).await;
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+        let head = format!(
+            "POST /v1/upload HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Length: 100000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b'x'; 1000]).await.unwrap();
+        s.flush().await.unwrap();
+        drop(s);
+    }
+    // Each broken upload reached the upstream (which records it when its body ends).
+    let started = Instant::now();
+    while up.count() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} uploads arrived",
+            up.count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resp = client().get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the target is still in rotation");
+    let lines = gw
+        .stderr_until(1, |l| l.contains("\"route\":\"health\""))
+        .await;
+    assert!(
+        !lines.iter().any(|l| l.contains("taken out of rotation")),
+        "{lines:#?}"
+    );
+    until_target(&gw, "default", &up.url(), true, Duration::from_secs(1)).await;
+    let resp = client().get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
