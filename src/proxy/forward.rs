@@ -148,7 +148,9 @@ impl Upstream {
         let deadline = tokio::time::Instant::from_std(started) + service.timeout;
         let mut chosen = Chosen::default();
         let sent = if multiplexed {
-            by(deadline, service.pooled(req, again, &mut chosen)).await
+            // Boxed: the pool's future is large, and unboxed it would grow this one (and
+            // every one above it) for the HTTP/1 requests that never take this branch.
+            by(deadline, Box::pin(service.pooled(req, again, &mut chosen))).await
         } else {
             own(
                 service,
