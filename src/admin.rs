@@ -13,7 +13,9 @@
 //! `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`, and API answers
 //! `Cache-Control: no-store` (they may hold a secret). `/readyz` answers 200 only when
 //! a policy is loaded and the store answers a live ping within `store.timeout` (at
-//! least a second). Writes go only through `KeyStore`, via `lifecycle`.
+//! least a second); it does not check upstreams (a gateway whose upstreams are down is
+//! still ready: it answers and says why it cannot forward; `/v1/upstreams` and
+//! `keygate_upstream_up` show them). Writes go only through `KeyStore`, via `lifecycle`.
 
 pub mod auth;
 pub mod console;
@@ -61,6 +63,8 @@ pub struct Admin {
     pub token: Option<auth::Token>,
     pub console: console::Console,
     pub openapi: openapi::Document,
+    /// The upstream services and their targets' health (`GET /v1/upstreams`).
+    pub upstreams: Arc<crate::upstream::Upstreams>,
 }
 
 /// What a request asks for, known before anyone is authenticated.
@@ -83,6 +87,7 @@ enum Api<'p> {
     Policy,
     Audit,
     Whoami,
+    Upstreams,
 }
 
 /// `(method, path)` → endpoint; a known path with another method is 405 with `Allow`.
@@ -109,6 +114,7 @@ fn endpoint<'p>(method: &Method, path: &'p str) -> Result<Endpoint<'p>, AdminErr
         "/v1/policy" => (get.then_some(E::Api(Api::Policy)), "GET"),
         "/v1/audit" => (get.then_some(E::Api(Api::Audit)), "GET"),
         "/v1/whoami" => (get.then_some(E::Api(Api::Whoami)), "GET"),
+        "/v1/upstreams" => (get.then_some(E::Api(Api::Upstreams)), "GET"),
         _ => {
             if let Some(asset) = console::Asset::at(path) {
                 (get_or_head.then_some(E::Console(asset)), "GET, HEAD")
@@ -221,6 +227,7 @@ impl Admin {
             Api::Policy => Ok(self.show_policy()),
             Api::Audit => self.audit(&caller, query).await,
             Api::Whoami => Ok(Self::whoami(&caller)),
+            Api::Upstreams => self.show_upstreams(&caller),
         }
     }
 

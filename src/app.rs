@@ -52,6 +52,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisStore, Target};
 use crate::store::{KeyStore, StoreError};
 use crate::tls::{self, Certs, TlsError};
+use crate::upstream::Upstreams;
 use crate::usage::Usage;
 
 /// How often pending last-use times are written (the contract allows 10 s; each flush
@@ -68,6 +69,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -104,6 +107,7 @@ pub struct App {
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
+    upstreams: Arc<Upstreams>,
 }
 
 impl App {
@@ -119,8 +123,12 @@ impl App {
             )?))),
             None => None,
         };
-        let (policy, policy_text) = Policy::load_with_text(&config.policy)?;
+        let (policy, policy_text) = Policy::load_for(&config.policy, &config.upstream_names())?;
         crate::metrics::install(policy.route_names());
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let upstreams = Arc::new(Upstreams::new(&config)?);
         let live_policy = Arc::new(ArcSwap::from_pointee(policy));
         // A server starts even when its store cannot be opened yet: it fails closed
         // (503) until it can, and recovers without a restart.
@@ -132,7 +140,7 @@ impl App {
         };
         let cache = Arc::new(Cache::new(&config.cache));
         let upstream = Upstream::new(
-            &config.upstream,
+            Arc::clone(&upstreams),
             config.keys.header.clone(),
             config.limits.max_body_bytes,
             config.trusted_proxies.clone(),
@@ -169,8 +177,11 @@ impl App {
             token: admin_token(config.admin.token_env.as_deref()),
             console: Console::new(&config.keys.prefix, &config.keys.header_display),
             openapi: openapi::Document::new(&config.keys.header_display),
+            upstreams: Arc::clone(&upstreams),
         });
-        let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text));
+        let names = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let reloader = Reloader::new(config.policy.clone(), live_policy, Some(policy_text))
+            .with_upstreams(names);
         Ok(Self {
             config,
             reloader: Some(reloader),
@@ -178,6 +189,7 @@ impl App {
             tls,
             proxy,
             admin,
+            upstreams,
         })
     }
 
@@ -287,7 +299,7 @@ impl App {
 
     /// Cache invalidations, batched last-use writes, metrics upkeep, and the cache sweeper.
     fn spawn_background(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
+        let mut tasks = self.upstreams.spawn_checks();
         if let Some(reloader) = self.reloader.take() {
             let (tx, rx) = tokio::sync::mpsc::channel(8);
             tasks.push(tokio::spawn(reload_on_sighup(

@@ -196,11 +196,19 @@ fn load_config(path: &Path) -> Result<Config, Exit> {
     })
 }
 
-fn load_policy(path: &Path) -> Result<Policy, Exit> {
-    Policy::load(path).map_err(|e| match e {
-        PolicyError::Invalid(d) => Exit(1, d.to_string()),
-        PolicyError::Read { .. } => fail(e),
-    })
+/// Loads the config's policy (whose routes may name the config's upstreams).
+fn load_policy(cfg: &Config) -> Result<Policy, Exit> {
+    load_policy_at(&cfg.policy, cfg)
+}
+
+/// The policy in `file`, checked against `cfg`'s upstream names (a route's `upstream:`).
+fn load_policy_at(file: &Path, cfg: &Config) -> Result<Policy, Exit> {
+    Policy::load_for(file, &cfg.upstream_names())
+        .map(|(p, _)| p)
+        .map_err(|e| match e {
+            PolicyError::Invalid(d) => Exit(1, d.to_string()),
+            PolicyError::Read { .. } => fail(e),
+        })
 }
 
 async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
@@ -212,9 +220,11 @@ async fn serve(config_path: &Path, args: ServeArgs) -> Result<(), Exit> {
         cfg.admin.listen = l;
     }
     if let Some(u) = args.upstream {
-        cfg.upstream.url = config::parse_upstream(&u)
-            .map_err(|m| Exit(1, format!("error: --upstream: {m}")))?
-            .0;
+        cfg.upstream.targets = vec![
+            config::parse_upstream(&u)
+                .map_err(|m| Exit(1, format!("error: --upstream: {m}")))?
+                .0,
+        ];
     }
     let _log = crate::logging::init(cfg.log.format, &cfg.log.level);
     let (listen, admin_listen, forward_auth_listen) =
@@ -280,9 +290,13 @@ pub async fn shutdown_signal() {
 
 fn check(config_path: &Path) -> Result<(), Exit> {
     let cfg = load_config(config_path)?;
-    let policy = load_policy(&cfg.policy)?;
+    let policy = load_policy(&cfg)?;
     if let Some(t) = &cfg.tls {
         crate::tls::Certs::load(&t.cert, &t.key).map_err(fail)?;
+    }
+    crate::upstream::Upstreams::check(&cfg).map_err(fail)?;
+    for w in &cfg.warnings {
+        eprintln!("{w}");
     }
     let store = match &cfg.store.backend {
         config::Store::Embedded { path } => format!("embedded {}", path.display()),
@@ -290,13 +304,27 @@ fn check(config_path: &Path) -> Result<(), Exit> {
         config::Store::RedisCluster { seeds } => format!("redis cluster of {} seeds", seeds.len()),
     };
     println!(
-        "ok: {} (upstream {}, store {store}); {}: {}",
+        "ok: {} ({}, store {store}); {}: {}",
         config_path.display(),
-        cfg.upstream.url,
+        upstream_summary(&cfg),
         cfg.policy.display(),
         policy.summary()
     );
     Ok(())
+}
+
+/// `upstream URL`, or with several targets or upstreams how many of each.
+fn upstream_summary(cfg: &Config) -> String {
+    let targets: usize = cfg.all_upstreams().map(|u| u.targets.len()).sum();
+    match (cfg.upstreams.len(), cfg.upstream.targets.as_slice()) {
+        (0, [only]) => format!("upstream {only}"),
+        (named, _) => format!(
+            "{} upstream{}, {targets} target{}",
+            named + 1,
+            if named == 0 { "" } else { "s" },
+            if targets == 1 { "" } else { "s" }
+        ),
+    }
 }
 
 /// Hides a password in a Redis URL before printing it.
@@ -317,7 +345,7 @@ struct KeysEnv {
 impl KeysEnv {
     fn open(config_path: &Path) -> Result<Self, Exit> {
         let cfg = load_config(config_path)?;
-        let policy = load_policy(&cfg.policy)?;
+        let policy = load_policy(&cfg)?;
         let store = app::open_store(&cfg.store).map_err(fail)?;
         Ok(Self { cfg, policy, store })
     }

@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::yaml::{self, Diagnostics, Seg};
+use crate::yaml::{self, Diagnostic, Diagnostics, Seg};
+
+mod upstreams;
+pub use upstreams::{
+    Balance, DEFAULT_NAME as DEFAULT_UPSTREAM, HealthSettings, UpstreamSettings, UpstreamTls,
+};
 
 /// Where the config is looked for when `--config` is not given and `$KEYGATE_CONFIG` is unset.
 pub const DEFAULT_PATH: &str = "config/keygate.yaml";
@@ -85,7 +90,7 @@ impl<'de> Deserialize<'de> for Addr {
     }
 }
 
-/// An `http://host:port[/base]` upstream.
+/// An `http(s)://host:port[/base]` upstream target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl(pub http::Uri);
 
@@ -96,13 +101,15 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
     }
 }
 
-/// Parses an upstream URL; only plain `http` with a host is accepted.
+/// Parses an upstream URL: `http` or `https` with a host, no query.
 pub fn parse_upstream(text: &str) -> Result<UpstreamUrl, String> {
     let uri: http::Uri = text
         .parse()
         .map_err(|e| format!("invalid upstream URL `{text}`: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("upstream URL `{text}` must start with http://"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "upstream URL `{text}` must start with http:// or https://"
+        ));
     }
     if uri.authority().is_none() {
         return Err(format!("upstream URL `{text}` has no host"));
@@ -118,7 +125,8 @@ pub fn parse_upstream(text: &str) -> Result<UpstreamUrl, String> {
 struct RawConfig {
     listen: Option<Addr>,
     tls: Option<RawTls>,
-    upstream: RawUpstream,
+    upstream: upstreams::RawUpstream,
+    upstreams: Option<upstreams::RawUpstreams>,
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
@@ -160,15 +168,6 @@ impl<'de> Deserialize<'de> for Cidr {
 struct RawTls {
     cert: PathBuf,
     key: PathBuf,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    url: UpstreamUrl,
-    timeout: Option<Dur>,
-    connect_timeout: Option<Dur>,
-    idle_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -272,7 +271,12 @@ pub struct Config {
     pub file: PathBuf,
     pub listen: SocketAddr,
     pub tls: Option<Tls>,
+    /// `upstream:`, the upstream of every route that names none (`default`).
     pub upstream: UpstreamSettings,
+    /// `upstreams:`, in file order; a route picks one with `upstream: NAME`.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Settings that are valid but unwise (`tls.insecure_skip_verify`), at their position.
+    pub warnings: Vec<Diagnostic>,
     pub admin: AdminSettings,
     pub store: StoreSettings,
     pub cache: CacheSettings,
@@ -284,16 +288,6 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Peers whose `X-Forwarded-For`/`-Proto` are kept (and appended to); nobody by default.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-/// `upstream:`: where allowed requests go, and how long keygate waits for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    pub url: http::Uri,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    /// A kept-alive upstream connection unused for this long is not used again.
-    pub idle_timeout: Duration,
 }
 
 /// `admin:`: the admin listener and its bootstrap token.
@@ -359,6 +353,17 @@ pub struct LimitSettings {
 
 impl Config {
     /// Reads and validates the file at `file`.
+    /// Every upstream: the default first, then the named ones in file order (a route's
+    /// upstream index counts in this order).
+    pub fn all_upstreams(&self) -> impl Iterator<Item = &UpstreamSettings> {
+        std::iter::once(&self.upstream).chain(&self.upstreams)
+    }
+
+    /// The named upstreams' names, in file order (what a policy's `upstream:` may say).
+    pub fn upstream_names(&self) -> Vec<&str> {
+        self.upstreams.iter().map(|u| u.name.as_str()).collect()
+    }
+
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_owned(),
@@ -379,6 +384,14 @@ impl Config {
             }
         };
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let (upstream, upstreams) = upstreams::Report {
+            file,
+            pos: &pos,
+            errors: &mut errors,
+            warnings: &mut warnings,
+        }
+        .sections(raw.upstream, raw.upstreams, &here);
         let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
 
         let store_timeout = or(raw.store.timeout, Duration::from_millis(500));
@@ -419,12 +432,9 @@ impl Config {
                 cert: here(&t.cert),
                 key: here(&t.key),
             }),
-            upstream: UpstreamSettings {
-                url: raw.upstream.url.0,
-                timeout: or(raw.upstream.timeout, Duration::from_secs(30)),
-                connect_timeout: or(raw.upstream.connect_timeout, Duration::from_secs(5)),
-                idle_timeout: or(raw.upstream.idle_timeout, DEFAULT_UPSTREAM_IDLE),
-            },
+            upstream,
+            upstreams,
+            warnings,
             admin: AdminSettings {
                 listen: raw
                     .admin

@@ -57,8 +57,8 @@
 //!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics
 //! - [`proxy`]: THE request flow, top-down → authn, cache, expiry, headers, keys, limits,
 //!   logging, metrics, policy, store, usage
-//!   - [`proxy::forward`]: upstream client, streaming, upgrades, resend rule; decides nothing
-//!     → config (`UpstreamSettings`), policy (`Permitted` only; it never reads the policy)
+//!   - [`proxy::forward`]: what is sent upstream, streaming, upgrades, resend rule; decides
+//!     nothing → upstream (where to), policy (`Permitted` only; it never reads the policy)
 //!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity, X-Forwarded-*
 //!     → policy (`Permitted` only)
 //!   - [`proxy::affinity`]: a client connection's own upstream connection (lease, keep) → (none)
@@ -72,6 +72,14 @@
 //!     → policy (`Denial`, `path::BadPath`), store (`StoreError`)
 //! - [`tls`]: rustls config from PEM, ALPN h2 + http/1.1, certificate reload; knows no routes
 //!   → (none)
+//! - [`upstream`]: the upstream services (default + named), their targets, keep-alive pools,
+//!   balancing, health (active and passive), per-target metrics and `/v1/upstreams` → config,
+//!   metrics, proxy (`affinity::Kept`, `heard`, `forward::UpBody`), report, tls
+//!   - [`upstream::tls`]: rustls client configs (CA file or system store, mTLS, name);
+//!     [`upstream::connect`]: TCP + TLS to one target; [`upstream::balance`]: round robin,
+//!     least requests; [`upstream::health`]: ejection and re-admission (`upstream::check`:
+//!     the active `GET` and the passive back-off probe);
+//!     [`upstream::cause`]: failure classes (labels, access line)
 //! - [`logging`]: stderr lines buffered per thread, written in batches by a writer thread;
 //!   the access line's text and JSON format → config
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` text; bounded labels → (none)
@@ -114,5 +122,6 @@ pub mod proxy;
 pub mod report;
 pub mod store;
 pub mod tls;
+pub mod upstream;
 pub mod usage;
 pub mod yaml;

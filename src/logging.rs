@@ -99,6 +99,13 @@ pub struct Access<'a> {
     pub duration: Duration,
     /// 0 when nothing was forwarded.
     pub upstream_status: u16,
+    /// The upstream service's name and the target tried; empty when nothing was.
+    pub upstream: &'a str,
+    pub upstream_target: &'a str,
+    /// Why the upstream failed: its class (`connect refused`, `timeout`, `tls`, …) and
+    /// the error's own words; empty when it answered.
+    pub upstream_error: &'a str,
+    pub upstream_reason: &'a str,
 }
 
 /// Writes the access line for one request (when `keygate::access` is enabled at info).
@@ -130,6 +137,10 @@ pub fn access(a: &Access<'_>) {
                     business_id: a.business_id,
                     duration_ms: micros as f64 / 1000.0,
                     upstream_status: a.upstream_status,
+                    upstream: a.upstream,
+                    upstream_target: a.upstream_target,
+                    upstream_error: a.upstream_error,
+                    upstream_reason: a.upstream_reason,
                 };
                 let _ = serde_json::to_writer(&mut *buf, &line);
                 buf.push(b'\n');
@@ -144,6 +155,8 @@ pub fn access(a: &Access<'_>) {
                     (" code=", a.code),
                     (" key_id=", a.key_id),
                     (" business_id=", a.business_id),
+                    (" upstream=", a.upstream),
+                    (" upstream_target=", a.upstream_target),
                 ] {
                     buf.extend_from_slice(name.as_bytes());
                     text_value(buf, value);
@@ -158,6 +171,12 @@ pub fn access(a: &Access<'_>) {
                 buf.extend_from_slice(&millis_fraction[1..]);
                 buf.extend_from_slice(b" upstream_status=");
                 buf.extend_from_slice(n.format(a.upstream_status).as_bytes());
+                if !a.upstream_error.is_empty() {
+                    buf.extend_from_slice(b" upstream_error=");
+                    text_value(buf, a.upstream_error);
+                    buf.extend_from_slice(b" upstream_reason=");
+                    text_value(buf, a.upstream_reason);
+                }
                 buf.push(b'\n');
             }
         }
@@ -213,6 +232,12 @@ struct JsonAccess<'a> {
     business_id: &'a str,
     duration_ms: f64,
     upstream_status: u16,
+    upstream: &'a str,
+    upstream_target: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    upstream_error: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    upstream_reason: &'a str,
 }
 
 /// The current time as RFC 3339 UTC (`2026-11-23T13:43:17.661824Z`) in `out`.

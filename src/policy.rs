@@ -106,6 +106,10 @@ struct Route {
     roles: Vec<String>,
     location: Option<LocationSource>,
     rate_limit: Option<RateLimit>,
+    /// Which upstream: 0 the default, `n` the config's n-th named upstream.
+    upstream: u16,
+    /// Literal leading segments removed from the path before it is forwarded.
+    strip_prefix: Option<String>,
 }
 
 /// Where a route reads its location from.
@@ -116,6 +120,12 @@ enum LocationSource {
     Header(HeaderName),
     /// A query parameter (names are compared after percent-decoding).
     Query(String),
+}
+
+impl Route {
+    fn strip_len(&self) -> usize {
+        self.strip_prefix.as_ref().map_or(0, String::len)
+    }
 }
 
 impl LocationSource {
@@ -324,9 +334,28 @@ pub struct Permitted {
     who: Option<Arc<KeyRecord>>,
     location: Option<String>,
     rate_limit: Option<RateLimit>,
+    /// The route's upstream (0: the default).
+    upstream: u16,
+    /// Bytes of `path` the route's `strip_prefix` removes before forwarding.
+    strip: usize,
 }
 
 impl Permitted {
+    /// The upstream the route sends to: 0 the default, `n` the config's n-th named one.
+    pub fn upstream(&self) -> usize {
+        usize::from(self.upstream)
+    }
+
+    /// The path to forward: the authorised path less the route's `strip_prefix` (`/` when
+    /// nothing is left). The prefix is whole literal segments of the route's pattern, so
+    /// it is always there.
+    pub fn forward_path(&self) -> &str {
+        match self.path.as_str().get(self.strip..) {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        }
+    }
+
     pub fn route_name(&self) -> &str {
         &self.route
     }
@@ -373,7 +402,19 @@ impl Policy {
 
     /// Parses and validates policy text; `file` is only used in messages.
     pub fn parse(file: &Path, text: &str) -> Result<Policy, PolicyError> {
-        load::parse(file, text).map_err(PolicyError::Invalid)
+        Self::parse_for(file, text, &[])
+    }
+
+    /// [`Policy::parse`] for a config with these named upstreams (in order), which routes
+    /// may name in `upstream:`.
+    pub fn parse_for(file: &Path, text: &str, upstreams: &[&str]) -> Result<Policy, PolicyError> {
+        load::parse(file, text, upstreams).map_err(PolicyError::Invalid)
+    }
+
+    /// [`Policy::load_with_text`] for a config with these named upstreams.
+    pub fn load_for(file: &Path, upstreams: &[&str]) -> Result<(Policy, String), PolicyError> {
+        let text = Self::read(file)?;
+        Ok((Self::parse_for(file, &text, upstreams)?, text))
     }
 
     /// One line for `keygate check` and reload logs.
@@ -435,9 +476,9 @@ impl Policy {
             matches!(m.target, Target::Route(r) if r.pattern.matches(&path)),
             "permit_public() got another path than route()"
         );
-        let (route, rate_limit) = match m.target {
-            Target::Route(r) => (r.name.clone(), r.rate_limit),
-            Target::Default => (self.default_name.clone(), None),
+        let (route, rate_limit, upstream, strip) = match m.target {
+            Target::Route(r) => (r.name.clone(), r.rate_limit, r.upstream, r.strip_len()),
+            Target::Default => (self.default_name.clone(), None, 0, 0),
         };
         Permitted {
             route,
@@ -445,6 +486,8 @@ impl Policy {
             who: None,
             location: None,
             rate_limit,
+            upstream,
+            strip,
         }
     }
 
@@ -472,6 +515,8 @@ impl Policy {
                     who: Some(Arc::clone(key)),
                     location: None,
                     rate_limit: None,
+                    upstream: 0,
+                    strip: 0,
                 });
             }
         };
@@ -508,6 +553,8 @@ impl Policy {
             who: Some(Arc::clone(key)),
             location,
             rate_limit: route.rate_limit,
+            upstream: route.upstream,
+            strip: route.strip_len(),
         })
     }
 

@@ -51,6 +51,8 @@ use crate::metrics;
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
 use crate::store::KeyStore;
+use crate::upstream::Target;
+use crate::upstream::cause::{self, Class};
 use crate::usage::Usage;
 pub use affinity::Affinity;
 pub use forward::Upstream;
@@ -114,13 +116,15 @@ pub struct Ask<'a> {
 }
 
 /// What one request did, filled in as the phases run; becomes the access-log line.
+/// Shared, not copied: the route name and the key's record are `Arc`s already, the
+/// target is borrowed from the proxy.
 #[derive(Default)]
-/// Shared, not copied: the route name and the key's record are `Arc`s already.
-pub struct Trace {
+pub struct Trace<'p> {
     route: Option<Arc<str>>,
     key: Option<Arc<KeyRecord>>,
     upstream_status: Option<u16>,
     upstream_seconds: Option<f64>,
+    target: Option<&'p Target>,
 }
 
 impl Proxy {
@@ -148,15 +152,29 @@ impl Proxy {
         started: Instant,
         method: &Method,
         raw_path: &str,
-        trace: &Trace,
+        trace: &Trace<'_>,
         result: Result<Response<Body>, Refusal>,
     ) -> Response<Body> {
+        // Why the upstream failed, for the log only (never the client's answer).
+        let mut failure: Option<(Class, String)> = None;
         let (response, code) = match result {
             Ok(r) => (r, None),
             Err(refusal) => {
-                if let Refusal::AuthUnavailable(e) = &refusal {
-                    metrics::store_error();
-                    tracing::warn!(error = %crate::report::Chain(e), "key registry unavailable; refusing (fail closed)");
+                match &refusal {
+                    Refusal::AuthUnavailable(e) => {
+                        metrics::store_error();
+                        tracing::warn!(error = %crate::report::Chain(e), "key registry unavailable; refusing (fail closed)");
+                    }
+                    Refusal::UpstreamUnavailable(e) => {
+                        failure = Some((
+                            cause::classify(&**e),
+                            crate::report::Chain(&**e).to_string(),
+                        ));
+                    }
+                    Refusal::UpstreamTimeout => {
+                        failure = Some((Class::Timeout, "no answer in time".to_owned()));
+                    }
+                    _ => {}
                 }
                 let code = refusal.code();
                 (
@@ -185,15 +203,19 @@ impl Proxy {
             business_id: trace.key.as_ref().map_or("", |k| k.business_id.as_str()),
             duration: elapsed,
             upstream_status: trace.upstream_status.unwrap_or(0),
+            upstream: trace.target.map_or("", Target::service_name),
+            upstream_target: trace.target.map_or("", |t| &t.label),
+            upstream_error: failure.as_ref().map_or("", |(c, _)| c.as_str()),
+            upstream_reason: failure.as_ref().map_or("", |(_, r)| r.as_str()),
         });
         response
     }
 
-    async fn handle(
-        &self,
+    async fn handle<'p>(
+        &'p self,
         req: Request<Incoming>,
         conn: &Downstream,
-        trace: &mut Trace,
+        trace: &mut Trace<'p>,
     ) -> Result<Response<Body>, Refusal> {
         refuse_h2c(req.headers())?;
         refuse_ambiguous_framing(&req)?;
@@ -206,14 +228,21 @@ impl Proxy {
             peer: conn.peer,
         };
         let permit = self.authorise(&ask, trace).await?;
-        let forwarded = self.upstream.send(permit, req, conn).await?;
+        let forwarded = self
+            .upstream
+            .send(permit, req, conn, &mut trace.target)
+            .await?;
         trace.upstream_status = Some(forwarded.upstream_status.as_u16());
         trace.upstream_seconds = Some(forwarded.elapsed.as_secs_f64());
         Ok(forwarded.response.map(Either::Left))
     }
 
     /// The decision for `ask`: a [`Permitted`] to act on, or the refusal to answer.
-    pub async fn authorise(&self, ask: &Ask<'_>, trace: &mut Trace) -> Result<Permitted, Refusal> {
+    pub async fn authorise(
+        &self,
+        ask: &Ask<'_>,
+        trace: &mut Trace<'_>,
+    ) -> Result<Permitted, Refusal> {
         let secret = self.authn.presented(ask.headers)?;
         let path = path::normalise(ask.path)?;
         let policy = self.policy.load_full();

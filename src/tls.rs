@@ -70,7 +70,8 @@ impl ResolvesServerCert for Certs {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of every TLS config keygate builds (listener and upstreams): ring.
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

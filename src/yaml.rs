@@ -161,6 +161,33 @@ impl Positions {
     }
 }
 
+/// A mapping kept in file order (duplicates were already refused by `yaml::parse`).
+pub struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        use serde::de::Visitor;
+        impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// Strictly parses `text`: a YAML syntax error or any duplicate mapping key is an error (at
 /// its position; every duplicate is reported), then `serde_yaml` deserialises into `T` (whose
 /// types should use `#[serde(deny_unknown_fields)]`); its error is reported at its location.

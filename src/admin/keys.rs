@@ -237,6 +237,17 @@ impl Admin {
         json(StatusCode::OK, &self.policy.load().to_json())
     }
 
+    /// `GET /v1/upstreams`: every upstream's targets and their health; the admin token or
+    /// a `keygate:admin` key (a self key is refused: it is the operator's view).
+    pub(super) fn show_upstreams(&self, caller: &Caller) -> Answer {
+        if matches!(caller, Caller::OwnUser(_)) {
+            return Err(AdminError::Forbidden(format!(
+                "the upstreams need the admin token or a {ADMIN_SCOPE} key"
+            )));
+        }
+        Ok(json(StatusCode::OK, &self.upstreams.to_json()))
+    }
+
     /// `GET /v1/audit`: newest first; a key caller sees its own business only, and a
     /// self key none (the log names other users' keys).
     pub(super) async fn audit(&self, caller: &Caller, raw_query: Option<&str>) -> Answer {

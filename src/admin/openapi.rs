@@ -60,6 +60,7 @@ mod tests {
             ("/v1/policy", "get"),
             ("/v1/audit", "get"),
             ("/v1/whoami", "get"),
+            ("/v1/upstreams", "get"),
         ] {
             let op = &doc["paths"][path][method];
             assert!(op.is_object(), "{method} {path} is not described");

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Exit, fail, load_config, load_policy, records};
+use super::{Exit, fail, load_config, load_policy_at, records};
 use crate::keys::{KeyRecord, Status, Timestamp};
 use crate::policy::{Policy, Reach};
 use crate::store::ListQuery;
@@ -33,8 +33,8 @@ struct KeyChange {
 }
 
 pub async fn run(config: &Path, old: &Path, new: &Path, json: bool) -> Result<(), Exit> {
-    let (old_policy, new_policy) = (load_policy(old)?, load_policy(new)?);
     let cfg = load_config(config)?;
+    let (old_policy, new_policy) = (load_policy_at(old, &cfg)?, load_policy_at(new, &cfg)?);
     let store = crate::app::open_store(&cfg.store).map_err(fail)?;
     let now = Timestamp::now();
     let query = ListQuery {

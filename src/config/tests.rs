@@ -171,3 +171,64 @@ fn indentation_errors_point_at_the_line_and_say_how() {
         "{e}"
     );
 }
+
+#[test]
+fn upstreams_take_targets_tls_balance_and_health_with_defaults() {
+    let c = parse(
+        "upstream:\n  url: http://127.0.0.1:9000\nupstreams:\n  billing:\n    targets: [https://b1.internal:8443/api, https://b2.internal:8443/api/]\n    tls:\n      ca: ca.pem\n      server_name: billing.internal\n      client_cert: kg.pem\n      client_key: kg.key\n    balance: least_requests\n    health:\n      path: /healthz\n",
+    )
+    .unwrap();
+    assert_eq!(c.upstream.name, "default");
+    assert_eq!(c.upstream.targets.len(), 1);
+    let b = &c.upstreams[0];
+    assert_eq!(b.name, "billing");
+    assert_eq!(b.targets.len(), 2);
+    assert_eq!(b.balance, Balance::LeastRequests);
+    assert_eq!(b.tls.ca, Some(PathBuf::from("/etc/kg/ca.pem")));
+    assert_eq!(
+        b.tls.client_auth,
+        Some((
+            PathBuf::from("/etc/kg/kg.pem"),
+            PathBuf::from("/etc/kg/kg.key")
+        ))
+    );
+    assert_eq!(b.health.path.as_deref(), Some("/healthz"));
+    assert_eq!(b.health.interval, Duration::from_secs(5));
+    assert_eq!((b.health.unhealthy_after, b.health.healthy_after), (3, 2));
+    assert!(c.warnings.is_empty());
+    assert_eq!(c.upstream_names(), ["billing"]);
+}
+
+#[test]
+fn upstream_mistakes_are_errors_at_their_line() {
+    let base = "upstream:\n  url: http://127.0.0.1:9000\nupstreams:\n";
+    for (section, want) in [
+        (
+            "  default:\n    url: http://a\n",
+            "/etc/kg/keygate.yaml:5:5: `default` is the name",
+        ),
+        (
+            "  b:\n    url: http://a\n    targets: [http://b]\n",
+            "/etc/kg/keygate.yaml:6:14: write either `url`",
+        ),
+        (
+            "  b:\n    targets: [http://a/x, http://b/y]\n",
+            "/etc/kg/keygate.yaml:5:27: every target of upstream `b` must have the same path",
+        ),
+        (
+            "  b:\n    url: ftp://a\n",
+            "/etc/kg/keygate.yaml:5:5: upstreams.b: upstream URL `ftp://a` must start with http:// or https://",
+        ),
+        (
+            "  b:\n    url: http://a\n    health:\n      unhealthy_after: 0\n",
+            "/etc/kg/keygate.yaml:7:24: `unhealthy_after` must be at least 1",
+        ),
+        (
+            "  b:\n    url: http://a\n    balance: fastest\n",
+            "/etc/kg/keygate.yaml:6:14: upstreams.b.balance: unknown variant `fastest`",
+        ),
+    ] {
+        let got = first_error(&format!("{base}{section}"));
+        assert!(got.starts_with(want), "{got}\nwanted {want}");
+    }
+}

@@ -10,20 +10,17 @@
 //! (locations: `A-Z a-z 0-9 - . _ ~`, so a path segment, a query value and a header value all
 //! spell a location the same way; roles: no `@` or `,`, the CLI's `ROLE@LOC,LOC` separators).
 
-use std::fmt;
-use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use serde::Deserialize;
-use serde::de::{MapAccess, Visitor};
 
 use super::path::{Pattern, PatternError, is_unreserved};
 use super::{
     BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route,
 };
-use crate::yaml::{self, Diagnostic, Diagnostics, Positions, Seg};
+use crate::yaml::{self, Diagnostic, Diagnostics, Ordered, Positions, Seg};
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -50,6 +47,8 @@ struct RawRoute {
     roles: Option<Vec<String>>,
     location: Option<RawLocation>,
     rate_limit: Option<String>,
+    upstream: Option<String>,
+    strip_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,29 +56,6 @@ struct RawRoute {
 struct RawLocation {
     from: String,
     name: String,
-}
-
-/// A mapping kept in file order (duplicates were already refused by `yaml::parse`).
-struct Ordered<V>(Vec<(String, V)>);
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for Visit<V> {
-            type Value = Ordered<V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(Visit(PhantomData))
-    }
 }
 
 /// Collects diagnostics with positions.
@@ -111,15 +87,17 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Str
         .unwrap_or_default()
 }
 
-/// Parses and validates `text`; `file` names the file in diagnostics.
-pub fn parse(file: &Path, text: &str) -> Result<Policy, Diagnostics> {
+/// Parses and validates `text`; `file` names the file in diagnostics; `upstreams` are the
+/// config's named upstreams, in order (a route's `upstream: NAME` becomes its position
+/// + 1; 0 is the default upstream).
+pub fn parse(file: &Path, text: &str, upstreams: &[&str]) -> Result<Policy, Diagnostics> {
     let (raw, pos): (RawPolicy, Positions) = yaml::parse(file, text)?;
     let mut check = Check {
         file,
         pos: &pos,
         errors: Vec::new(),
     };
-    let policy = build(raw, &mut check);
+    let policy = build(raw, upstreams, &mut check);
     let mut errors = check.errors;
     if errors.is_empty() {
         Ok(policy)
@@ -129,7 +107,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Policy, Diagnostics> {
     }
 }
 
-fn build(raw: RawPolicy, c: &mut Check<'_>) -> Policy {
+fn build(raw: RawPolicy, upstreams: &[&str], c: &mut Check<'_>) -> Policy {
     match raw.version {
         Some(1) => {}
         Some(v) => c.at(
@@ -191,6 +169,7 @@ fn build(raw: RawPolicy, c: &mut Check<'_>) -> Policy {
             scopes: &scope_names,
             roles: &roles,
             role_names: &role_names,
+            upstreams,
         };
         if let Some(route) = check_route(i, r, &known, &mut seen_names, c) {
             routes.push(route);
@@ -316,6 +295,8 @@ struct Known<'a> {
     scopes: &'a [&'a str],
     roles: &'a [Role],
     role_names: &'a [&'a str],
+    /// The config's named upstreams, in order.
+    upstreams: &'a [&'a str],
 }
 
 /// The path of field `f` of route `i`, and of item `j` of that field.
@@ -407,10 +388,19 @@ fn check_route(
             .ok()
     });
 
+    let upstream = raw
+        .upstream
+        .and_then(|u| check_upstream(i, &label, &u, known.upstreams, c));
+    let strip_prefix = raw
+        .strip_prefix
+        .and_then(|s| check_strip(i, &label, s, pattern.as_ref(), c));
+
     if c.errors.len() > errors_before {
         return None;
     }
     Some(Route {
+        upstream: upstream.unwrap_or(0),
+        strip_prefix,
         name: Arc::from(name?),
         pattern: pattern?,
         methods,
@@ -420,6 +410,61 @@ fn check_route(
         location,
         rate_limit,
     })
+}
+
+/// `upstream: NAME`: `default`, or one of the config's named upstreams (its index + 1).
+fn check_upstream(
+    i: usize,
+    label: &str,
+    name: &str,
+    upstreams: &[&str],
+    c: &mut Check<'_>,
+) -> Option<u16> {
+    if name == crate::config::DEFAULT_UPSTREAM {
+        return Some(0);
+    }
+    if let Some(at) = upstreams.iter().position(|u| *u == name) {
+        return u16::try_from(at + 1).ok();
+    }
+    let known = if upstreams.is_empty() {
+        " (the config declares no `upstreams:`)".to_owned()
+    } else {
+        let hint = suggest(name, upstreams.iter().copied());
+        if hint.is_empty() {
+            format!(" (declared: {})", upstreams.join(", "))
+        } else {
+            hint
+        }
+    };
+    c.at(
+        &route_field(i, "upstream"),
+        format!("{label}: upstream `{name}` is not declared in the config's `upstreams:`{known}"),
+    );
+    None
+}
+
+/// `strip_prefix`: whole literal segments the route's pattern begins with, so every path
+/// the route matches begins with it, byte for byte.
+fn check_strip(
+    i: usize,
+    label: &str,
+    prefix: String,
+    pattern: Option<&Pattern>,
+    c: &mut Check<'_>,
+) -> Option<String> {
+    let pattern = pattern?;
+    if pattern.starts_with_literals(&prefix) {
+        Some(prefix)
+    } else {
+        c.at(
+            &route_field(i, "strip_prefix"),
+            format!(
+                "{label}: strip_prefix `{prefix}` is not a prefix of the route's path `{}`: write the path's leading literal segments, like `/billing`",
+                pattern.as_str()
+            ),
+        );
+        None
+    }
 }
 
 fn check_route_name(

@@ -343,6 +343,24 @@ impl Pattern {
             .any(|s| matches!(s, PatSeg::CatchAll(n) if n == name))
     }
 
+    /// Whether `prefix` (`/a/b`, no trailing `/`) is whole literal segments this pattern
+    /// begins with, so that every path it matches begins with `prefix`, followed by `/` or
+    /// nothing (a route's `strip_prefix`).
+    pub fn starts_with_literals(&self, prefix: &str) -> bool {
+        let Some(rest) = prefix.strip_prefix('/') else {
+            return false;
+        };
+        if rest.is_empty() || rest.ends_with('/') {
+            return false;
+        }
+        let wanted: Vec<&str> = rest.split('/').collect();
+        wanted.len() <= self.segments.len()
+            && wanted
+                .iter()
+                .zip(&self.segments)
+                .all(|(w, s)| matches!(s, PatSeg::Literal(l) if l == w && !l.is_empty()))
+    }
+
     /// The first segment when it is a literal (`""` for the root `/`); `None` when the
     /// pattern starts with a parameter or a catch-all. Used to index routes.
     pub fn first_literal(&self) -> Option<&str> {

@@ -66,7 +66,7 @@ mod tests {
     use crate::keys::Grant;
 
     fn policy(text: &str) -> Policy {
-        super::super::load::parse(Path::new("p.yaml"), text).unwrap()
+        super::super::load::parse(Path::new("p.yaml"), text, &[]).unwrap()
     }
 
     const POLICY: &str = "version: 1

@@ -732,3 +732,25 @@ default: allow_authenticated
         }
     }
 }
+
+#[test]
+fn a_permit_carries_its_routes_upstream_and_forwards_the_path_less_its_strip_prefix() {
+    let text = "version: 1\nroutes:\n  - name: billing\n    path: /billing/{*rest}\n    public: true\n    upstream: billing\n    strip_prefix: /billing\n  - name: other\n    path: /{*rest}\n    public: true\n";
+    let p = Policy::parse_for(Path::new("p.yaml"), text, &["inventory", "billing"]).unwrap();
+    for (sent, upstream, forwarded) in [
+        ("/billing/invoices/7", 2, "/invoices/7"),
+        ("/billing", 2, "/"),
+        ("/billing/", 2, "/"),
+        ("/billingx/a", 0, "/billingx/a"),
+    ] {
+        let path = normalise(sent).unwrap();
+        let m = p.route(&Method::GET, &path).unwrap();
+        let permit = p.permit_public(m, path);
+        assert_eq!(permit.upstream(), upstream, "{sent}");
+        assert_eq!(permit.forward_path(), forwarded, "{sent}");
+    }
+    assert!(
+        Policy::parse(Path::new("p.yaml"), text).is_err(),
+        "billing is not declared"
+    );
+}

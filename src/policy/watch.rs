@@ -42,6 +42,8 @@ pub struct Reloader {
     live: Arc<ArcSwap<Policy>>,
     /// The bytes of the last attempt, applied or not, so one broken save is reported once.
     last_text: Option<String>,
+    /// The config's named upstreams, which routes may name.
+    upstreams: Vec<String>,
 }
 
 impl Reloader {
@@ -51,7 +53,15 @@ impl Reloader {
             path,
             live,
             last_text: initial_text,
+            upstreams: Vec::new(),
         }
+    }
+
+    /// Reloads check routes' `upstream:` against these (the config's named upstreams).
+    #[must_use]
+    pub fn with_upstreams(mut self, names: Vec<String>) -> Self {
+        self.upstreams = names;
+        self
     }
 
     /// Reloads now. `Ok(true)`: a new policy is live; `Ok(false)`: nothing changed.
@@ -67,7 +77,8 @@ impl Reloader {
         if trigger == Trigger::FileChanged && self.last_text.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        let parsed = Policy::parse(&self.path, &text);
+        let names: Vec<&str> = self.upstreams.iter().map(String::as_str).collect();
+        let parsed = Policy::parse_for(&self.path, &text, &names);
         self.last_text = Some(text);
         match parsed {
             Ok(policy) => {

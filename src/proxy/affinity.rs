@@ -85,6 +85,9 @@ pub struct Kept {
     pub heard: Heard,
     /// When its last request started.
     pub used: std::time::Instant,
+    /// The upstream service (its index) and the target of that service it is to.
+    pub service: u16,
+    pub target: u16,
 }
 
 /// Puts `conn` back in `slot` for the next request once its answer has come, unless the

@@ -19,8 +19,14 @@
 //! idempotent method with no body, and not one byte of an answer heard ([`heard`](super::heard)); a
 //! POST, a request with a body, or one partly answered is never resent. The answer
 //! timeout on such a connection is the connection's [`LazyTimer`], and covers the resend.
+//!
+//! Where to: the route's upstream service ([`crate::upstream`], found by the index the
+//! policy resolved), one of its targets in rotation. A kept connection stays with its
+//! target while that target is in rotation; a new one goes to the target the service's
+//! balancing picks, and one that cannot be opened is tried once on another target.
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,37 +35,25 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::http1 as client_h1;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use super::Downstream;
 use super::affinity::{Affinity, Kept, Lease, keep};
 use super::answer_timer::{LazyTimer, TimedOut, by};
-use super::heard::{Heard, Listening};
 use super::refusal::{Refusal, SendError};
 use super::rewrite::{self, Hop};
 use crate::policy::Permitted;
+use crate::upstream::balance::Chosen;
+use crate::upstream::{Service, Target, Upstreams};
 
 /// A forwarded request's body: the client's, cut off past `max_body`, or none (a request
 /// without a body, which can then be sent again).
 pub type UpBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
-/// The upstream API: where to send, and how to reach it.
+/// The upstream APIs: where to send, and what to send.
 pub struct Upstream {
-    /// The shared keep-alive pool (HTTP/2 client streams).
-    client: Client<HttpConnector, UpBody>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    /// `Host` on every upstream request: the upstream URL's authority.
-    host: HeaderValue,
-    connect_timeout: Duration,
-    /// A kept connection unused for this long is not used again.
-    idle_timeout: Duration,
-    /// The upstream URL's own path without its trailing `/` (often empty).
-    base_path: String,
-    timeout: Duration,
+    /// Every upstream service and its targets (shared with the admin API).
+    upstreams: Arc<Upstreams>,
     key_header: HeaderName,
     /// Request bodies are cut off past this many bytes (a declared larger one never starts).
     max_body: u64,
@@ -75,41 +69,16 @@ pub struct Forwarded {
 }
 
 impl Upstream {
-    /// The client for the `upstream:` section; `key_header` is stripped from what is
-    /// forwarded, bodies past `max_body` are refused, `trusted` peers' forwarding headers kept.
-    ///
-    /// # Panics
-    /// When `url` lacks a scheme or authority; `config` has already checked both.
+    /// The sender for `upstreams`; `key_header` is stripped from what is forwarded,
+    /// bodies past `max_body` are refused, `trusted` peers' forwarding headers kept.
     pub fn new(
-        settings: &crate::config::UpstreamSettings,
+        upstreams: Arc<Upstreams>,
         key_header: HeaderName,
         max_body: u64,
         trusted: Vec<ipnet::IpNet>,
     ) -> Self {
-        let crate::config::UpstreamSettings {
-            ref url,
-            timeout,
-            connect_timeout,
-            idle_timeout,
-        } = *settings;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        let authority = url.authority().cloned().expect("upstream URL has a host");
         Self {
-            client,
-            scheme: url.scheme().cloned().expect("upstream URL has a scheme"),
-            host: host_header(&authority),
-            authority,
-            connect_timeout,
-            idle_timeout,
-            base_path: url.path().trim_end_matches('/').to_owned(),
-            timeout,
+            upstreams,
             key_header,
             max_body,
             trusted,
@@ -118,12 +87,15 @@ impl Upstream {
 
     /// Forwards `req` as `permit` allows and returns the upstream's answer. `conn` is the
     /// client connection it came in on: its peer, its scheme, its own upstream connection.
-    pub async fn send(
-        &self,
+    /// `went_to` is set to the target the request went to (or last tried), for the log.
+    pub async fn send<'u>(
+        &'u self,
         permit: Permitted,
         mut req: Request<Incoming>,
         conn: &Downstream,
+        went_to: &mut Option<&'u Target>,
     ) -> Result<Forwarded, Refusal> {
+        let service = self.upstreams.get(permit.upstream());
         if declared_length(req.headers()).is_some_and(|n| n > self.max_body) {
             return Err(Refusal::PayloadTooLarge);
         }
@@ -131,7 +103,12 @@ impl Upstream {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let multiplexed = parts.version == http::Version::HTTP_2;
-        parts.uri = self.target(&permit, &parts.uri)?;
+        // HTTP/2 names the host in `:authority`, not `Host` (for `X-Forwarded-Host`).
+        let authority = multiplexed
+            .then(|| parts.uri.authority())
+            .flatten()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        parts.uri = target(&service.base_path, &permit, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
         let hop = Hop {
             peer_ip: &conn.peer_ip,
@@ -146,35 +123,49 @@ impl Upstream {
         };
         // The headers in two halves, so that a request that may be sent again keeps only
         // what the client contributed (often nothing), not the whole rewritten map.
-        let client_host =
-            rewrite::strip_client_headers(&mut parts.headers, &self.key_header, websocket);
+        let client_host = rewrite::strip_client_headers(
+            &mut parts.headers,
+            &self.key_header,
+            websocket,
+            hop.trusted_peer,
+        )
+        .or(authority);
         let resendable =
             !websocket && matches!(body, Either::Right(_)) && parts.method.is_idempotent();
         // Boxed: it rides in every future below `send` until the answer comes, and a small
         // pointer there is cheaper than moving ~250 bytes with each of them.
         let resend = resendable.then(|| Box::new(Resend::keep(&parts, client_host.as_ref())));
-        self.add_ours(&mut parts.headers, &permit, hop, client_host);
+        // keygate's headers on what the client's left (the second half of the rewrite): the
+        // same for the first send and a resend (`Host` is the target's, set as it is sent).
+        rewrite::add_gateway_headers(&mut parts.headers, &permit, hop, client_host);
         let again = resend.map(|r| {
             let permit = &permit;
-            move || self.again(r, permit, hop)
+            move || Resend::again(r, permit, hop)
         });
+        let streamed = matches!(body, Either::Left(_));
         let started = std::time::Instant::now();
         let req = Request::from_parts(parts, body);
-        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
+        let deadline = tokio::time::Instant::from_std(started) + service.timeout;
+        let mut chosen = Chosen::default();
         let sent = if multiplexed {
             // Boxed: the pool's future is large, and unboxed it would grow this one (and
             // every one above it) for the HTTP/1 requests that never take this branch.
-            by(deadline, Box::pin(self.pooled(req, again))).await
+            by(deadline, Box::pin(service.pooled(req, again, &mut chosen))).await
         } else {
-            self.own(req, &conn.upstream, started, deadline, again)
-                .await
+            own(
+                service,
+                req,
+                &conn.upstream,
+                started,
+                deadline,
+                again,
+                &mut chosen,
+            )
+            .await
         };
-        let mut response = match sent {
-            Err(TimedOut) => return Err(Refusal::UpstreamTimeout),
-            Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(Refusal::PayloadTooLarge),
-            Ok(Err(e)) => return Err(Refusal::UpstreamUnavailable(e)),
-            Ok(Ok(r)) => r,
-        };
+        let target = chosen.get();
+        *went_to = target;
+        let mut response = outcome(sent, target, service.timeout, streamed)?;
         let elapsed = started.elapsed();
         let upstream_status = response.status();
         if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
@@ -195,173 +186,195 @@ impl Upstream {
             elapsed,
         })
     }
+}
 
-    /// Through the shared pool, which wants the absolute URI. The pool sends anew what a
-    /// closing connection never sent; a request it sent is sent again, once, when it may
-    /// be and the connection closed without a complete answer (the pool cannot say whether
-    /// part of one came: see the module docs).
-    async fn pooled(
-        &self,
-        req: Request<UpBody>,
-        again: Option<impl FnOnce() -> Request<UpBody>>,
-    ) -> Result<Response<Incoming>, SendError> {
-        match self.client.request(self.absolute(req)?).await {
-            Ok(resp) => Ok(resp),
-            Err(e) if !e.is_connect() && closed_unanswered(&e) => match again {
-                Some(again) => {
-                    tracing::debug!(error = %e, "upstream connection closed; sending again");
-                    Ok(self.client.request(self.absolute(again())?).await?)
-                }
-                None => Err(e.into()),
-            },
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn absolute(&self, mut req: Request<UpBody>) -> Result<Request<UpBody>, SendError> {
-        let mut uri = std::mem::take(req.uri_mut()).into_parts();
-        uri.scheme = Some(self.scheme.clone());
-        uri.authority = Some(self.authority.clone());
-        *req.uri_mut() = Uri::from_parts(uri)?;
-        Ok(req)
-    }
-
-    /// Through the client connection's own upstream connection, answered by `deadline`;
-    /// if a concurrent request holds it, through the pool.
-    async fn own(
-        &self,
-        req: Request<UpBody>,
-        affinity: &Affinity,
-        started: std::time::Instant,
-        deadline: tokio::time::Instant,
-        again: Option<impl FnOnce() -> Request<UpBody>>,
-    ) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
-        let Some(mut lease) = affinity.lease() else {
-            // Rare (a concurrent request holds the connection): boxed, as is `connect`,
-            // so that the common path's future stays small (it is moved per request).
-            return by(deadline, Box::pin(self.pooled(req, again))).await;
-        };
-        let Lease { conn, timer, .. } = &mut lease;
-        let timer = timer.get_or_insert_with(|| LazyTimer::new(deadline));
-        timer
-            .within(deadline, self.exchange(req, conn, started, again))
-            .await
-    }
-
-    /// One request on the connection in `slot` (opened when there is none, it was closed
-    /// or it has been idle too long), which is put back once the answer has come. `now`:
-    /// when the request started; `again` builds the request anew, when it may be resent.
-    async fn exchange(
-        &self,
-        req: Request<UpBody>,
-        slot: &mut Option<Kept>,
-        now: std::time::Instant,
-        again: Option<impl FnOnce() -> Request<UpBody>>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let mut reused = slot.take().filter(|c| {
-            !c.send.is_closed() && now.saturating_duration_since(c.used) < self.idle_timeout
-        });
-        if let Some(conn) = reused.as_mut()
-            && conn.send.ready().await.is_err()
-        {
-            reused = None;
-        }
-        let req = match reused {
-            Some(mut conn) => {
-                conn.heard.clear();
-                match conn.send.try_send_request(req).await {
-                    Ok(resp) => return Ok(keep(slot, conn, resp, now)),
-                    Err(mut e) => match (e.take_message(), again) {
-                        // Closed under us before the request left: never sent, so send it anew.
-                        (Some(req), _) => req,
-                        // Sent, and the connection closed without a word: may be sent again.
-                        (None, Some(again)) if !conn.heard.anything() => {
-                            tracing::debug!(
-                                error = %e.error(),
-                                "upstream closed a kept connection; sending again"
-                            );
-                            again()
-                        }
-                        (None, _) => return Err(e.into_error().into()),
-                    },
-                }
+/// What came of sending, counted against the target it went to: the answer, or the refusal.
+/// What the client caused is not the target's failure: a request with a body (`streamed`)
+/// is timed with its upload, which the client paces, and a client body that broke off
+/// fails the request; neither counts against the target's health.
+fn outcome(
+    sent: Result<Result<Response<Incoming>, SendError>, TimedOut>,
+    target: Option<&Target>,
+    timeout: Duration,
+    streamed: bool,
+) -> Result<Response<Incoming>, Refusal> {
+    use crate::upstream::cause;
+    match sent {
+        Err(TimedOut) => {
+            if let Some(t) = target
+                && !streamed
+            {
+                t.timed_out(timeout);
             }
-            None => req,
-        };
-        let mut conn = Box::pin(self.connect()).await?;
-        let resp = conn.send.send_request(req).await?;
-        Ok(keep(slot, conn, resp, now))
-    }
-
-    /// A new HTTP/1.1 connection to the upstream, within the connect timeout.
-    async fn connect(&self) -> Result<Kept, SendError> {
-        let host = self.authority.host();
-        // An IPv6 literal comes bracketed in a URL, and without brackets to the resolver.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = self.authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect((host, port)),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "no connection to {} within {:?}",
-                self.authority, self.connect_timeout
-            )
-        })??;
-        stream.set_nodelay(true)?;
-        let heard = Heard::default();
-        let io = TokioIo::new(Listening::new(stream, heard.clone()));
-        let (send, driver) = client_h1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = driver.with_upgrades().await;
-        });
-        Ok(Kept {
-            send,
-            heard,
-            used: std::time::Instant::now(),
-        })
-    }
-
-    /// The upstream request's origin-form target: the upstream URL's base path, the
-    /// authorised path, and the client's query (`sent` is the client's target).
-    fn target(&self, permit: &Permitted, sent: &Uri) -> Result<Uri, Refusal> {
-        let path = permit.path().as_str();
-        // The usual case: no base path, and normalisation left the path as sent. The
-        // client's path and query are then byte for byte what was authorised: share them
-        // (hyper has validated them) instead of copying and validating them again.
-        if self.base_path.is_empty()
-            && sent.path() == path
-            && let Some(pq) = sent.path_and_query()
-        {
-            return Ok(Uri::from(pq.clone()));
+            Err(Refusal::UpstreamTimeout)
         }
-        let query = sent.query();
-        let mut pq = String::with_capacity(
-            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
-        pq.push_str(&self.base_path);
-        pq.push_str(path);
-        if let Some(q) = query {
-            pq.push('?');
-            pq.push_str(q);
+        Ok(Err(e)) if caused_by_body_limit(&*e) => Err(Refusal::PayloadTooLarge),
+        Ok(Err(e)) => {
+            // A connection that could not be opened was counted where it failed.
+            if let Some(t) = target
+                && !cause::before_sending(&*e)
+                && !cause::clients_fault(&*e)
+            {
+                t.failed(&*e);
+            }
+            Err(Refusal::UpstreamUnavailable(e))
         }
-        // Origin-form; `pooled` adds the scheme and authority.
-        Uri::try_from(pq).map_err(|_| Refusal::BadTarget)
+        Ok(Ok(r)) => {
+            if let Some(t) = target {
+                t.answered();
+            }
+            Ok(r)
+        }
     }
 }
 
-/// `Host` for the upstream: its host and port, never the URL's `user:password@`.
-fn host_header(authority: &http::uri::Authority) -> HeaderValue {
-    let host = match authority.port() {
-        Some(port) => format!("{}:{port}", authority.host()),
-        None => authority.host().to_owned(),
+/// Through the client connection's own upstream connection, answered by `deadline`;
+/// if a concurrent request holds it, it is to another upstream, or the balancing picked
+/// another target, through the (picked) target's pool.
+async fn own<'s>(
+    service: &'s Service,
+    req: Request<UpBody>,
+    affinity: &Affinity,
+    started: std::time::Instant,
+    deadline: tokio::time::Instant,
+    again: Option<impl FnOnce() -> Request<UpBody>>,
+    chosen: &mut Chosen<'s>,
+) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
+    let lease = affinity
+        .lease()
+        .filter(|l| l.conn.as_ref().is_none_or(|c| c.service == service.index()));
+    let Some(mut lease) = lease else {
+        // Rare (a concurrent request holds the connection, or a route to another
+        // upstream): boxed, as is `connect`, so that the common path's future stays
+        // small (it is moved per request).
+        return by(deadline, Box::pin(service.pooled(req, again, chosen))).await;
     };
-    HeaderValue::try_from(host).expect("a URL's host and port are a valid header")
+    // Several targets: each request is balanced; the kept connection serves those its
+    // target is picked for, the others go through the picked target's pool.
+    if service.several()
+        && let Some(kept) = &lease.conn
+        && let Some(pick) = service.pick()
+        && pick.index() != kept.target
+    {
+        drop(lease);
+        return by(
+            deadline,
+            Box::pin(service.pooled_via(pick, req, again, chosen)),
+        )
+        .await;
+    }
+    let Lease { conn, timer, .. } = &mut lease;
+    let timer = timer.get_or_insert_with(|| LazyTimer::new(deadline));
+    timer
+        .within(
+            deadline,
+            exchange(service, req, conn, started, again, chosen),
+        )
+        .await
+}
+
+/// One request on the connection in `slot` (opened when there is none, it was closed,
+/// it has been idle too long or its target is out of rotation), which is put back once
+/// the answer has come. `now`: when the request started; `again` builds the request
+/// anew, when it may be resent.
+async fn exchange<'s>(
+    service: &'s Service,
+    req: Request<UpBody>,
+    slot: &mut Option<Kept>,
+    now: std::time::Instant,
+    again: Option<impl FnOnce() -> Request<UpBody>>,
+    chosen: &mut Chosen<'s>,
+) -> Result<Response<Incoming>, SendError> {
+    let mut again = again;
+    let mut reused = slot.take().and_then(|c| {
+        let fresh =
+            !c.send.is_closed() && now.saturating_duration_since(c.used) < service.idle_timeout;
+        let target = service.target(c.target).filter(|t| t.health.is_up());
+        target.filter(|_| fresh).map(|t| (c, t))
+    });
+    if let Some((conn, _)) = reused.as_mut()
+        && conn.send.ready().await.is_err()
+    {
+        reused = None;
+    }
+    let mut req = match reused {
+        Some((mut conn, target)) => {
+            chosen.set(target);
+            let mut req = req;
+            req.headers_mut()
+                .insert(header::HOST, target.host().clone());
+            conn.heard.clear();
+            match conn.send.try_send_request(req).await {
+                Ok(resp) => return Ok(keep(slot, conn, resp, now)),
+                Err(mut e) => match (e.take_message(), again.take()) {
+                    // Closed under us before the request left: never sent, so send it anew.
+                    (Some(req), _) => req,
+                    // Sent, and the connection closed without a word: may be sent again.
+                    (None, Some(again)) if !conn.heard.anything() => {
+                        tracing::debug!(
+                            error = %e.error(),
+                            "upstream closed a kept connection; sending again"
+                        );
+                        again()
+                    }
+                    (None, _) => return Err(e.into_error().into()),
+                },
+            }
+        }
+        None => req,
+    };
+    let mut conn = Box::pin(service.connect(chosen)).await?;
+    if let Some(t) = chosen.get() {
+        req.headers_mut().insert(header::HOST, t.host().clone());
+    }
+    if !service.several() {
+        let resp = conn.send.send_request(req).await?;
+        return Ok(keep(slot, conn, resp, now));
+    }
+    // Several targets: a new connection that closes before the request left, or without
+    // a word after it (an instance going away), is replaced once, to whichever target
+    // the balancing picks, when the request may be sent again.
+    let mut req = match conn.send.try_send_request(req).await {
+        Ok(resp) => return Ok(keep(slot, conn, resp, now)),
+        Err(mut e) => match (e.take_message(), again.take()) {
+            (Some(req), _) => req,
+            (None, Some(again)) if !conn.heard.anything() => again(),
+            (None, _) => return Err(e.into_error().into()),
+        },
+    };
+    let mut conn = Box::pin(service.connect(chosen)).await?;
+    if let Some(t) = chosen.get() {
+        req.headers_mut().insert(header::HOST, t.host().clone());
+    }
+    let resp = conn.send.send_request(req).await?;
+    Ok(keep(slot, conn, resp, now))
+}
+
+/// The upstream request's origin-form target: the upstream's base path, the authorised
+/// path less the route's `strip_prefix`, and the client's query (`sent` is the client's
+/// target).
+fn target(base_path: &str, permit: &Permitted, sent: &Uri) -> Result<Uri, Refusal> {
+    let path = permit.forward_path();
+    // The usual case: no base path, and normalisation left the path as sent. The
+    // client's path and query are then byte for byte what was authorised: share them
+    // (hyper has validated them) instead of copying and validating them again.
+    if base_path.is_empty()
+        && sent.path() == path
+        && let Some(pq) = sent.path_and_query()
+    {
+        return Ok(Uri::from(pq.clone()));
+    }
+    let query = sent.query();
+    let mut pq =
+        String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(base_path);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    // Origin-form; the pool adds the scheme and authority.
+    Uri::try_from(pq).map_err(|_| Refusal::BadTarget)
 }
 
 /// What it takes to build a request again, kept only for one that may be sent again (RFC
@@ -393,25 +406,12 @@ impl Resend {
     }
 }
 
-impl Upstream {
-    /// keygate's headers on what the client's left (the second half of the rewrite), and
-    /// the upstream's `Host`: the same for the first send and a resend.
-    fn add_ours(
-        &self,
-        headers: &mut HeaderMap,
-        permit: &Permitted,
-        hop: Hop<'_>,
-        client_host: Option<HeaderValue>,
-    ) {
-        rewrite::add_gateway_headers(headers, permit, hop, client_host);
-        headers.insert(header::HOST, self.host.clone());
-    }
-
+impl Resend {
     /// The request `resend` keeps, rebuilt with keygate's headers as the first time.
-    fn again(&self, resend: Box<Resend>, permit: &Permitted, hop: Hop<'_>) -> Request<UpBody> {
+    fn again(resend: Box<Resend>, permit: &Permitted, hop: Hop<'_>) -> Request<UpBody> {
         let resend = *resend;
         let mut headers = resend.client_headers;
-        self.add_ours(&mut headers, permit, hop, resend.client_host);
+        rewrite::add_gateway_headers(&mut headers, permit, hop, resend.client_host);
         let mut req = Request::new(Either::Right(Empty::new()));
         *req.method_mut() = resend.method;
         *req.uri_mut() = resend.uri;
@@ -422,7 +422,7 @@ impl Upstream {
 
 /// Whether the pool's request failed because its connection closed before a complete
 /// answer (hyper's "connection closed before message completed").
-fn closed_unanswered(e: &(dyn Error + 'static)) -> bool {
+pub(crate) fn closed_unanswered(e: &(dyn Error + 'static)) -> bool {
     caused_by(e, |c| {
         c.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
@@ -454,23 +454,4 @@ fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::O
         let mut u = TokioIo::new(u);
         let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_host_header_is_host_and_port_without_credentials() {
-        let host = |url: &str| {
-            let uri: Uri = url.parse().expect("test URL");
-            host_header(uri.authority().expect("authority"))
-        };
-        assert_eq!(
-            host("http://u:secret@api.internal:8080/v1"),
-            "api.internal:8080"
-        );
-        assert_eq!(host("http://api.internal"), "api.internal");
-        assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
-    }
 }

@@ -9,8 +9,10 @@
 //!   ([`strip_client_headers`], then [`add_gateway_headers`]; a resend runs the second
 //!   again), so the two protocol paths cannot drift;
 //! - forward-auth answers carry the same identity headers through [`insert_identity`];
-//! - forwarding headers (`X-Forwarded-For`, `-Proto`) from the client are believed only
-//!   from a configured trusted proxy.
+//! - forwarding headers from the client (`X-Forwarded-For`, `-Proto`, `-Host`, `-Port`,
+//!   `-Prefix`, `Forwarded`, `X-Real-IP`) are believed only from a configured trusted
+//!   proxy: from anyone else they are dropped, or overwritten with keygate's own
+//!   (`X-Forwarded-For`, `-Proto`, and `-Host`: the client's `Host` or `:authority`).
 //!
 //! Why a string match for hop-by-hop names ([`is_hop_by_hop`]): most requests carry none,
 //! and matching the name's text length-first is cheaper than hashing it for seven
@@ -125,18 +127,20 @@ pub fn rewrite_request_headers(
     hop: Hop<'_>,
     websocket: bool,
 ) {
-    let client_host = strip_client_headers(h, key_header, websocket);
+    let client_host = strip_client_headers(h, key_header, websocket, hop.trusted_peer);
     add_gateway_headers(h, permit, hop, client_host);
 }
 
 /// The first half of [`rewrite_request_headers`]: removes what the client sent that must
 /// not reach the upstream (hop-by-hop headers, the key, `X-Keygate-*`, `Host`); returns the
 /// client's `Host`, for `X-Forwarded-Host`. What is left is all the client contributes, so
-/// it is all a request that may be sent again needs to keep.
+/// it is all a request that may be sent again needs to keep. Unless `trusted_peer`, the
+/// client's forwarding headers go too ([`is_forwarding`]).
 pub fn strip_client_headers(
     h: &mut HeaderMap,
     key_header: &HeaderName,
     websocket: bool,
+    trusted_peer: bool,
 ) -> Option<HeaderValue> {
     let client_host = h.remove(header::HOST);
     strip_hop_by_hop(h);
@@ -148,7 +152,7 @@ pub fn strip_client_headers(
     h.remove(key_header);
     let spoofed: Vec<HeaderName> = h
         .keys()
-        .filter(|k| k.as_str().starts_with("x-keygate-"))
+        .filter(|k| k.as_str().starts_with("x-keygate-") || (!trusted_peer && is_forwarding(k)))
         .cloned()
         .collect();
     for name in spoofed {
@@ -172,8 +176,24 @@ pub fn add_gateway_headers(
         insert_identity(h, permit, false);
     }
     forwarding_headers(h, hop);
-    if let Some(host) = client_host {
+    // A trusted proxy's `X-Forwarded-Host` names the host its client asked for; keep it.
+    if let Some(host) = client_host
+        && !(hop.trusted_peer && h.contains_key(X_FORWARDED_HOST))
+    {
         h.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The forwarding headers a client may not set (keygate sets `X-Forwarded-For`, `-Proto`
+/// and `-Host` itself, so those are overwritten anyway; `-Host` is named here as it is
+/// only written when the client's host is known). A string match, as [`is_hop_by_hop`].
+fn is_forwarding(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    match n.len() {
+        9 => n == "forwarded" || n == "x-real-ip",
+        16 => n == "x-forwarded-host" || n == "x-forwarded-port",
+        18 => n == "x-forwarded-prefix",
+        _ => false,
     }
 }
 

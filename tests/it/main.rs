@@ -21,4 +21,5 @@ mod reload;
 mod setup;
 mod support;
 mod tls;
+mod upstreams;
 mod websocket;

@@ -3,7 +3,7 @@ use super::*;
 
 /// The errors for `text`, as (line, message).
 fn errors(text: &str) -> Vec<(usize, String)> {
-    match parse(Path::new("policy.yaml"), text) {
+    match parse(Path::new("policy.yaml"), text, &[]) {
         Ok(_) => Vec::new(),
         Err(d) => d.0.into_iter().map(|d| (d.line, d.message)).collect(),
     }
@@ -37,7 +37,7 @@ fn with_routes(routes: &str) -> String {
 #[test]
 fn the_contract_example_loads() {
     let text = include_str!("../../../config/policy.yaml");
-    let p = parse(Path::new("p.yaml"), text).unwrap();
+    let p = parse(Path::new("p.yaml"), text, &[]).unwrap();
     assert_eq!(
         p.summary(),
         "3 routes, 2 scopes, 2 roles, 3 locations, default deny"
@@ -47,7 +47,7 @@ fn the_contract_example_loads() {
 #[test]
 fn empty_file_needs_a_version() {
     one_error("", 1, "missing `version: 1`");
-    let p = parse(Path::new("p.yaml"), "version: 1\n").unwrap();
+    let p = parse(Path::new("p.yaml"), "version: 1\n", &[]).unwrap();
     assert_eq!(
         p.summary(),
         "0 routes, 0 scopes, 0 roles, 0 locations, default deny"
@@ -326,6 +326,7 @@ fn rate_limits() {
     let p = parse(
             Path::new("p.yaml"),
             &with_routes("  - name: a\n    path: /a\n    rate_limit: 100/s\n  - name: b\n    path: /b\n    rate_limit: 5/h\n"),
+            &[],
         )
         .unwrap();
     assert_eq!(
@@ -425,7 +426,12 @@ fn syntax_errors_have_a_line() {
 
 #[test]
 fn diagnostics_display_file_line_col() {
-    let err = parse(Path::new("conf/policy.yaml"), "version: 1\ndefault: nope\n").unwrap_err();
+    let err = parse(
+        Path::new("conf/policy.yaml"),
+        "version: 1\ndefault: nope\n",
+        &[],
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "conf/policy.yaml:2:10: `default: nope` is not a rule: use `deny` or `allow_authenticated`"
@@ -443,4 +449,32 @@ fn a_misindented_route_field_is_pointed_at_with_a_hint() {
     );
     let text = with_routes("  - name: a\n\t  path: /a\n");
     one_error(&text, 10, "indent with spaces, not tabs");
+}
+
+#[test]
+fn routes_name_declared_upstreams_and_strip_leading_literal_segments() {
+    let text = with_routes(
+        "  - name: a\n    path: /billing/v1/{*rest}\n    upstream: billing\n    strip_prefix: /billing/v1\n  - name: b\n    path: /x\n    upstream: default\n",
+    );
+    let p = parse(Path::new("p.yaml"), &text, &["inventory", "billing"]).unwrap();
+    assert_eq!(p.routes[0].upstream, 2);
+    assert_eq!(p.routes[0].strip_prefix.as_deref(), Some("/billing/v1"));
+    assert_eq!(p.routes[1].upstream, 0);
+    for bad in [
+        "/billing/v",
+        "/billing/v1/",
+        "/",
+        "billing",
+        "/billing/{*rest}",
+    ] {
+        let text = with_routes(&format!(
+            "  - name: a\n    path: /billing/v1/{{*rest}}\n    strip_prefix: {bad}\n"
+        ));
+        let err = parse(Path::new("p.yaml"), &text, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a prefix of the route's path"),
+            "{bad}: {err}"
+        );
+    }
 }
