@@ -217,7 +217,7 @@ fn upstream_mistakes_are_errors_at_their_line() {
         ),
         (
             "  b:\n    url: ftp://a\n",
-            "/etc/kg/keygate.yaml:5:5: upstreams.b: upstream URL `ftp://a` must start with http:// or https://",
+            "/etc/kg/keygate.yaml:5:5: upstreams.b.url: upstream URL `ftp://a` must start with http:// or https://",
         ),
         (
             "  b:\n    url: http://a\n    health:\n      unhealthy_after: 0\n",

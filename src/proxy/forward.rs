@@ -421,11 +421,19 @@ impl Resend {
 }
 
 /// Whether the pool's request failed because its connection closed before a complete
-/// answer (hyper's "connection closed before message completed").
+/// answer (hyper's "connection closed before message completed", or a reset).
 pub(crate) fn closed_unanswered(e: &(dyn Error + 'static)) -> bool {
     caused_by(e, |c| {
         c.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
+            // An instance killed with the request unread in its socket resets the
+            // connection instead of closing it: the same "gone without an answer".
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                )
+            })
     })
 }
 
