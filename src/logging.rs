@@ -208,6 +208,7 @@ fn text_value(buf: &mut Vec<u8>, v: &str) {
     }
     // A fold without an early exit, so the compiler checks many bytes per step: values
     // are short and nearly always plain, and this runs for eight fields per access line.
+    #[allow(clippy::needless_bitwise_bool)] // bitwise on purpose: no branch per byte
     let plain = v.bytes().fold(true, |plain, b| {
         plain & b.is_ascii_graphic() & (b != b'"') & (b != b'\\')
     });
