@@ -303,22 +303,9 @@ async fn exchange<'s>(
             let mut req = req;
             req.headers_mut()
                 .insert(header::HOST, target.host().clone());
-            conn.heard.clear();
-            match conn.send.try_send_request(req).await {
+            match send_or_again(&mut conn, req, &mut again).await? {
                 Ok(resp) => return Ok(keep(slot, conn, resp, now)),
-                Err(mut e) => match (e.take_message(), again.take()) {
-                    // Closed under us before the request left: never sent, so send it anew.
-                    (Some(req), _) => req,
-                    // Sent, and the connection closed without a word: may be sent again.
-                    (None, Some(again)) if !conn.heard.anything() => {
-                        tracing::debug!(
-                            error = %e.error(),
-                            "upstream closed a kept connection; sending again"
-                        );
-                        again()
-                    }
-                    (None, _) => return Err(e.into_error().into()),
-                },
+                Err(req) => req,
             }
         }
         None => req,
@@ -334,13 +321,9 @@ async fn exchange<'s>(
     // Several targets: a new connection that closes before the request left, or without
     // a word after it (an instance going away), is replaced once, to whichever target
     // the balancing picks, when the request may be sent again.
-    let mut req = match conn.send.try_send_request(req).await {
+    let mut req = match send_or_again(&mut conn, req, &mut again).await? {
         Ok(resp) => return Ok(keep(slot, conn, resp, now)),
-        Err(mut e) => match (e.take_message(), again.take()) {
-            (Some(req), _) => req,
-            (None, Some(again)) if !conn.heard.anything() => again(),
-            (None, _) => return Err(e.into_error().into()),
-        },
+        Err(req) => req,
     };
     let mut conn = Box::pin(service.connect(chosen)).await?;
     if let Some(t) = chosen.get() {
@@ -348,6 +331,33 @@ async fn exchange<'s>(
     }
     let resp = conn.send.send_request(req).await?;
     Ok(keep(slot, conn, resp, now))
+}
+
+/// `req` on `conn`: the answer, or the request to send on a new connection: one that
+/// never left (the connection closed under it), or one that was sent and met a close
+/// without a word, when `again` may build it anew (it is then used up).
+async fn send_or_again(
+    conn: &mut Kept,
+    req: Request<UpBody>,
+    again: &mut Option<impl FnOnce() -> Request<UpBody>>,
+) -> Result<Result<Response<Incoming>, Request<UpBody>>, SendError> {
+    conn.heard.clear();
+    match conn.send.try_send_request(req).await {
+        Ok(resp) => Ok(Ok(resp)),
+        Err(mut e) => match (e.take_message(), again.take()) {
+            // Closed under us before the request left: never sent, so send it anew.
+            (Some(req), _) => Ok(Err(req)),
+            // Sent, and the connection closed without a word: may be sent again.
+            (None, Some(again)) if !conn.heard.anything() => {
+                tracing::debug!(
+                    error = %e.error(),
+                    "upstream closed a connection without answering; sending again"
+                );
+                Ok(Err(again()))
+            }
+            (None, _) => Err(e.into_error().into()),
+        },
+    }
 }
 
 /// The upstream request's origin-form target: the upstream's base path, the authorised
