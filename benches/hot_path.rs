@@ -41,6 +41,7 @@ fn policy(n: usize) -> Policy {
 
 fn record(secret: &keys::Secret) -> KeyRecord {
     KeyRecord {
+        identity: keygate::headers::Memo::default(),
         id: keys::new_id("kg_"),
         hash: secret.hash(),
         name: "bench".into(),

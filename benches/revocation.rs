@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 fn record(n: usize) -> KeyRecord {
     KeyRecord {
+        identity: keygate::headers::Memo::default(),
         id: keys::new_id("kg_"),
         hash: keys::hash(&format!("bench-secret-{n}-{}", keys::new_id("x_"))),
         name: format!("bench {n}"),

@@ -39,6 +39,7 @@ fn unused<T>() -> Result<T, StoreError> {
 impl KeyStore for Synthetic {
     async fn by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         Ok(self.known.then(|| KeyRecord {
+            identity: keygate::headers::Memo::default(),
             id: keys::new_id("kg_"),
             hash: *hash,
             name: "load-3-14159".into(),

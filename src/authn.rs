@@ -185,6 +185,7 @@ mod tests {
         let secret = keys::generate("kg_");
         store
             .insert(&KeyRecord {
+                identity: crate::headers::Memo::default(),
                 hash: secret.hash(),
                 prefix: keys::display_prefix(&secret, "kg_"),
                 ..crate::store::contract::record("kid_authn", "b", "u", Timestamp::now().0)

@@ -205,6 +205,7 @@ mod tests {
 
     fn record(secret: &keys::Secret) -> KeyRecord {
         KeyRecord {
+            identity: crate::headers::Memo::default(),
             id: keys::new_id("kg_"),
             hash: secret.hash(),
             name: "t".into(),

@@ -81,6 +81,7 @@ mod tests {
 
     fn key(created: i64, expires: i64) -> KeyRecord {
         KeyRecord {
+            identity: crate::headers::Memo::default(),
             expires_at: Some(Timestamp(expires)),
             ..crate::store::contract::record("k1", "b", "u", created)
         }

@@ -8,12 +8,16 @@
 //!
 //! Invariants: a [`Secret`] never prints itself (`Debug` is redacted, there is no
 //! `Display`); everything that is stored or cached is keyed by [`KeyHash`], the
-//! SHA-256 of the whole secret. This module is pure: no I/O, no HTTP types.
+//! SHA-256 of the whole secret. This module is pure: no I/O; its one HTTP type is the memo of a record's
+//! identity header values ([`KeyRecord::identity_values`]).
 
 use std::fmt;
 
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::headers::Memo;
 
 /// Base62 characters in a secret's body: ceil(128 / log2(62)).
 pub const BODY_LEN: usize = 22;
@@ -252,6 +256,8 @@ impl std::str::FromStr for Status {
 /// Everything the registry knows of a key, except its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRecord {
+    /// The identity headers' values, built on first use ([`KeyRecord::identity_values`]).
+    pub identity: Memo<3>,
     pub id: String,
     pub hash: KeyHash,
     pub name: String,
@@ -271,6 +277,13 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// The key id, user id and business id as header values (`None`: not a valid one),
+    /// built once per record rather than once per request.
+    pub fn identity_values(&self) -> &[Option<HeaderValue>; 3] {
+        self.identity
+            .get(|| [&self.id, &self.user_id, &self.business_id].map(String::as_str))
+    }
+
     /// Revoked wins over expired; a key expires at the second `expires_at` names.
     pub fn status(&self, now: Timestamp) -> Status {
         if self.revoked_at.is_some() {

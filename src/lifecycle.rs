@@ -213,6 +213,7 @@ pub fn mint(prefix: &str, prepared: Prepared, actor: &str) -> (KeyRecord, Secret
     } = prepared;
     let secret = keys::generate(prefix);
     let record = KeyRecord {
+        identity: crate::headers::Memo::default(),
         id: keys::new_id(prefix),
         hash: secret.hash(),
         name: new.name,
@@ -261,6 +262,7 @@ pub async fn rotate(
     let expires_at = resolve_expiry(expiry, rules.max_ttl, now)?;
     let secret = keys::generate(rules.prefix);
     let new = KeyRecord {
+        identity: crate::headers::Memo::default(),
         id: keys::new_id(rules.prefix),
         hash: secret.hash(),
         prefix: keys::display_prefix(&secret, rules.prefix),

@@ -289,6 +289,7 @@ routes: []
 
     fn record(id: &str, business: &str, user: &str) -> KeyRecord {
         KeyRecord {
+            identity: crate::headers::Memo::default(),
             id: id.to_owned(),
             hash: keys::hash(id),
             name: "n".to_owned(),

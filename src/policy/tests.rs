@@ -105,6 +105,7 @@ impl K {
     }
     fn build(self) -> Arc<KeyRecord> {
         Arc::new(KeyRecord {
+            identity: crate::headers::Memo::default(),
             id: "kid_test".into(),
             hash: KeyHash([0; 32]),
             name: "test".into(),

@@ -201,22 +201,27 @@ fn is_forwarding(name: &HeaderName) -> bool {
 /// where there is nothing to say (forward-auth answers: a fronting proxy copies them
 /// over whatever the client sent, so none may be missing).
 pub fn insert_identity(h: &mut HeaderMap, permit: &Permitted, every: bool) {
-    let who = permit.who();
-    let fields = [
-        (KEY_ID, who.map(|w| w.id.as_str())),
-        (USER_ID, who.map(|w| w.user_id.as_str())),
-        (BUSINESS_ID, who.map(|w| w.business_id.as_str())),
-        (ROUTE, Some(permit.route_name())),
-        (LOCATION, permit.location()),
-    ];
-    for (name, value) in fields {
-        match value {
-            Some(v) => insert_text(h, name, v),
+    // The key's three values are built once per cached record, then shared.
+    let ids = permit.who().map(crate::keys::KeyRecord::identity_values);
+    for (name, i) in [(KEY_ID, 0), (USER_ID, 1), (BUSINESS_ID, 2)] {
+        match ids.map(|v| &v[i]) {
+            Some(Some(v)) => {
+                h.insert(name, v.clone());
+            }
             None if every => {
                 h.insert(name, HeaderValue::from_static(""));
             }
-            None => {}
+            // A value that is not a valid header value is left out, as before.
+            Some(None) | None => {}
         }
+    }
+    insert_text(h, ROUTE, permit.route_name());
+    match permit.location() {
+        Some(at) => insert_text(h, LOCATION, at),
+        None if every => {
+            h.insert(LOCATION, HeaderValue::from_static(""));
+        }
+        None => {}
     }
 }
 

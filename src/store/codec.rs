@@ -86,6 +86,7 @@ pub(crate) trait Fields {
 pub(crate) fn decode_record(f: &mut impl Fields) -> Result<KeyRecord, Undecodable> {
     // Field by field in the documented order (a struct literal evaluates in source order).
     Ok(KeyRecord {
+        identity: crate::headers::Memo::default(),
         id: f.text("id")?,
         hash: f.hash()?,
         name: f.text("name")?,

@@ -133,6 +133,7 @@ pub(crate) async fn invalidation(writer: &dyn KeyStore, reader: &dyn KeyStore) {
 /// A plain record: `id`'s secret is `secret-of-<id>`, no scopes, every location.
 pub(crate) fn record(id: &str, business: &str, user: &str, created: i64) -> KeyRecord {
     KeyRecord {
+        identity: crate::headers::Memo::default(),
         id: id.to_owned(),
         hash: hash(&format!("secret-of-{id}")),
         name: format!("name of {id}"),
@@ -153,6 +154,7 @@ pub(crate) fn record(id: &str, business: &str, user: &str, created: i64) -> KeyR
 
 async fn round_trip(store: &dyn KeyStore, run: &str) {
     let full = KeyRecord {
+        identity: crate::headers::Memo::default(),
         id: format!("kid_full_{run}"),
         hash: hash(&format!("full-{run}")),
         name: "Ünïcode name ✓".to_owned(),
@@ -226,6 +228,7 @@ async fn revoke(store: &dyn KeyStore, run: &str) {
     assert_eq!(after.revoked_at, Some(Timestamp(100)));
     assert_eq!(
         KeyRecord {
+            identity: crate::headers::Memo::default(),
             revoked_at: None,
             ..after.clone()
         },
@@ -266,6 +269,7 @@ async fn rotate(store: &dyn KeyStore, run: &str) {
     assert_eq!(after.expires_at, Some(Timestamp(500)));
     assert_eq!(
         KeyRecord {
+            identity: crate::headers::Memo::default(),
             expires_at: None,
             ..after.clone()
         },

@@ -260,6 +260,7 @@ async fn aged_key(gw: &Gateway, age: i64, left: i64) -> (String, String) {
     let secret = keys::generate("kg_");
     let now = Timestamp::now().0;
     let record = KeyRecord {
+        identity: keygate::headers::Memo::default(),
         id: keys::new_id("kg_"),
         hash: secret.hash(),
         name: "aged".to_owned(),
