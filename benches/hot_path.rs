@@ -60,6 +60,10 @@ fn record(secret: &keys::Secret) -> KeyRecord {
         revoked_at: None,
         last_used_at: None,
         created_by: "bench".into(),
+        enabled: true,
+        metadata: keygate::keys::Metadata::new(),
+        allowed_ips: Vec::new(),
+        updated_at: None,
     }
 }
 

@@ -33,6 +33,10 @@ fn record(n: usize) -> KeyRecord {
         revoked_at: None,
         last_used_at: None,
         created_by: "bench".to_owned(),
+        enabled: true,
+        metadata: keygate::keys::Metadata::new(),
+        allowed_ips: Vec::new(),
+        updated_at: None,
     }
 }
 

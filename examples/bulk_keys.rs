@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
                     locations: Vec::new(),
                     grants: Vec::new(),
                     expiry: None,
+                    ..NewKey::default()
                 };
                 let (record, secret) = if direct {
                     let prepared = lifecycle::prepare(&rules, new)?;

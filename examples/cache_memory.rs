@@ -55,6 +55,10 @@ impl KeyStore for Synthetic {
             revoked_at: None,
             last_used_at: None,
             created_by: "bulk_keys".into(),
+            enabled: true,
+            metadata: keygate::keys::Metadata::new(),
+            allowed_ips: Vec::new(),
+            updated_at: None,
         }))
     }
     async fn by_id(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -75,6 +79,9 @@ impl KeyStore for Synthetic {
         _: &KeyRecord,
         _: Timestamp,
     ) -> Result<Option<KeyRecord>, StoreError> {
+        unused()
+    }
+    async fn replace(&self, _: &KeyRecord, _: &KeyRecord) -> Result<Option<KeyRecord>, StoreError> {
         unused()
     }
     async fn record_use(&self, _: &[(String, Timestamp)]) -> Result<(), StoreError> {

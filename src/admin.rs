@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod console;
+mod edit;
 pub mod error;
 pub mod input;
 pub mod keys;
@@ -84,6 +85,9 @@ enum Api<'p> {
     ShowKey(&'p str),
     RevokeKey(&'p str),
     RotateKey(&'p str),
+    UpdateKey(&'p str),
+    SuspendKey(&'p str),
+    ResumeKey(&'p str),
     Policy,
     Audit,
     Whoami,
@@ -125,13 +129,21 @@ fn endpoint<'p>(method: &Method, path: &'p str) -> Result<Endpoint<'p>, AdminErr
                             Some(E::Api(Api::ShowKey(rest)))
                         } else if *method == Method::DELETE {
                             Some(E::Api(Api::RevokeKey(rest)))
+                        } else if *method == Method::PATCH {
+                            Some(E::Api(Api::UpdateKey(rest)))
                         } else {
                             None
                         },
-                        "GET, DELETE",
+                        "GET, PATCH, DELETE",
                     ),
                     Some((id, "rotate")) if !id.is_empty() => {
                         (post.then_some(E::Api(Api::RotateKey(id))), "POST")
+                    }
+                    Some((id, "suspend")) if !id.is_empty() => {
+                        (post.then_some(E::Api(Api::SuspendKey(id))), "POST")
+                    }
+                    Some((id, "resume")) if !id.is_empty() => {
+                        (post.then_some(E::Api(Api::ResumeKey(id))), "POST")
                     }
                     _ => return Err(AdminError::NotFound),
                 }
@@ -224,6 +236,12 @@ impl Admin {
                 let body = input::body(body).await?;
                 self.rotate_key(&caller, id, &body).await
             }
+            Api::UpdateKey(id) => {
+                let body = input::body(body).await?;
+                self.update_key(&caller, id, &body).await
+            }
+            Api::SuspendKey(id) => self.set_enabled(&caller, id, false).await,
+            Api::ResumeKey(id) => self.set_enabled(&caller, id, true).await,
             Api::Policy => Ok(self.show_policy()),
             Api::Audit => self.audit(&caller, query).await,
             Api::Whoami => Ok(Self::whoami(&caller)),

@@ -154,6 +154,7 @@ impl App {
             cache: Arc::clone(&cache),
             store: Arc::clone(&store),
             timeout: config.store.timeout,
+            accept_imported: config.keys.accept_imported,
         });
         let proxy = Arc::new(Proxy {
             policy: Arc::clone(&live_policy),

@@ -43,7 +43,13 @@ pub struct Authn {
     pub store: Arc<dyn KeyStore>,
     /// A registry slower than this is treated as down (`store.timeout`).
     pub timeout: Duration,
+    /// `keys.accept_imported`: a key without keygate's shape is looked up by its hash
+    /// instead of refused unasked (negative caching bounds what junk costs the store).
+    pub accept_imported: bool,
 }
+
+/// Longest key looked up when `accept_imported` lets keys of any shape in.
+const MAX_IMPORTED_LEN: usize = 512;
 
 /// Why a presented key did not yield a record.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +94,11 @@ impl Authn {
         &self,
         secret: &str,
     ) -> Result<(KeyHash, Arc<KeyRecord>), AuthnError> {
-        let hash = keys::parse(secret, &self.prefix).map_err(|_| AuthnError::Malformed)?;
+        let hash = match keys::parse(secret, &self.prefix) {
+            Ok(hash) => hash,
+            Err(_) if self.accept_imported && imported_shape(secret) => keys::hash(secret),
+            Err(_) => return Err(AuthnError::Malformed),
+        };
         match self.lookup(&hash).await? {
             Lookup::Found(record) => Ok((hash, record)),
             Lookup::Unknown => Err(AuthnError::Unknown),
@@ -115,6 +125,12 @@ impl Authn {
     }
 }
 
+/// A key from elsewhere: visible ASCII (as every header value that got here is), not
+/// empty, not absurdly long.
+fn imported_shape(secret: &str) -> bool {
+    !secret.is_empty() && secret.len() <= MAX_IMPORTED_LEN
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -137,6 +153,7 @@ mod tests {
             })),
             store,
             timeout: Duration::from_secs(1),
+            accept_imported: false,
         }
     }
 

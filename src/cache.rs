@@ -221,6 +221,10 @@ mod tests {
             revoked_at: None,
             last_used_at: None,
             created_by: "test".into(),
+            enabled: true,
+            metadata: crate::keys::Metadata::new(),
+            allowed_ips: Vec::new(),
+            updated_at: None,
         }
     }
 

@@ -8,6 +8,7 @@
 mod args;
 pub mod demo;
 mod diff;
+mod edit;
 mod explain;
 
 use std::io::Write;
@@ -380,6 +381,10 @@ fn lifecycle_exit(e: LifecycleError, id: Option<&str>) -> Exit {
                 lifecycle::held_locations(&held)
             ),
         ),
+        LifecycleError::Revoked => Exit(
+            1,
+            format!("error: key `{}` is revoked: {e}", id.unwrap_or("")),
+        ),
         LifecycleError::Store(_) => fail(e),
     }
 }
@@ -396,6 +401,8 @@ fn flag_of(field: &str) -> &str {
         "locations" => "--location",
         "grants" => "--grant",
         "expires_in" | "expires_at" => "--expires",
+        "metadata" => "--metadata",
+        "allowed_ips" => "--allow-ip",
         other => other,
     }
 }
@@ -425,6 +432,8 @@ async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exit> {
                 locations: args.locations,
                 grants,
                 expiry,
+                metadata: edit::metadata(&args.metadata)?,
+                allowed_ips: edit::allow_ips(&args.allow_ips)?,
             };
             let (record, secret) = lifecycle::create(&*env.store, &env.rules(), new, "cli")
                 .await
@@ -481,6 +490,14 @@ async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exit> {
             Ok(())
         }
         KeysCommand::List(args) => list(&env, args, now).await,
+        KeysCommand::Update(args) => edit::update(&env, args).await,
+        KeysCommand::Suspend { id } => edit::set_enabled(&env, &id, false).await,
+        KeysCommand::Resume { id } => edit::set_enabled(&env, &id, true).await,
+        KeysCommand::Import {
+            file,
+            dry_run,
+            json,
+        } => edit::import(&env, &file, dry_run, json).await,
     }
 }
 
@@ -593,6 +610,27 @@ fn print_record(r: &KeyRecord, now: Timestamp) {
         ("expires", when(r.expires_at, "never")),
         ("revoked", when(r.revoked_at, "-")),
         ("last used", when(r.last_used_at, "never")),
+        ("updated", when(r.updated_at, "never")),
+        (
+            "metadata",
+            r.metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        (
+            "allowed ips",
+            if r.allowed_ips.is_empty() {
+                "anywhere".to_owned()
+            } else {
+                r.allowed_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
     ];
     for (k, v) in rows {
         println!("{k:<12} {v}");

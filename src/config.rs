@@ -212,6 +212,7 @@ struct RawKeys {
     max_ttl: Option<Dur>,
     header: Option<String>,
     expiry_warning: Option<Dur>,
+    accept_imported: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -329,6 +330,9 @@ pub struct KeySettings {
     pub max_ttl: Option<Duration>,
     /// Keys in use this close to their expiry are logged and counted.
     pub expiry_warning: Duration,
+    /// Keys without keygate's prefix and checksum (imported from elsewhere) are looked
+    /// up too. Off by default: such a key cannot be refused without a look-up.
+    pub accept_imported: bool,
 }
 
 /// `log:`: the stderr log.
@@ -458,6 +462,7 @@ impl Config {
                 header_display: key_header_display,
                 max_ttl: raw.keys.max_ttl.map(|d| d.0),
                 expiry_warning: or(raw.keys.expiry_warning, Duration::from_secs(7 * 86_400)),
+                accept_imported: raw.keys.accept_imported.unwrap_or(false),
             },
             policy: here(raw.policy.as_deref().unwrap_or(Path::new("policy.yaml"))),
             log: LogSettings {

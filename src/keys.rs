@@ -227,6 +227,8 @@ pub struct Grant {
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Active,
+    /// Switched off by an admin (`enabled: false`); resumable, unlike revocation.
+    Disabled,
     Expired,
     Revoked,
 }
@@ -235,6 +237,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
+            Self::Disabled => "disabled",
             Self::Expired => "expired",
             Self::Revoked => "revoked",
         }
@@ -246,6 +249,7 @@ impl std::str::FromStr for Status {
     fn from_str(s: &str) -> Result<Self, ()> {
         match s {
             "active" => Ok(Self::Active),
+            "disabled" => Ok(Self::Disabled),
             "expired" => Ok(Self::Expired),
             "revoked" => Ok(Self::Revoked),
             _ => Err(()),
@@ -274,6 +278,74 @@ pub struct KeyRecord {
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
     pub created_by: String,
+    /// `false`: suspended; the proxy answers 401 `disabled_api_key` until resumed.
+    pub enabled: bool,
+    /// Plan data for the upstream, sent as `X-Keygate-Meta-<name>` (see [`Metadata`]).
+    pub metadata: Metadata,
+    /// Client addresses the key may be used from; empty: anywhere.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    /// The last edit (suspend, resume, update); `None`: never edited since creation.
+    pub updated_at: Option<Timestamp>,
+}
+
+/// A key's metadata: at most [`MAX_META_ENTRIES`] entries, names `[a-z0-9-]{1,32}`,
+/// values of at most [`MAX_META_VALUE`] visible ASCII characters, at most
+/// [`MAX_META_TOTAL`] bytes in all. Sorted by name, so it prints and compares alike
+/// everywhere.
+pub type Metadata = std::collections::BTreeMap<String, String>;
+
+/// Why metadata is refused; the message names the entry and the rule.
+pub fn check_metadata(m: &Metadata) -> Result<(), String> {
+    if m.len() > MAX_META_ENTRIES {
+        return Err(format!(
+            "has {} entries; at most {MAX_META_ENTRIES} are allowed",
+            m.len()
+        ));
+    }
+    let mut total = 0;
+    for (name, value) in m {
+        let name_ok = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(format!(
+                "`{name}` is not a valid name: use 1 to 32 characters from a-z, 0-9 and -"
+            ));
+        }
+        if value.len() > MAX_META_VALUE || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "the value of `{name}` must be at most {MAX_META_VALUE} visible ASCII characters"
+            ));
+        }
+        total += name.len() + value.len();
+    }
+    if total > MAX_META_TOTAL {
+        return Err(format!(
+            "holds {total} bytes of names and values; at most {MAX_META_TOTAL} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Most metadata entries a key may carry.
+pub const MAX_META_ENTRIES: usize = 16;
+/// Longest metadata value.
+pub const MAX_META_VALUE: usize = 256;
+/// Most bytes of metadata names and values in all.
+pub const MAX_META_TOTAL: usize = 1024;
+
+/// `10.0.0.0/8` or `2001:db8::1` (a single address); the message says what is accepted.
+pub fn parse_ip_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let t = text.trim();
+    t.parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| {
+            format!(
+                "`{t}` is not an IP address or CIDR (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)"
+            )
+        })
 }
 
 impl KeyRecord {
@@ -284,15 +356,31 @@ impl KeyRecord {
             .get(|| [&self.id, &self.user_id, &self.business_id].map(String::as_str))
     }
 
-    /// Revoked wins over expired; a key expires at the second `expires_at` names.
+    /// Revoked wins over expired, expired over disabled; a key expires at the second
+    /// `expires_at` names.
     pub fn status(&self, now: Timestamp) -> Status {
         if self.revoked_at.is_some() {
             Status::Revoked
         } else if self.expires_at.is_some_and(|e| e <= now) {
             Status::Expired
+        } else if !self.enabled {
+            Status::Disabled
         } else {
             Status::Active
         }
+    }
+
+    /// Whether a client at `ip` may use the key (an empty allowlist: anywhere). An
+    /// IPv4-mapped IPv6 address counts as its IPv4 address.
+    pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
+        if self.allowed_ips.is_empty() {
+            return true;
+        }
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 @ std::net::IpAddr::V4(_) => v4,
+        };
+        self.allowed_ips.iter().any(|n| n.contains(&ip))
     }
 
     /// The record as the admin API and `--json` show it (no hash, no secret).
@@ -313,6 +401,10 @@ impl KeyRecord {
             "last_used_at": self.last_used_at,
             "status": self.status(now),
             "created_by": self.created_by,
+            "enabled": self.enabled,
+            "metadata": self.metadata,
+            "allowed_ips": self.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "updated_at": self.updated_at.unwrap_or(self.created_at),
         })
     }
 }

@@ -9,7 +9,12 @@
 
 use std::time::Duration;
 
-use crate::keys::{self, Grant, KeyRecord, Secret, Timestamp};
+mod edit;
+pub mod import;
+
+pub use edit::{Edit, resume, suspend, update};
+
+use crate::keys::{self, Grant, KeyRecord, Metadata, Secret, Timestamp};
 use crate::policy::{BUILT_IN_SCOPES, Policy};
 use crate::store::{AuditEvent, KeyStore, StoreError};
 
@@ -86,6 +91,10 @@ pub struct NewKey {
     pub grants: Vec<Grant>,
     /// `None`: `keys.max_ttl` if configured, else never.
     pub expiry: Option<Expiry>,
+    /// Sent upstream as `X-Keygate-Meta-<name>`; checked by [`keys::check_metadata`].
+    pub metadata: Metadata,
+    /// Where the key may be used from; empty: anywhere.
+    pub allowed_ips: Vec<ipnet::IpNet>,
 }
 
 /// The settings creation depends on.
@@ -118,6 +127,11 @@ pub enum LifecycleError {
     },
     #[error("no key with this id")]
     NotFound,
+    /// An edit of a revoked key: revocation is final.
+    #[error(
+        "the key is revoked; a revoked key cannot be edited, suspended or resumed (create a new one)"
+    )]
+    Revoked,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -163,6 +177,8 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
     let grants = check_grants(rules.policy, new.grants)?;
     check_grants_within(&locations, &grants)?;
     let expires_at = resolve_expiry(new.expiry, rules.max_ttl, now)?;
+    keys::check_metadata(&new.metadata).map_err(|m| invalid("metadata", m))?;
+    let allowed_ips = check_allowed_ips(new.allowed_ips)?;
     Ok(Prepared {
         key: NewKey {
             name,
@@ -173,6 +189,8 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
             locations,
             grants,
             expiry: new.expiry,
+            metadata: new.metadata,
+            allowed_ips,
         },
         expires_at,
         now,
@@ -206,19 +224,32 @@ pub async fn create_prepared(
 /// The record and fresh secret for the key [`prepare`] checked, not yet stored. Only
 /// [`create_prepared`] and bulk loaders (which skip the audit trail) call it.
 pub fn mint(prefix: &str, prepared: Prepared, actor: &str) -> (KeyRecord, Secret) {
+    let secret = keys::generate(prefix);
+    let shown = keys::display_prefix(&secret, prefix);
+    let record = assemble(prepared, keys::new_id(prefix), secret.hash(), shown, actor);
+    (record, secret)
+}
+
+/// The record for the key [`prepare`] checked, with this id, hash and shown prefix.
+fn assemble(
+    prepared: Prepared,
+    id: String,
+    hash: keys::KeyHash,
+    shown_prefix: String,
+    actor: &str,
+) -> KeyRecord {
     let Prepared {
         key: new,
         expires_at,
         now,
     } = prepared;
-    let secret = keys::generate(prefix);
-    let record = KeyRecord {
+    KeyRecord {
         identity: crate::headers::Memo::default(),
-        id: keys::new_id(prefix),
-        hash: secret.hash(),
+        id,
+        hash,
         name: new.name,
         description: new.description,
-        prefix: keys::display_prefix(&secret, prefix),
+        prefix: shown_prefix,
         user_id: new.user_id,
         business_id: new.business_id,
         scopes: new.scopes,
@@ -229,8 +260,11 @@ pub fn mint(prefix: &str, prepared: Prepared, actor: &str) -> (KeyRecord, Secret
         revoked_at: None,
         last_used_at: None,
         created_by: actor.to_owned(),
-    };
-    (record, secret)
+        enabled: true,
+        metadata: new.metadata,
+        allowed_ips: new.allowed_ips,
+        updated_at: None,
+    }
 }
 
 /// Replaces key `id` with a new secret: same name, owner, scopes, locations and grants;
@@ -271,6 +305,7 @@ pub async fn rotate(
         revoked_at: None,
         last_used_at: None,
         created_by: actor.to_owned(),
+        updated_at: None,
         ..old.clone()
     };
     let grace_end = now.plus(grace);
@@ -335,6 +370,29 @@ async fn audit(
     if let Err(e) = store.append_audit(&event).await {
         tracing::error!(error = %crate::report::Chain(&e), key_id = %record.id, action, "could not write the audit log");
     }
+}
+
+/// Most allowlist entries a key may carry.
+const MAX_ALLOWED_IPS: usize = 64;
+
+/// De-duplicated, at most [`MAX_ALLOWED_IPS`].
+fn check_allowed_ips(ips: Vec<ipnet::IpNet>) -> Result<Vec<ipnet::IpNet>, LifecycleError> {
+    let mut out: Vec<ipnet::IpNet> = Vec::with_capacity(ips.len());
+    for ip in ips {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    if out.len() > MAX_ALLOWED_IPS {
+        return Err(invalid(
+            "allowed_ips",
+            format!(
+                "has {} entries; at most {MAX_ALLOWED_IPS} are allowed (use CIDRs)",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// Ids end up in `X-Keygate-*` headers and logs: keep them to a safe, visible alphabet.

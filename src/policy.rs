@@ -12,7 +12,7 @@
 //!   (`http::Method` and `http::HeaderMap` only).
 //! - A [`Permitted`] can only be built here, and carries the [`NormalPath`] that was matched,
 //!   so the path authorised is the path forwarded.
-//! - Decision order is fixed: revoked, expired, business, location, scopes.
+//! - Decision order is fixed: revoked, expired, disabled, business, location, scopes.
 //! - The allow path of [`Policy::decide`] allocates only the location string and clones Arcs;
 //!   the list of missing scopes is built only to deny.
 //! - A policy that loaded is valid: every scope and role a route needs is declared, every
@@ -212,6 +212,8 @@ pub enum Denial {
     Revoked,
     #[error("the API key has expired")]
     Expired,
+    #[error("the API key is suspended")]
+    Disabled,
     #[error("API access is switched off for this key's business")]
     BusinessDisabled,
     #[error("{reason}")]
@@ -492,7 +494,8 @@ impl Policy {
     }
 
     /// The full decision for a keyed request matched by [`Policy::route`] on this policy and
-    /// this `path`. Order: revoked, expired (at `now`), business disabled, location, scopes.
+    /// this `path`. Order: revoked, expired (at `now`), suspended, business disabled, location,
+    /// scopes.
     pub fn decide(
         &self,
         m: Matched<'_>,
@@ -558,14 +561,15 @@ impl Policy {
         })
     }
 
-    /// Whether `key` may be used at all at `now`: not revoked, not expired, and its
-    /// business enabled; the denial names the first check that fails, in that order.
+    /// Whether `key` may be used at all at `now`: not revoked, not expired, not
+    /// suspended, and its business enabled; the denial names the first check that fails, in that order.
     /// The first step of [`Policy::decide`], and all the admin API asks before it looks
     /// at the built-in `keygate:` scopes, so a key is usable in both or in neither.
     pub fn admit(&self, key: &KeyRecord, now: Timestamp) -> Result<(), Denial> {
         match key.status(now) {
             Status::Revoked => return Err(Denial::Revoked),
             Status::Expired => return Err(Denial::Expired),
+            Status::Disabled => return Err(Denial::Disabled),
             Status::Active => {}
         }
         if !self.business_enabled(&key.business_id) {

@@ -11,7 +11,8 @@
 //!    3. match the policy's routes (snapshot of the live policy, safe across `.await`);
 //!    4. public route → permit; else [`Authn::authenticate`] parses the key (shape +
 //!       checksum, no look-up for junk) and looks it up through the cache (registry down
-//!       and not cached → 503, never open), the same path the admin API takes, and the
+//!       and not cached → 503, never open), the same path the admin API takes; a key
+//!       with an IP allowlist is refused from elsewhere ([`client::address`]); and the
 //!       policy decides;
 //!    5. the route's rate limit, per key (per address on public routes);
 //! 3. forward what the [`Permitted`] allows, nothing else.
@@ -24,6 +25,7 @@
 
 pub mod affinity;
 pub mod answer_timer;
+pub mod client;
 pub mod forward;
 pub mod forward_auth;
 pub mod framing;
@@ -257,11 +259,19 @@ impl Proxy {
             let secret = secret.ok_or(Refusal::MissingKey)?;
             let (hash, record) = self.authn.authenticate(secret).await?;
             trace.key = Some(Arc::clone(&record));
+            let now = Timestamp::now();
+            if !record.allowed_ips.is_empty() {
+                // Revoked, expired and suspended are said first, then where from.
+                policy.admit(&record, now)?;
+                let from = client::address(ask.peer.ip(), ask.headers, self.upstream.trusted());
+                if !record.allows_ip(from) {
+                    return Err(Refusal::IpForbidden);
+                }
+            }
             let facts = Facts {
                 headers: ask.headers,
                 query: ask.query,
             };
-            let now = Timestamp::now();
             let permit = policy.decide(matched, path, &record, &facts, now)?;
             self.usage.note(&record.id, now);
             self.expiring.note(&record, now);

@@ -7,7 +7,7 @@
 //!
 //! Invariants:
 //! - Only [`KeyHash`]es are stored or looked up; a secret never crosses this boundary.
-//! - Every mutation that changes what a hash maps to (insert, revoke, rotate) is
+//! - Every mutation that changes what a hash maps to (insert, revoke, rotate, replace) is
 //!   announced on [`KeyStore::invalidations`]; `record_use` is not (it changes no
 //!   decision the proxy makes).
 //! - A store that cannot answer says [`StoreError::Unavailable`]; nothing here decides
@@ -72,6 +72,19 @@ pub trait KeyStore: Send + Sync + 'static {
         old_id: &str,
         new: &KeyRecord,
         old_expires_at: Timestamp,
+    ) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Writes `after`'s editable fields (name, description, scopes, locations, grants,
+    /// `expires_at`, `enabled`, metadata, `allowed_ips`) and its `updated_at` over key
+    /// `before.id`, only if the stored key is not revoked and its editable fields still
+    /// equal `before`'s (compare-and-set, so two admins editing at once cannot merge
+    /// into a record neither checked). Returns the record after; `None` if no such id;
+    /// [`StoreError::Conflict`] if the key changed or was revoked since `before` was read.
+    /// Announced as an invalidation, like a revocation.
+    async fn replace(
+        &self,
+        before: &KeyRecord,
+        after: &KeyRecord,
     ) -> Result<Option<KeyRecord>, StoreError>;
 
     /// Batched last-use times: sets `last_used_at = max(existing, t)` per key id.

@@ -305,6 +305,10 @@ routes: []
             revoked_at: None,
             last_used_at: None,
             created_by: "test".to_owned(),
+            enabled: true,
+            metadata: crate::keys::Metadata::new(),
+            allowed_ips: Vec::new(),
+            updated_at: None,
         }
     }
 

@@ -34,6 +34,9 @@ pub enum AdminError {
     /// Bad input, naming the field.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The request is valid but the key's state forbids it (a revoked key's edit): 409.
+    #[error("{0}")]
+    Refused(String),
     #[error("body: larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The store's own summary is the message; its cause is logged, never answered.
@@ -61,6 +64,7 @@ impl AdminError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Refused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Store(e) => match e {
                 StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,7 +81,7 @@ impl AdminError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
-            Self::Invalid { .. } => "invalid_request",
+            Self::Invalid { .. } | Self::Refused(_) => "invalid_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Store(e) => match e {
                 StoreError::Unavailable { .. } => "store_unavailable",
@@ -135,6 +139,7 @@ impl From<LifecycleError> for AdminError {
                 Self::invalid("grants", message)
             }
             LifecycleError::NotFound => Self::NotFound,
+            LifecycleError::Revoked => Self::Refused(e.to_string()),
             LifecycleError::Store(s) => Self::Store(s),
         }
     }
@@ -163,6 +168,7 @@ impl From<Denial> for AdminError {
         match d {
             Denial::Revoked => Self::bad_key(),
             Denial::Expired => Self::Unauthenticated("the API key has expired".into()),
+            Denial::Disabled => Self::Unauthenticated("the API key is suspended".into()),
             Denial::BusinessDisabled => {
                 Self::Forbidden("the key's business has API access switched off".to_owned())
             }

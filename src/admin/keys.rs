@@ -39,6 +39,8 @@ struct CreateBody {
     grants: Option<Vec<Grant>>,
     expires_in: Option<String>,
     expires_at: Option<String>,
+    metadata: Option<crate::keys::Metadata>,
+    allowed_ips: Option<Vec<String>>,
 }
 
 /// `POST /v1/keys/{id}/rotate`.
@@ -116,6 +118,8 @@ impl Admin {
             locations: b.locations.unwrap_or_default(),
             grants: b.grants.unwrap_or_default(),
             expiry: expiry(b.expires_in.as_deref(), b.expires_at.as_deref())?,
+            metadata: b.metadata.unwrap_or_default(),
+            allowed_ips: super::edit::parse_ips(&b.allowed_ips.unwrap_or_default())?,
         };
         let policy = self.policy.load_full();
         let rules = self.rules(&policy);
@@ -147,7 +151,7 @@ impl Admin {
             .remove("status")
             .map(|s| {
                 s.parse::<Status>().map_err(|()| {
-                    AdminError::invalid("status", "must be active, expired or revoked")
+                    AdminError::invalid("status", "must be active, disabled, expired or revoked")
                 })
             })
             .transpose()?;

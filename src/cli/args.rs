@@ -112,10 +112,33 @@ pub(super) enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key everywhere
+    /// Revoke a key everywhere (final; `keys suspend` is the reversible switch)
     Revoke {
         /// The key's id (from `keys list`)
         id: String,
+    },
+    /// Change a key in place: only the flags given change (a list flag replaces the list)
+    Update(UpdateArgs),
+    /// Switch a key off everywhere until `keys resume` (requests get 401 `disabled_api_key`)
+    Suspend {
+        /// The key's id (from `keys list`)
+        id: String,
+    },
+    /// Switch a suspended key back on
+    Resume {
+        /// The key's id (from `keys list`)
+        id: String,
+    },
+    /// Import keys in use elsewhere from JSON Lines, one key per line (README: "Importing keys")
+    Import {
+        /// The JSON Lines file (`-` for standard input)
+        file: PathBuf,
+        /// Check every line and report, but write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object per line's result
+        #[arg(long)]
+        json: bool,
     },
     /// Replace a key with a new secret; the old one stops after the grace period
     Rotate {
@@ -162,10 +185,49 @@ pub(super) struct CreateArgs {
     /// 1h, 12h, 1d, 5d, 1y, any duration, an RFC 3339 time, or never
     #[arg(long, value_name = "E", allow_hyphen_values = true)]
     pub expires: Option<String>,
+    /// Plan data sent upstream as X-Keygate-Meta-NAME, e.g. plan=pro (repeatable)
+    #[arg(long = "metadata", value_name = "NAME=VALUE")]
+    pub metadata: Vec<String>,
+    /// An address or CIDR the key may be used from, e.g. 10.0.0.0/8 (repeatable; none: anywhere)
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ips: Vec<String>,
     /// Also write the secret to FILE (mode 0600)
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the record plus `"key"` as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(super) struct UpdateArgs {
+    /// The key's id (from `keys list`)
+    pub id: String,
+    /// A new name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A new description
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The key's scopes (repeatable; replaces them all; `--scope ''` clears them)
+    #[arg(long = "scope", value_name = "S")]
+    pub scopes: Option<Vec<String>>,
+    /// The key's locations (repeatable; replaces them all)
+    #[arg(long = "location", value_name = "L")]
+    pub locations: Option<Vec<String>>,
+    /// The key's role grants, ROLE@LOC[,LOC] (repeatable; replaces them all; `--grant ''` clears them)
+    #[arg(long = "grant", value_name = "ROLE@LOC[,LOC]")]
+    pub grants: Option<Vec<String>>,
+    /// A new lifetime from now: 1h, 12h, 1d, 5d, 1y, an RFC 3339 time, or never
+    #[arg(long, value_name = "E", allow_hyphen_values = true)]
+    pub expires: Option<String>,
+    /// The key's metadata, NAME=VALUE (repeatable; replaces it all; `--metadata ''` clears it)
+    #[arg(long = "metadata", value_name = "NAME=VALUE")]
+    pub metadata: Option<Vec<String>>,
+    /// The addresses or CIDRs the key may be used from (repeatable; replaces them; `--allow-ip ''`: anywhere)
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ips: Option<Vec<String>>,
+    /// Print the record after as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -182,7 +244,7 @@ pub(super) struct ListArgs {
     #[arg(long)]
     pub search: Option<String>,
     /// Only keys with this status
-    #[arg(long, value_parser = ["active", "expired", "revoked"])]
+    #[arg(long, value_parser = ["active", "disabled", "expired", "revoked"])]
     pub status: Option<String>,
     /// Only the newest N (at least 1, as the admin API's `limit`)
     #[arg(long, value_name = "N", value_parser = limit)]
@@ -208,7 +270,14 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("remove", "revoke"),
     ("rm", "revoke"),
     ("del", "revoke"),
-    ("disable", "revoke"),
+    ("disable", "suspend"),
+    ("pause", "suspend"),
+    ("enable", "resume"),
+    ("unsuspend", "resume"),
+    ("edit", "update"),
+    ("modify", "update"),
+    ("set", "update"),
+    ("load", "import"),
     ("new", "create"),
     ("add", "create"),
     ("generate", "create"),

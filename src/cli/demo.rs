@@ -74,6 +74,7 @@ pub async fn run() -> anyhow::Result<()> {
         locations: vec!["*".to_owned()],
         grants: Vec::new(),
         expiry: Some(Expiry::In(std::time::Duration::from_secs(86_400))),
+        ..NewKey::default()
     };
     let (record, secret) = lifecycle::create(&*store, &rules, new, "demo").await?;
     let (admin_record, admin_secret) =
@@ -155,6 +156,7 @@ fn console_admin(policy: &Policy) -> NewKey {
             })
             .collect(),
         expiry: Some(Expiry::In(std::time::Duration::from_secs(86_400))),
+        ..NewKey::default()
     }
 }
 

@@ -121,6 +121,10 @@ impl K {
             revoked_at: self.revoked_at,
             last_used_at: None,
             created_by: "test".into(),
+            enabled: true,
+            metadata: crate::keys::Metadata::new(),
+            allowed_ips: Vec::new(),
+            updated_at: None,
         })
     }
 }

@@ -69,6 +69,11 @@ pub struct Forwarded {
 }
 
 impl Upstream {
+    /// The configured trusted proxies (`trusted_proxies`).
+    pub fn trusted(&self) -> &[ipnet::IpNet] {
+        &self.trusted
+    }
+
     /// The sender for `upstreams`; `key_header` is stripped from what is forwarded,
     /// bodies past `max_body` are refused, `trusted` peers' forwarding headers kept.
     pub fn new(

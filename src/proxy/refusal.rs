@@ -36,6 +36,10 @@ pub enum Refusal {
     InvalidKey,
     #[error("the API key has expired")]
     ExpiredKey,
+    #[error("the API key is suspended")]
+    DisabledKey,
+    #[error("the API key may not be used from this address")]
+    IpForbidden,
     #[error("the API key lacks the required scopes: {}", .missing.join(", "))]
     InsufficientScope { missing: Vec<String> },
     /// `reason` is a whole sentence from the policy ("the API key may not act at location
@@ -64,6 +68,7 @@ impl From<Denial> for Refusal {
             Denial::NoRoute => Self::NoRoute,
             Denial::Revoked => Self::InvalidKey,
             Denial::Expired => Self::ExpiredKey,
+            Denial::Disabled => Self::DisabledKey,
             Denial::BusinessDisabled => Self::BusinessDisabled,
             Denial::LocationForbidden { reason } => Self::LocationForbidden { reason },
             Denial::InsufficientScope { missing } => Self::InsufficientScope { missing },
@@ -96,8 +101,11 @@ impl Refusal {
             | Self::BadTarget
             | Self::BadRequest(_)
             | Self::AmbiguousRequest => StatusCode::BAD_REQUEST,
-            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => StatusCode::UNAUTHORIZED,
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey | Self::DisabledKey => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InsufficientScope { .. }
+            | Self::IpForbidden
             | Self::LocationForbidden { .. }
             | Self::BusinessDisabled
             | Self::NoRoute => StatusCode::FORBIDDEN,
@@ -119,6 +127,8 @@ impl Refusal {
             Self::MissingKey => "missing_api_key",
             Self::InvalidKey => "invalid_api_key",
             Self::ExpiredKey => "expired_api_key",
+            Self::DisabledKey => "disabled_api_key",
+            Self::IpForbidden => "ip_forbidden",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::LocationForbidden { .. } => "location_forbidden",
             Self::BusinessDisabled => "business_disabled",
@@ -154,7 +164,7 @@ impl Refusal {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
-            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => {
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey | Self::DisabledKey => {
                 if let Ok(v) = HeaderValue::from_str(&format!("ApiKey header=\"{key_header}\"")) {
                     h.insert(header::WWW_AUTHENTICATE, v);
                 }

@@ -215,6 +215,11 @@ pub fn insert_identity(h: &mut HeaderMap, permit: &Permitted, every: bool) {
             Some(None) | None => {}
         }
     }
+    if let Some(key) = permit.who()
+        && !key.metadata.is_empty()
+    {
+        insert_metadata(h, &key.metadata);
+    }
     insert_text(h, ROUTE, permit.route_name());
     match permit.location() {
         Some(at) => insert_text(h, LOCATION, at),
@@ -222,6 +227,17 @@ pub fn insert_identity(h: &mut HeaderMap, permit: &Permitted, every: bool) {
             h.insert(LOCATION, HeaderValue::from_static(""));
         }
         None => {}
+    }
+}
+
+/// `X-Keygate-Meta-<name>: <value>` per metadata entry. Names and values were checked
+/// when the key was written (`[a-z0-9-]`, visible ASCII), so each is a valid header.
+fn insert_metadata(h: &mut HeaderMap, metadata: &crate::keys::Metadata) {
+    for (name, value) in metadata {
+        let header = HeaderName::from_bytes(format!("x-keygate-meta-{name}").as_bytes());
+        if let (Ok(header), Ok(value)) = (header, HeaderValue::from_str(value)) {
+            h.insert(header, value);
+        }
     }
 }
 

@@ -9,9 +9,13 @@
 //! - Decoding never panics: an absent, mistyped or malformed field is an
 //!   [`Undecodable`], which the back end wraps in [`StoreError::Corrupt`] naming the
 //!   record.
-//! - Lists (`scopes`, `locations`, `grants`) are JSON text in every back end.
+//! - Lists and maps (`scopes`, `locations`, `grants`, `metadata`, `allowed_ips`) are
+//!   JSON text in every back end.
+//! - The fields added after the first schema (`enabled`, `metadata`, `allowed_ips`,
+//!   `updated_at`) may be absent from a record written before them: absent reads as
+//!   enabled, no metadata, anywhere, never edited.
 //!
-//! Why a [`Fields`] trait rather than a decoder per back end: a record's fifteen fields,
+//! Why a [`Fields`] trait rather than a decoder per back end: a record's nineteen fields,
 //! their order and which of them are optional are stated once, here; a back end only
 //! says how it reads one text, one time and the hash from what it stores.
 
@@ -55,6 +59,12 @@ pub enum Undecodable {
         #[source]
         source: BoxError,
     },
+    /// An `allowed_ips` entry is not an address or CIDR.
+    #[error("field `allowed_ips` holds `{0}`, which is not an address or CIDR")]
+    Address(String),
+    /// A flag is neither 0 nor 1.
+    #[error("field `{field}` is not 0 or 1")]
+    Flag { field: &'static str },
     /// The id → hash index names a record whose own id is another.
     #[error("the id index points at a record with another id")]
     IdMismatch,
@@ -71,11 +81,15 @@ pub(crate) fn corrupt(record: &str, e: Undecodable) -> StoreError {
 /// A stored record's fields as one back end reads them. [`decode_record`] asks for
 /// them in the record's column order: `id`, `hash`, `name`, `description`, `prefix`,
 /// `user_id`, `business_id`, `scopes`, `locations`, `grants`, `created_at`,
-/// `expires_at`, `revoked_at`, `last_used_at`, `created_by`; a back end reading
-/// positionally relies on that order.
+/// `expires_at`, `revoked_at`, `last_used_at`, `created_by`, `enabled`, `metadata`,
+/// `allowed_ips`, `updated_at`; a back end reading positionally relies on that order.
 pub(crate) trait Fields {
     /// A text field.
     fn text(&mut self, field: &'static str) -> Result<String, Undecodable>;
+    /// A text field a record written before it existed may lack.
+    fn optional_text(&mut self, field: &'static str) -> Result<Option<String>, Undecodable>;
+    /// A 0/1 flag; `None` if the record has none.
+    fn flag(&mut self, field: &'static str) -> Result<Option<bool>, Undecodable>;
     /// A time in Unix seconds; `None` if the record has none.
     fn time(&mut self, field: &'static str) -> Result<Option<Timestamp>, Undecodable>;
     /// The record's hash.
@@ -102,6 +116,20 @@ pub(crate) fn decode_record(f: &mut impl Fields) -> Result<KeyRecord, Undecodabl
         revoked_at: f.time("revoked_at")?,
         last_used_at: f.time("last_used_at")?,
         created_by: f.text("created_by")?,
+        enabled: f.flag("enabled")?.unwrap_or(true),
+        metadata: f
+            .optional_text("metadata")?
+            .map(|t| json("metadata", &t))
+            .transpose()?
+            .unwrap_or_default(),
+        allowed_ips: match f.optional_text("allowed_ips")? {
+            None => Vec::new(),
+            Some(t) => json::<Vec<String>>("allowed_ips", &t)?
+                .iter()
+                .map(|a| crate::keys::parse_ip_net(a).map_err(|_| Undecodable::Address(a.clone())))
+                .collect::<Result<_, _>>()?,
+        },
+        updated_at: f.time("updated_at")?,
     })
 }
 
@@ -110,6 +138,8 @@ pub(crate) struct JsonLists {
     pub(crate) scopes: String,
     pub(crate) locations: String,
     pub(crate) grants: String,
+    pub(crate) metadata: String,
+    pub(crate) allowed_ips: String,
 }
 
 impl JsonLists {
@@ -122,6 +152,16 @@ impl JsonLists {
             scopes: json("scopes", serde_json::to_string(&r.scopes))?,
             locations: json("locations", serde_json::to_string(&r.locations))?,
             grants: json("grants", serde_json::to_string(&r.grants))?,
+            metadata: json("metadata", serde_json::to_string(&r.metadata))?,
+            allowed_ips: json(
+                "allowed_ips",
+                serde_json::to_string(
+                    &r.allowed_ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                ),
+            )?,
         })
     }
 }
@@ -144,4 +184,40 @@ pub(crate) fn key_hash(bytes: &[u8]) -> Result<KeyHash, Undecodable> {
     <[u8; 32]>::try_from(bytes)
         .map(KeyHash)
         .map_err(|_| Undecodable::HashLength { len: bytes.len() })
+}
+
+/// The fields [`KeyStore::replace`](super::KeyStore::replace) compares and writes, as
+/// the text a Redis hash holds them in (`None`: the field is absent).
+pub(crate) const EDITABLE: [&str; 9] = [
+    "name",
+    "description",
+    "scopes",
+    "locations",
+    "grants",
+    "expires_at",
+    "enabled",
+    "metadata",
+    "allowed_ips",
+];
+
+/// `r`'s [`EDITABLE`] fields, in that order, as stored text.
+pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 9], StoreError> {
+    let JsonLists {
+        scopes,
+        locations,
+        grants,
+        metadata,
+        allowed_ips,
+    } = JsonLists::of(r)?;
+    Ok([
+        Some(r.name.clone()),
+        Some(r.description.clone()),
+        Some(scopes),
+        Some(locations),
+        Some(grants),
+        r.expires_at.map(|t| t.0.to_string()),
+        Some(if r.enabled { "1" } else { "0" }.to_owned()),
+        Some(metadata),
+        Some(allowed_ips),
+    ])
 }

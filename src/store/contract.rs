@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
+mod edit;
 mod listing;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub(crate) async fn contract_suite(store: &dyn KeyStore) {
     revoke(store, &run).await;
     rotate(store, &run).await;
     record_use(store, &run).await;
+    edit::replace(store, &run).await;
     listing::list(store, &run).await;
     audit(store, &run).await;
 }
@@ -110,6 +112,17 @@ pub(crate) async fn invalidation(writer: &dyn KeyStore, reader: &dyn KeyStore) {
     assert_eq!(seen.revoked_at, Some(Timestamp(100)));
     assert_eq!(seen.last_used_at, Some(Timestamp(50)));
 
+    // An edit (compare-and-set) is announced like a revocation.
+    let mut suspended = other.clone();
+    suspended.enabled = false;
+    writer.replace(&other, &suspended).await.unwrap().unwrap();
+    expect_invalidation(
+        &mut reader_rx,
+        &Invalidation::Key(other.hash),
+        Duration::from_secs(1),
+    )
+    .await;
+
     // Rotation announces both hashes.
     let new = record(&format!("kid_inv_c_{run}"), "biz-inv", "u", 3);
     writer
@@ -149,6 +162,10 @@ pub(crate) fn record(id: &str, business: &str, user: &str, created: i64) -> KeyR
         revoked_at: None,
         last_used_at: None,
         created_by: "test".to_owned(),
+        enabled: true,
+        metadata: crate::keys::Metadata::new(),
+        allowed_ips: Vec::new(),
+        updated_at: None,
     }
 }
 
@@ -179,6 +196,14 @@ async fn round_trip(store: &dyn KeyStore, run: &str) {
         revoked_at: Some(Timestamp(1_750_000_000)),
         last_used_at: Some(Timestamp(1_740_000_000)),
         created_by: "admin-token".to_owned(),
+        enabled: false,
+        metadata: [("plan", "pro"), ("tier-2", "a=b;c \"d\"")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        allowed_ips: ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7/32"]
+            .map(|a| a.parse().unwrap())
+            .to_vec(),
+        updated_at: Some(Timestamp(1_745_000_000)),
     };
     store.insert(&full).await.unwrap();
     assert_eq!(store.by_hash(&full.hash).await.unwrap(), Some(full.clone()));

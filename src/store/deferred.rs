@@ -169,6 +169,14 @@ impl KeyStore for DeferredEmbedded {
         self.get()?.rotate(old_id, new, old_expires_at).await
     }
 
+    async fn replace(
+        &self,
+        before: &KeyRecord,
+        after: &KeyRecord,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.get()?.replace(before, after).await
+    }
+
     async fn record_use(&self, uses: &[(String, Timestamp)]) -> Result<(), StoreError> {
         self.get()?.record_use(uses).await
     }

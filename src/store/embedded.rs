@@ -235,6 +235,75 @@ impl KeyStore for EmbeddedStore {
         raw.map(decode_key).transpose()
     }
 
+    async fn replace(
+        &self,
+        before: &KeyRecord,
+        after: &KeyRecord,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let (was, now) = (JsonLists::of(before)?, JsonLists::of(after)?);
+        let (before, after) = (before.clone(), after.clone());
+        let raw = self
+            .write(move |tx| {
+                // Compare-and-set on every editable column, and not revoked.
+                let sql = format!(
+                    "UPDATE keys SET name = ?2, description = ?3, scopes = ?4, locations = ?5, \
+                     grants = ?6, expires_at = ?7, enabled = ?8, metadata = ?9, \
+                     allowed_ips = ?10, updated_at = ?11 \
+                     WHERE id = ?1 AND revoked_at IS NULL AND name = ?12 AND description = ?13 \
+                     AND scopes = ?14 AND locations = ?15 AND grants = ?16 \
+                     AND expires_at IS ?17 AND enabled = ?18 AND metadata = ?19 \
+                     AND allowed_ips = ?20 RETURNING {KEY_COLUMNS}"
+                );
+                let raw = tx
+                    .prepare_cached(&sql)
+                    .and_then(|mut stmt| {
+                        stmt.query_row(
+                            rusqlite::params![
+                                before.id,
+                                after.name,
+                                after.description,
+                                now.scopes,
+                                now.locations,
+                                now.grants,
+                                after.expires_at.map(|t| t.0),
+                                after.enabled,
+                                now.metadata,
+                                now.allowed_ips,
+                                after.updated_at.map(|t| t.0),
+                                before.name,
+                                before.description,
+                                was.scopes,
+                                was.locations,
+                                was.grants,
+                                before.expires_at.map(|t| t.0),
+                                before.enabled,
+                                was.metadata,
+                                was.allowed_ips,
+                            ],
+                            raw_key_row,
+                        )
+                        .optional()
+                    })
+                    .map_err(classify)?;
+                if let Some(raw) = raw {
+                    let changed = vec![raw_hash(&raw)];
+                    return Ok((Some(raw), changed));
+                }
+                let exists: Option<i64> = tx
+                    .query_row("SELECT 1 FROM keys WHERE id = ?1", [&before.id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(classify)?;
+                match exists {
+                    None => Ok((None, Vec::new())),
+                    Some(_) => Err(StoreError::Conflict),
+                }
+            })
+            .await?;
+        raw.map(decode_key).transpose()
+    }
+
     async fn record_use(&self, uses: &[(String, Timestamp)]) -> Result<(), StoreError> {
         if uses.is_empty() {
             return Ok(());
@@ -368,10 +437,13 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result<(), Store
         scopes,
         locations,
         grants,
+        metadata,
+        allowed_ips,
     } = JsonLists::of(r)?;
     let sql = format!(
         "INSERT INTO keys ({KEY_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19)"
     );
     let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
     stmt.execute(rusqlite::params![
@@ -390,6 +462,10 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result<(), Store
         r.revoked_at.map(|t| t.0),
         r.last_used_at.map(|t| t.0),
         r.created_by,
+        r.enabled,
+        metadata,
+        allowed_ips,
+        r.updated_at.map(|t| t.0),
     ])
     .map_err(classify)?;
     Ok(())

@@ -60,7 +60,7 @@ use self::schema::{
     parse_member, record_key,
 };
 use self::scripts::Scripts;
-use super::codec::corrupt;
+use super::codec::{EDITABLE, corrupt, editable};
 use super::{
     AuditEvent, CHANNEL_CAPACITY, Cursor, Invalidation, KeyStore, ListQuery, Page, StoreError,
     Undecodable,
@@ -342,6 +342,43 @@ impl KeyStore for RedisStore {
             .map_err(|e| named(e, old_id))?;
         self.inner.announce(&hash);
         decode_reply(after, hash, old_id)
+    }
+
+    async fn replace(
+        &self,
+        before: &KeyRecord,
+        after: &KeyRecord,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let Some(hex) = self.inner.hash_of(&before.id).await? else {
+            return Ok(None);
+        };
+        let hash = parse_hash(&hex).map_err(|e| corrupt(&before.id, e))?;
+        let stored = |v: Option<String>| v.map_or_else(|| "-".to_owned(), |t| format!("={t}"));
+        let (was, now) = (editable(before)?, editable(after)?);
+        let mut pairs: Vec<(&str, String)> = vec![("revoked_at", "-".to_owned())];
+        pairs.extend(EDITABLE.iter().copied().zip(was.into_iter().map(stored)));
+        let compared = pairs.len().to_string();
+        pairs.extend(EDITABLE.iter().copied().zip(now.into_iter().map(stored)));
+        pairs.push((
+            "updated_at",
+            stored(after.updated_at.map(|t| t.0.to_string())),
+        ));
+        let mut args: Vec<&str> = vec![CHANNEL, &hex, &compared];
+        for (f, v) in &pairs {
+            args.push(f);
+            args.push(v);
+        }
+        let after_reply: Value = self
+            .inner
+            .link
+            .script(&self.inner.scripts.replace, &record_key(&hex), &args)
+            .await
+            .map_err(|e| named(e, &before.id))?;
+        if matches!(after_reply, Value::Int(0)) {
+            return Err(StoreError::Conflict);
+        }
+        self.inner.announce(&hash);
+        decode_reply(after_reply, hash, &before.id)
     }
 
     async fn record_use(&self, uses: &[(String, Timestamp)]) -> Result<(), StoreError> {

@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use crate::support::{Gateway, Options, Upstream, client, error_code};
 
-const TOKEN: &str = "test-bootstrap-token-0123456789";
+pub(crate) const TOKEN: &str = "test-bootstrap-token-0123456789";
 
 /// Who calls.
 #[derive(Clone, Copy)]
-enum As<'a> {
+pub(crate) enum As<'a> {
     Nobody,
     Token(&'a str),
     Key(&'a str),
@@ -39,7 +39,7 @@ fn req(gw: &Gateway, method: reqwest::Method, path: &str, who: As<'_>) -> reqwes
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     gw: &Gateway,
     method: reqwest::Method,
     path: &str,
@@ -158,21 +158,25 @@ async fn admin_token_creates_shows_lists_and_revokes_and_the_proxy_follows() {
     assert_eq!(
         fields,
         [
+            "allowed_ips",
             "business_id",
             "created_at",
             "created_by",
             "description",
+            "enabled",
             "expires_at",
             "grants",
             "id",
             "key",
             "last_used_at",
             "locations",
+            "metadata",
             "name",
             "prefix",
             "revoked_at",
             "scopes",
             "status",
+            "updated_at",
             "user_id"
         ]
     );
@@ -512,7 +516,8 @@ async fn routing_405_with_allow_and_404() {
     let gw = start(&up).await;
     for (method, path, allow) in [
         (reqwest::Method::PUT, "/v1/keys", "GET, POST"),
-        (reqwest::Method::PATCH, "/v1/keys/kid_x", "GET, DELETE"),
+        (reqwest::Method::PUT, "/v1/keys/kid_x", "GET, PATCH, DELETE"),
+        (reqwest::Method::GET, "/v1/keys/kid_x/suspend", "POST"),
         (reqwest::Method::GET, "/v1/keys/kid_x/rotate", "POST"),
         (reqwest::Method::POST, "/v1/policy", "GET"),
         (reqwest::Method::DELETE, "/v1/audit", "GET"),

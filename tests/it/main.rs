@@ -13,6 +13,8 @@ mod console;
 mod demo;
 mod forward_auth;
 mod hardening;
+mod import;
+mod keys_edit;
 mod openapi;
 mod ops;
 mod proxy;

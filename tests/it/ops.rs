@@ -276,6 +276,10 @@ async fn aged_key(gw: &Gateway, age: i64, left: i64) -> (String, String) {
         revoked_at: None,
         last_used_at: None,
         created_by: "test".to_owned(),
+        enabled: true,
+        metadata: keygate::keys::Metadata::new(),
+        allowed_ips: Vec::new(),
+        updated_at: None,
     };
     store.insert(&record).await.unwrap();
     (record.id, secret.expose().to_owned())

@@ -52,6 +52,24 @@ impl Fields for Columns {
         }
     }
 
+    fn optional_text(&mut self, field: &'static str) -> Result<Option<String>, Undecodable> {
+        match self.next() {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s)),
+            _ => Err(Undecodable::Type { field }),
+        }
+    }
+
+    fn flag(&mut self, field: &'static str) -> Result<Option<bool>, Undecodable> {
+        match self.next() {
+            Value::Null => Ok(None),
+            Value::Integer(0) => Ok(Some(false)),
+            Value::Integer(1) => Ok(Some(true)),
+            Value::Integer(_) => Err(Undecodable::Flag { field }),
+            _ => Err(Undecodable::Type { field }),
+        }
+    }
+
     fn time(&mut self, field: &'static str) -> Result<Option<Timestamp>, Undecodable> {
         match self.next() {
             Value::Null => Ok(None),

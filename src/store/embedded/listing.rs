@@ -45,8 +45,16 @@ pub(super) fn list_page(
             terms.push("revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?");
             params.push(Value::Integer(query.now.0));
         }
+        Some(Status::Disabled) => {
+            terms.push(
+                "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND enabled = 0",
+            );
+            params.push(Value::Integer(query.now.0));
+        }
         Some(Status::Active) => {
-            terms.push("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)");
+            terms.push(
+                "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND enabled <> 0",
+            );
             params.push(Value::Integer(query.now.0));
         }
     }

@@ -17,7 +17,7 @@ use super::{OpenError, classify};
 use crate::store::StoreError;
 
 /// The schema this code writes. Opening a file with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Created on first open, inside one `BEGIN IMMEDIATE` so two processes starting
 /// together cannot race. `IF NOT EXISTS` everywhere so a later version can add to it.
@@ -38,7 +38,11 @@ CREATE TABLE IF NOT EXISTS keys (
     expires_at   INTEGER,
     revoked_at   INTEGER,
     last_used_at INTEGER,
-    created_by   TEXT NOT NULL
+    created_by   TEXT NOT NULL,
+    enabled      INTEGER NOT NULL DEFAULT 1, -- 0: suspended (version 2 on)
+    metadata     TEXT NOT NULL DEFAULT '{}', -- JSON object of strings
+    allowed_ips  TEXT NOT NULL DEFAULT '[]', -- JSON array of addresses and CIDRs
+    updated_at   INTEGER
 );
 CREATE INDEX IF NOT EXISTS keys_by_created  ON keys (created_at, id);
 CREATE INDEX IF NOT EXISTS keys_by_business ON keys (business_id, created_at, id);
@@ -64,8 +68,19 @@ CREATE INDEX IF NOT EXISTS audit_by_business ON audit (business_id, at);
 
 /// Columns of `keys` in the order the codec reads them (`codec::decode_key`).
 pub(super) const KEY_COLUMNS: &str = "id, hash, name, description, prefix, user_id, business_id, \
-     scopes, locations, grants, created_at, expires_at, revoked_at, last_used_at, created_by";
-pub(super) const KEY_COLUMN_COUNT: usize = 15;
+     scopes, locations, grants, created_at, expires_at, revoked_at, last_used_at, created_by, \
+     enabled, metadata, allowed_ips, updated_at";
+pub(super) const KEY_COLUMN_COUNT: usize = 19;
+
+/// Version 1 → 2: suspension, metadata, IP allowlists and the edit time. `ADD COLUMN`
+/// with defaults: existing keys stay enabled, without metadata, usable anywhere.
+const TO_VERSION_2: &str = "
+ALTER TABLE keys ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE keys ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE keys ADD COLUMN updated_at INTEGER;
+UPDATE schema_version SET version = 2;
+";
 
 /// Creates the schema if the file has none; checks the version of one it has.
 pub(super) fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
@@ -89,7 +104,8 @@ pub(super) fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
         Some(v) if v > SCHEMA_VERSION => {
             return Err(StoreError::unavailable(OpenError::NewerSchema { found: v }));
         }
-        // Older versions would be migrated here, step by step, in this transaction.
+        // Older versions are migrated here, step by step, in this transaction.
+        Some(1) => tx.execute_batch(TO_VERSION_2).map_err(classify)?,
         Some(_) => {}
     }
     tx.commit().map_err(classify)

@@ -304,3 +304,46 @@ fn queries_use_indexes() {
 fn like_escaping() {
     assert_eq!(escape_like(r"50%_a\b"), r"50\%\_a\\b");
 }
+
+/// A file written by the first schema (before suspension, metadata and allowlists) opens,
+/// is migrated in place, and its keys read as enabled, without metadata, usable anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_migrated_and_its_keys_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let key = record("kid_v1", "biz", "u", 1);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             CREATE TABLE keys (
+                 id TEXT PRIMARY KEY NOT NULL, hash BLOB NOT NULL UNIQUE, name TEXT NOT NULL,
+                 description TEXT NOT NULL, prefix TEXT NOT NULL, user_id TEXT NOT NULL,
+                 business_id TEXT NOT NULL, scopes TEXT NOT NULL, locations TEXT NOT NULL,
+                 grants TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
+                 revoked_at INTEGER, last_used_at INTEGER, created_by TEXT NOT NULL);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO keys VALUES (?1, ?2, ?3, '', 'kg_abcdef', 'u', 'biz', '[]', '[\"*\"]', \
+             '[]', 1, NULL, NULL, NULL, 'test')",
+            rusqlite::params![key.id, &key.hash.0[..], key.name],
+        )
+        .unwrap();
+    }
+    let store = EmbeddedStore::open(&path).unwrap();
+    let read = store.by_hash(&key.hash).await.unwrap().unwrap();
+    assert_eq!(read, key, "old rows read with the new fields' defaults");
+    let mut suspended = read.clone();
+    suspended.enabled = false;
+    assert_eq!(
+        store.replace(&read, &suspended).await.unwrap(),
+        Some(suspended)
+    );
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}

@@ -22,6 +22,8 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         scopes,
         locations,
         grants,
+        metadata,
+        allowed_ips,
     } = JsonLists::of(r)?;
     let mut f = vec![
         ("id", r.id.clone()),
@@ -35,11 +37,15 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         ("grants", grants),
         ("created_at", r.created_at.0.to_string()),
         ("created_by", r.created_by.clone()),
+        ("enabled", if r.enabled { "1" } else { "0" }.to_owned()),
+        ("metadata", metadata),
+        ("allowed_ips", allowed_ips),
     ];
     for (name, t) in [
         ("expires_at", r.expires_at),
         ("revoked_at", r.revoked_at),
         ("last_used_at", r.last_used_at),
+        ("updated_at", r.updated_at),
     ] {
         if let Some(t) = t {
             f.push((name, t.0.to_string()));
@@ -101,6 +107,19 @@ struct HashFields {
 impl Fields for HashFields {
     fn text(&mut self, field: &'static str) -> Result<String, Undecodable> {
         self.fields.remove(field).ok_or(Undecodable::Missing(field))
+    }
+
+    fn optional_text(&mut self, field: &'static str) -> Result<Option<String>, Undecodable> {
+        Ok(self.fields.remove(field))
+    }
+
+    fn flag(&mut self, field: &'static str) -> Result<Option<bool>, Undecodable> {
+        match self.fields.get(field).map(String::as_str) {
+            None => Ok(None),
+            Some("0") => Ok(Some(false)),
+            Some("1") => Ok(Some(true)),
+            Some(_) => Err(Undecodable::Flag { field }),
+        }
     }
 
     fn time(&mut self, field: &'static str) -> Result<Option<Timestamp>, Undecodable> {

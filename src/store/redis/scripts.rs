@@ -1,7 +1,7 @@
 //! The Lua scripts that make each step of a mutation atomic on one key.
 //!
 //! Job: insert a record only if its hash is new, release an id claim, revoke or end a
-//! record's life, and record a last use: each one script on one key (so it runs on a
+//! record's life, compare-and-set its editable fields, and record a last use: each one script on one key (so it runs on a
 //! Cluster), loaded by hash and resent only when Redis does not have it.
 //!
 //! Invariants: a script that changes what a hash maps to publishes that hash on
@@ -41,6 +41,35 @@ end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return redis.call('HGETALL', KEYS[1])";
 
+/// Compare-and-set of a record's fields (edit, suspend, resume); publishes; returns the
+/// record after, `false` if there is none, `0` if a compared field differs. KEYS:
+/// record. ARGV: channel, hash hex, n, then n pairs (field, expected), then pairs
+/// (field, new value). A value is `=` and the text, or `-` for an absent field. A field
+/// added after the first layout and absent from an older record compares as its default.
+const REPLACE: &str = r"
+local defaults = {enabled = '1', metadata = '{}', allowed_ips = '[]'}
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'none' then return false end
+if t ~= 'hash' then return redis.error_reply('WRONGTYPE keygate record is a ' .. t) end
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[4 + 2 * i])
+  if not cur then cur = defaults[ARGV[4 + 2 * i]] end
+  local want = ARGV[5 + 2 * i]
+  if want == '-' then
+    if cur then return 0 end
+  elseif (not cur) or ('=' .. cur) ~= want then
+    return 0
+  end
+end
+for i = 4 + 2 * n, #ARGV, 2 do
+  local v = ARGV[i + 1]
+  if v == '-' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], string.sub(v, 2)) end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])";
+
 /// `last_used_at = max(existing, t)` on a record that is a hash; no publish (it changes
 /// no decision). KEYS: record. ARGV: t.
 const TOUCH: &str = r"
@@ -54,6 +83,7 @@ pub(super) struct Scripts {
     pub(super) insert: Script,
     pub(super) release_id: Script,
     pub(super) update: Script,
+    pub(super) replace: Script,
     pub(super) touch: Script,
 }
 
@@ -63,6 +93,7 @@ impl Scripts {
             insert: Script::new(INSERT),
             release_id: Script::new(RELEASE_ID),
             update: Script::new(UPDATE),
+            replace: Script::new(REPLACE),
             touch: Script::new(TOUCH),
         }
     }

@@ -101,6 +101,9 @@ async fn hand_edited_values_are_corrupt_not_panics() {
         &["HSET", "{k}", "created_at", "yesterday"],
         &["HDEL", "{k}", "name"],
         &["HSET", "{k}", "expires_at", "1.5"],
+        &["HSET", "{k}", "enabled", "yes"],
+        &["HSET", "{k}", "allowed_ips", "[\"not an address\"]"],
+        &["HSET", "{k}", "metadata", "{\"plan\": 1}"],
     ]
     .iter()
     .enumerate()
@@ -220,4 +223,24 @@ fn malformed_replies_are_corrupt_not_panics() {
         Invalidation::Key(h)
     );
     assert!(parse_member(b"junk").is_err());
+}
+
+/// A record written before suspension, metadata and allowlists (no such fields) reads
+/// with their defaults and can be edited: the compare-and-set takes absent as default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_before_the_edit_fields_reads_and_edits() {
+    let server = RedisServer::start();
+    let store = open(&server.url());
+    let key = record("kid_old_layout", "biz-old", "u", 1);
+    store.insert(&key).await.unwrap();
+    let name = record_key(&key.hash.to_hex());
+    server.cli_text(&["HDEL", &name, "enabled", "metadata", "allowed_ips"]);
+    let read = store.by_hash(&key.hash).await.unwrap().unwrap();
+    assert_eq!(read, key);
+    let mut suspended = read.clone();
+    suspended.enabled = false;
+    assert_eq!(
+        store.replace(&read, &suspended).await.unwrap(),
+        Some(suspended)
+    );
 }

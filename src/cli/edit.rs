@@ -1,0 +1,189 @@
+//! `keygate keys update | suspend | resume | import`: changing keys in place, and keys
+//! from elsewhere.
+//!
+//! Job: turn the flags into a [`lifecycle::Edit`] or an import run, with the same rules
+//! (and the same refusals, in flag words) as `keys create`; print the record after.
+//!
+//! Invariants: the CLI writes to the store directly, as the operator (there is no
+//! caller's power to check, as there is in the admin API); an import never prints a
+//! secret, only each line's number, result and key id.
+
+use std::path::Path;
+
+use super::args::UpdateArgs;
+use super::{Exit, KeysEnv, fail, lifecycle_exit, parse_grant, print_record};
+use crate::keys::{self, KeyRecord, Metadata, Timestamp};
+use crate::lifecycle::import::{self, Outcome};
+use crate::lifecycle::{self, Edit, Expiry, LifecycleError};
+
+/// The operator may do anything the rules allow (the lifecycle's check has this shape).
+#[allow(clippy::unnecessary_wraps)]
+fn anything(_: &KeyRecord, _: &KeyRecord) -> Result<(), LifecycleError> {
+    Ok(())
+}
+
+/// `--metadata NAME=VALUE`s as metadata; `''` alone is none.
+pub(super) fn metadata(pairs: &[String]) -> Result<Metadata, Exit> {
+    let mut m = Metadata::new();
+    for p in pairs.iter().filter(|p| !p.is_empty()) {
+        let (name, value) = p.split_once('=').ok_or_else(|| {
+            Exit(
+                1,
+                format!("error: --metadata `{p}`: write it as NAME=VALUE, e.g. plan=pro"),
+            )
+        })?;
+        m.insert(name.trim().to_owned(), value.to_owned());
+    }
+    keys::check_metadata(&m).map_err(|why| Exit(1, format!("error: --metadata: {why}")))?;
+    Ok(m)
+}
+
+/// `--allow-ip`s as networks; `''` alone is anywhere.
+pub(super) fn allow_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Exit> {
+    list.iter()
+        .filter(|a| !a.is_empty())
+        .map(|a| keys::parse_ip_net(a).map_err(|m| Exit(1, format!("error: --allow-ip: {m}"))))
+        .collect()
+}
+
+fn non_empty(list: Vec<String>) -> Vec<String> {
+    list.into_iter().filter(|s| !s.is_empty()).collect()
+}
+
+/// `keys update`.
+pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> {
+    let grants = args
+        .grants
+        .map(|gs| {
+            non_empty(gs)
+                .iter()
+                .map(|g| parse_grant(g))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let expiry = args
+        .expires
+        .as_deref()
+        .map(Expiry::parse)
+        .transpose()
+        .map_err(|m| Exit(1, format!("error: --expires: {m}")))?;
+    let edit = Edit {
+        name: args.name,
+        description: args.description,
+        scopes: args.scopes.map(non_empty),
+        locations: args.locations.map(non_empty),
+        grants,
+        expiry,
+        metadata: args.metadata.as_deref().map(metadata).transpose()?,
+        allowed_ips: args.allow_ips.as_deref().map(allow_ips).transpose()?,
+        enabled: None,
+    };
+    let id = args.id;
+    let after = lifecycle::update(&*env.store, &env.rules(), &id, &edit, "cli", anything)
+        .await
+        .map_err(|e| lifecycle_exit(e, Some(&id)))?;
+    let now = Timestamp::now();
+    if args.json {
+        println!("{}", after.to_json(now));
+    } else {
+        eprintln!("updated {} ({})", after.id, after.name);
+        print_record(&after, now);
+    }
+    Ok(())
+}
+
+/// `keys suspend` (`on = false`) and `keys resume` (`on = true`).
+pub(super) async fn set_enabled(env: &KeysEnv, id: &str, on: bool) -> Result<(), Exit> {
+    let rules = env.rules();
+    let after = if on {
+        lifecycle::resume(&*env.store, &rules, id, "cli", anything).await
+    } else {
+        lifecycle::suspend(&*env.store, &rules, id, "cli", anything).await
+    }
+    .map_err(|e| lifecycle_exit(e, Some(id)))?;
+    let what = if on {
+        "resumed: it works again everywhere within a second"
+    } else {
+        "suspended: every gateway refuses it within a second (401 disabled_api_key); `keygate keys resume` switches it back on"
+    };
+    eprintln!("{} ({}) {what}", after.id, after.name);
+    Ok(())
+}
+
+/// `keys import FILE [--dry-run] [--json]`: each line's result, then a summary; exit 1
+/// if any line failed.
+pub(super) async fn import(
+    env: &KeysEnv,
+    file: &Path,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), Exit> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Exit(1, format!("error: cannot read standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Exit(1, format!("error: cannot read {}: {e}", file.display())))?
+    };
+    let rules = env.rules();
+    let opts = import::Options {
+        rules: &rules,
+        accept_foreign: env.cfg.keys.accept_imported,
+        dry_run,
+        actor: "cli import",
+    };
+    let results = import::import(&*env.store, &opts, &text)
+        .await
+        .map_err(fail)?;
+    let (mut created, mut exists, mut failed) = (0, 0, 0);
+    for r in &results {
+        let (result, id, error) = match &r.outcome {
+            Outcome::Created(id) => {
+                created += 1;
+                ("created", id.as_str(), "")
+            }
+            Outcome::WouldCreate => {
+                created += 1;
+                ("would create", "", "")
+            }
+            Outcome::Exists(id) => {
+                exists += 1;
+                ("exists", id.as_str(), "")
+            }
+            Outcome::Failed(why) => {
+                failed += 1;
+                ("error", "", why.as_str())
+            }
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"line": r.line, "result": result, "id": id, "error": error})
+            );
+        } else if !error.is_empty() {
+            println!("{}:{}: error: {error}", file.display(), r.line);
+        } else if !id.is_empty() {
+            println!("{}:{}: {result} {id}", file.display(), r.line);
+        } else {
+            println!("{}:{}: {result}", file.display(), r.line);
+        }
+    }
+    let verb = if dry_run { "would create" } else { "created" };
+    eprintln!(
+        "{verb} {created}, already there {exists}, failed {failed}{}",
+        if dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
+    );
+    if failed > 0 {
+        return Err(Exit(
+            1,
+            format!(
+                "error: {failed} line(s) failed; fix them and run the import again (lines already imported are skipped)"
+            ),
+        ));
+    }
+    Ok(())
+}

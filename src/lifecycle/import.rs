@@ -1,0 +1,232 @@
+//! `keygate keys import`: keys already in use elsewhere, from JSON Lines, one key per line.
+//!
+//! Job: read each line's secret (`key`, the plaintext, hashed here and then dropped) or
+//! its hash (`sha256`), owner and any record field; check it by the same rules as
+//! creation ([`super::prepare`]); store it unless its hash is already there; report each
+//! line's result.
+//!
+//! Invariants: a plaintext secret is never stored, printed or logged, only its SHA-256;
+//! a bad line names its line number and field and does not stop the others; a second
+//! run of the same file changes nothing (a hash already stored is `exists`); a dry run
+//! writes nothing; a plaintext key without keygate's prefix and checksum is refused
+//! unless `keys.accept_imported` is on (the gateway could not authenticate it).
+
+use serde::Deserialize;
+
+use super::{Expiry, NewKey, Rules, assemble, audit, prepare};
+use crate::keys::{self, Grant, KeyHash, Metadata};
+use crate::store::{KeyStore, StoreError};
+
+/// One line of an import file. Unknown fields are refused, with a did-you-mean.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    key: Option<String>,
+    sha256: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    user_id: Option<String>,
+    business_id: Option<String>,
+    scopes: Option<Vec<String>>,
+    locations: Option<Vec<String>>,
+    grants: Option<Vec<Grant>>,
+    expires_at: Option<String>,
+    metadata: Option<Metadata>,
+    allowed_ips: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+/// What happened to one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored under this id.
+    Created(String),
+    /// A dry run: it would be stored.
+    WouldCreate,
+    /// Its hash is already stored, under this id: nothing changed.
+    Exists(String),
+    /// Refused: `<field>: <why>`.
+    Failed(String),
+}
+
+/// One line's result; `line` counts from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineResult {
+    pub line: usize,
+    pub outcome: Outcome,
+}
+
+/// How an import runs.
+pub struct Options<'a> {
+    pub rules: &'a Rules<'a>,
+    /// `keys.accept_imported`.
+    pub accept_foreign: bool,
+    pub dry_run: bool,
+    pub actor: &'a str,
+}
+
+/// Imports every line of `text`; blank lines are skipped. A store that stops answering
+/// ends the run with its error (what was stored stays stored; run it again).
+pub async fn import(
+    store: &dyn KeyStore,
+    opts: &Options<'_>,
+    text: &str,
+) -> Result<Vec<LineResult>, StoreError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let outcome = match one(store, opts, raw).await {
+            Ok(o) => o,
+            Err(Refused::Line(why)) => Outcome::Failed(why),
+            Err(Refused::Store(e)) => return Err(e),
+        };
+        out.push(LineResult {
+            line: i + 1,
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+enum Refused {
+    Line(String),
+    Store(StoreError),
+}
+
+fn bad(field: &str, why: impl std::fmt::Display) -> Refused {
+    Refused::Line(format!("{field}: {why}"))
+}
+
+async fn one(store: &dyn KeyStore, opts: &Options<'_>, raw: &str) -> Result<Outcome, Refused> {
+    let line = parse_line(raw)?;
+    let (hash, shown) = secret_hash(&line, opts)?;
+    if let Some(existing) = store.by_hash(&hash).await.map_err(Refused::Store)? {
+        return Ok(Outcome::Exists(existing.id));
+    }
+    let expiry = line
+        .expires_at
+        .as_deref()
+        .map(Expiry::parse_at)
+        .transpose()
+        .map_err(|m| bad("expires_at", m))?;
+    let allowed_ips = line
+        .allowed_ips
+        .unwrap_or_default()
+        .iter()
+        .map(|a| keys::parse_ip_net(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| bad("allowed_ips", m))?;
+    let required = |field: &str, v: Option<String>| v.ok_or_else(|| bad(field, "is required"));
+    let new = NewKey {
+        name: line.name.unwrap_or_else(|| "imported key".to_owned()),
+        description: line.description.unwrap_or_default(),
+        user_id: required("user_id", line.user_id)?,
+        business_id: required("business_id", line.business_id)?,
+        scopes: line.scopes.unwrap_or_default(),
+        locations: line.locations.unwrap_or_default(),
+        grants: line.grants.unwrap_or_default(),
+        expiry,
+        metadata: line.metadata.unwrap_or_default(),
+        allowed_ips,
+    };
+    let prepared = prepare(opts.rules, new).map_err(|e| Refused::Line(e.to_string()))?;
+    if opts.dry_run {
+        return Ok(Outcome::WouldCreate);
+    }
+    let mut record = assemble(
+        prepared,
+        keys::new_id(opts.rules.prefix),
+        hash,
+        shown,
+        opts.actor,
+    );
+    record.enabled = line.enabled.unwrap_or(true);
+    match store.insert(&record).await {
+        Ok(()) => {}
+        // Stored by someone else since the look-up: the same as found.
+        Err(StoreError::Conflict) => {
+            let id = store
+                .by_hash(&hash)
+                .await
+                .map_err(Refused::Store)?
+                .map_or_else(String::new, |r| r.id);
+            return Ok(Outcome::Exists(id));
+        }
+        Err(e) => return Err(Refused::Store(e)),
+    }
+    audit(store, opts.actor, "imported", &record, String::new()).await;
+    Ok(Outcome::Created(record.id))
+}
+
+/// The line as JSON; an unknown field is named with a did-you-mean.
+fn parse_line(raw: &str) -> Result<Line, Refused> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let line: Line = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let message = message
+            .rfind(" at line ")
+            .map_or(message.as_str(), |i| &message[..i])
+            .to_owned();
+        if message.starts_with("unknown field `") {
+            let hint = crate::yaml::unknown_name_hint(&message).unwrap_or_default();
+            bad(&path, format!("unknown field{hint}"))
+        } else if path == "." {
+            bad("line", format!("not a JSON object: {message}"))
+        } else {
+            bad(&path, message)
+        }
+    })?;
+    de.end()
+        .map_err(|_| bad("line", "trailing characters after the JSON object"))?;
+    Ok(line)
+}
+
+/// The hash to store and the prefix to show, from `key` or `sha256` (exactly one).
+fn secret_hash(line: &Line, opts: &Options<'_>) -> Result<(KeyHash, String), Refused> {
+    match (&line.key, &line.sha256) {
+        (Some(_), Some(_)) => Err(bad("sha256", "give `key` or `sha256`, not both")),
+        (None, None) => Err(bad(
+            "key",
+            "is required: the plaintext secret (`key`) or its SHA-256 in hex (`sha256`)",
+        )),
+        (Some(secret), None) => {
+            let secret = secret.trim();
+            if keys::parse(secret, opts.rules.prefix).is_ok() {
+                let end = (opts.rules.prefix.len() + 6).min(secret.len());
+                return Ok((keys::hash(secret), secret[..end].to_owned()));
+            }
+            if !opts.accept_foreign {
+                return Err(bad(
+                    "key",
+                    format!(
+                        "does not have keygate's prefix (`{}`) and checksum, so the gateway \
+                         would refuse it unasked: set `keys.accept_imported: true` in the \
+                         config to accept keys made elsewhere",
+                        opts.rules.prefix
+                    ),
+                ));
+            }
+            if secret.is_empty()
+                || secret.len() > 512
+                || !secret.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(bad("key", "must be 1 to 512 visible ASCII characters"));
+            }
+            // Four characters are shown (a key from elsewhere may be short).
+            let shown: String = secret.chars().take(4).collect();
+            Ok((keys::hash(secret), format!("{shown}…")))
+        }
+        (None, Some(hex)) => {
+            let hash = KeyHash::from_hex(&hex.trim().to_ascii_lowercase()).ok_or_else(|| {
+                bad(
+                    "sha256",
+                    "must be the 64 hex digits of the secret's SHA-256",
+                )
+            })?;
+            Ok((hash, "sha256:…".to_owned()))
+        }
+    }
+}

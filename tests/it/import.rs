@@ -1,0 +1,193 @@
+//! `keygate keys import`: 10,000 keys in use elsewhere (keygate-shaped and foreign,
+//! plaintext and hashed), then every one of them through the proxy; a dry run that
+//! changes nothing; a second run that changes nothing; bad lines named, not fatal.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use crate::support::{self, Gateway, Options, RedisServer, Upstream, client};
+
+const LINES: usize = 10_000;
+
+/// The import file and every secret in it: a quarter each of keygate-shaped plaintext,
+/// foreign plaintext (Kong-style), and the SHA-256 of each kind. Three bad lines at the
+/// end, numbered `LINES + 1..=LINES + 3`.
+fn import_file() -> (String, Vec<String>) {
+    let mut text = String::new();
+    let mut secrets = Vec::with_capacity(LINES);
+    for i in 0..LINES {
+        let secret = if i % 2 == 0 {
+            keygate::keys::generate("kg_").expose().to_owned()
+        } else {
+            format!("kong-{i:05}-{}", keygate::keys::generate("x").expose())
+        };
+        let owner = format!(
+            r#""user_id": "u{}", "business_id": "acme", "scopes": ["items:read"], "locations": ["*"]"#,
+            i % 7
+        );
+        if i % 4 < 2 {
+            writeln!(
+                text,
+                r#"{{"key": "{secret}", "name": "imported {i}", {owner}}}"#
+            )
+            .unwrap();
+        } else {
+            let hex = keygate::keys::hash(&secret).to_hex();
+            writeln!(
+                text,
+                r#"{{"sha256": "{hex}", {owner}, "metadata": {{"plan": "p{i}"}}}}"#
+            )
+            .unwrap();
+        }
+        secrets.push(secret);
+    }
+    text.push_str(r#"{"key": "kg_bad", "user_id": "u", "business_id": "acme", "scops": []}"#);
+    text.push('\n');
+    text.push_str(r#"{"sha256": "abc", "user_id": "u", "business_id": "acme"}"#);
+    text.push('\n');
+    text.push_str(r#"{"key": "no-owner-given"}"#);
+    text.push('\n');
+    (text, secrets)
+}
+
+/// How many of `secrets` the proxy serves (16 at a time).
+async fn served(gw: &Gateway, secrets: &[String]) -> usize {
+    let url = Arc::new(gw.url("/v1/items/1"));
+    let c = client();
+    futures_util::stream::iter(secrets.iter().cloned())
+        .map(|s| {
+            let (c, url) = (c.clone(), Arc::clone(&url));
+            async move {
+                let r = c
+                    .get(url.as_str())
+                    .header("X-API-Key", s)
+                    .send()
+                    .await
+                    .unwrap();
+                usize::from(r.status() == 200)
+            }
+        })
+        .buffer_unordered(16)
+        .fold(0, |n, ok| async move { n + ok })
+        .await
+}
+
+async fn imports_ten_thousand_keys(store_yaml: Option<String>) {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            store_yaml,
+            extra: "keys:\n  accept_imported: true\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let (text, secrets) = import_file();
+    let file = gw.config.with_file_name("keys.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+
+    // A dry run checks every line and writes nothing.
+    let dry = gw
+        .cli(&["keys", "import", path, "--dry-run", "--json"])
+        .await;
+    let report = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(
+        report.matches(r#""result":"would create""#).count(),
+        LINES,
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let listed = gw.cli(&["keys", "list", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(0),
+        "a dry run stores nothing"
+    );
+
+    // The real run: every good line created, the bad ones named by line and field,
+    // exit status 1 because some failed.
+    let run = gw.cli(&["keys", "import", path]).await;
+    assert_eq!(run.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        out.matches(": created kid_").count(),
+        LINES,
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    for (line, says) in [
+        (LINES + 1, "scops: unknown field (did you mean `scopes`?)"),
+        (LINES + 2, "sha256: must be the 64 hex digits"),
+        (LINES + 3, "user_id: is required"),
+    ] {
+        let want = format!("keys.jsonl:{line}: error: {says}");
+        assert!(
+            out.contains(&want),
+            "{want} not in the tail: {}",
+            &out[out.len().saturating_sub(1500)..]
+        );
+    }
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!("created {LINES}, already there 0, failed 3")),
+        "{stderr}"
+    );
+    for s in secrets.iter().take(200) {
+        assert!(
+            !out.contains(s.as_str()) && !stderr.contains(s.as_str()),
+            "a secret was printed"
+        );
+    }
+
+    // Every imported key works through the proxy; one carries its metadata upstream.
+    assert_eq!(served(&gw, &secrets).await, LINES);
+    let hashed = &secrets[2];
+    assert_eq!(served(&gw, std::slice::from_ref(hashed)).await, 1);
+    assert_eq!(up.last().header("x-keygate-meta-plan"), Some("p2"));
+
+    // Idempotent: a second run finds every key already there.
+    let again = gw.cli(&["keys", "import", path]).await;
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!("created 0, already there {LINES}, failed 3")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_imported_keys_work_on_the_embedded_store() {
+    imports_ten_thousand_keys(None).await;
+}
+
+#[tokio::test]
+async fn ten_thousand_imported_keys_work_on_redis() {
+    let redis = RedisServer::start();
+    imports_ten_thousand_keys(Some(support::redis_store(&redis.url()))).await;
+}
+
+/// Without `keys.accept_imported`, a plaintext key that keygate could not authenticate
+/// is refused at import, saying which setting lets it in.
+#[tokio::test]
+async fn foreign_keys_need_accept_imported() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await;
+    let file = gw.config.with_file_name("one.jsonl");
+    std::fs::write(
+        &file,
+        "{\"key\": \"kong-secret-1\", \"user_id\": \"u\", \"business_id\": \"acme\"}\n",
+    )
+    .unwrap();
+    let out = gw.cli(&["keys", "import", file.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("one.jsonl:1: error: key: does not have keygate's prefix"),
+        "{text}"
+    );
+    assert!(text.contains("keys.accept_imported: true"), "{text}");
+}

@@ -1,0 +1,420 @@
+//! Keys beyond create and revoke (issue 18): suspend and resume, edits in place, metadata
+//! to the upstream, IP allowlists, and what no caller may do through an edit; on both
+//! stores, with two gateways sharing one registry.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::admin::{As, TOKEN, call};
+use crate::support::{self, Gateway, Options, RedisServer, Upstream, client, error_code};
+
+/// Two gateways on one registry: `A` and `B`, both with the admin token.
+async fn fleet(up: &Upstream, store: &str) -> (Gateway, Gateway) {
+    let start = || {
+        Gateway::start_with(
+            up,
+            Options {
+                store_yaml: Some(store.to_owned()),
+                extra: "cache:\n  ttl: 1h\n",
+                admin_token: Some(TOKEN),
+                ..Options::default()
+            },
+        )
+    };
+    (start().await, start().await)
+}
+
+/// (status, error code or "") of a keyed GET of `/v1/items/1` sent with `headers`.
+async fn ask(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut r = client().get(gw.url("/v1/items/1")).header("X-API-Key", key);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().await.unwrap();
+    if resp.status().is_success() {
+        return (resp.status().as_u16(), String::new());
+    }
+    let (status, code, _) = error_code(resp).await;
+    (status, code)
+}
+
+/// Waits until `gw` answers `want` for `key`; returns how long it took (at most 1 s).
+async fn within_a_second(gw: &Gateway, key: &str, want: (u16, &str)) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = ask(gw, key, &[]).await;
+        if (got.0, got.1.as_str()) == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no {want:?} within 1 s (last: {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Suspend on one gateway, refused by the other within a second, and back; an edit
+/// that removes a scope and an allowlist that excludes the client, enforced fleet-wide;
+/// metadata reaching the upstream; the CLI and the admin API alike.
+async fn suspend_edit_and_allowlist_reach_the_fleet(store: &str) {
+    let up = Upstream::start().await;
+    let (a, b) = fleet(&up, store).await;
+    let (id, key) = a
+        .create_key(&[
+            "--name",
+            "edited",
+            "--user",
+            "u1",
+            "--business",
+            "acme",
+            "--location",
+            "*",
+            "--scope",
+            "items:read",
+            "--metadata",
+            "plan=pro",
+            "--metadata",
+            "seats=5",
+        ])
+        .await;
+    let sent = [
+        ("X-Keygate-Meta-Plan", "forged"),
+        ("X-Keygate-Meta-Evil", "1"),
+    ];
+    assert_eq!(ask(&b, &key, &sent).await, (200, String::new()));
+    let seen = up.last();
+    assert_eq!(seen.header("x-keygate-meta-plan"), Some("pro"));
+    assert_eq!(seen.header("x-keygate-meta-seats"), Some("5"));
+    assert_eq!(
+        seen.header("x-keygate-meta-evil"),
+        None,
+        "client-sent meta stripped"
+    );
+
+    // Suspended through A's admin API: B refuses within a second; resumed with B's CLI.
+    let (status, v) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/keys/{id}/suspend"),
+        As::Token(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["status"].as_str(), v["enabled"].as_bool()),
+        (200, Some("disabled"), Some(false))
+    );
+    let lag = within_a_second(&b, &key, (401, "disabled_api_key")).await;
+    eprintln!("suspension reached the other gateway in {lag:?}");
+    let listed = ok(&b
+        .cli(&["keys", "list", "--status", "disabled", "--json"])
+        .await);
+    assert!(listed.contains(&id), "{listed}");
+    ok(&b.cli(&["keys", "resume", &id]).await);
+    let lag = within_a_second(&a, &key, (200, "")).await;
+    eprintln!("resumption reached the other gateway in {lag:?}");
+
+    // An edit that removes the scope: refused everywhere within a second.
+    let (status, v) = call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        As::Token(TOKEN),
+        Some(json!({"scopes": [], "name": "no scopes"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["name"].as_str()),
+        (200, Some("no scopes")),
+        "{v}"
+    );
+    within_a_second(&b, &key, (403, "insufficient_scope")).await;
+    ok(&b
+        .cli(&["keys", "update", &id, "--scope", "items:read"])
+        .await);
+    within_a_second(&a, &key, (200, "")).await;
+
+    // An allowlist without the client: 403 `ip_forbidden`; with it: served.
+    ok(&a
+        .cli(&[
+            "keys",
+            "update",
+            &id,
+            "--allow-ip",
+            "192.0.2.0/24",
+            "--allow-ip",
+            "2001:db8::/32",
+        ])
+        .await);
+    within_a_second(&b, &key, (403, "ip_forbidden")).await;
+    let (status, v) = call(
+        &b,
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        As::Token(TOKEN),
+        Some(json!({"allowed_ips": ["127.0.0.1"]})),
+    )
+    .await;
+    assert_eq!(v["allowed_ips"], json!(["127.0.0.1/32"]), "{status} {v}");
+    within_a_second(&a, &key, (200, "")).await;
+
+    // The audit trail names the fields changed, never a value.
+    let (_, events) = call(&a, Method::GET, "/v1/audit", As::Token(TOKEN), None).await;
+    let mine: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key_id"] == id.as_str())
+        .collect();
+    let actions: Vec<&str> = mine.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for want in ["suspended", "resumed", "updated"] {
+        assert!(actions.contains(&want), "{actions:?}");
+    }
+    assert!(
+        mine.iter().any(|e| e["detail"] == "changed allowed_ips"),
+        "{mine:?}"
+    );
+    assert!(
+        !events.to_string().contains("192.0.2.0"),
+        "values are not audited"
+    );
+}
+
+#[tokio::test]
+async fn on_the_embedded_store_edits_reach_the_other_gateway_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.db");
+    let store = format!("store:\n  kind: embedded\n  path: {}\n", file.display());
+    suspend_edit_and_allowlist_reach_the_fleet(&store).await;
+}
+
+#[tokio::test]
+async fn on_redis_edits_reach_the_other_gateway_within_a_second() {
+    let redis = RedisServer::start();
+    suspend_edit_and_allowlist_reach_the_fleet(&support::redis_store(&redis.url())).await;
+}
+
+/// Behind a trusted proxy the allowlist is checked against the client its chain names
+/// (read from the right), IPv6 included; from anyone else the chain is not believed.
+#[tokio::test]
+async fn the_allowlist_follows_the_trusted_proxy_chain_ipv6_included() {
+    let up = Upstream::start().await;
+    let behind = Gateway::start_with(
+        &up,
+        Options {
+            extra: "trusted_proxies: [127.0.0.1]\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let args = |net: &'static str| {
+        vec![
+            "--name",
+            "ip",
+            "--user",
+            "u1",
+            "--business",
+            "acme",
+            "--location",
+            "*",
+            "--scope",
+            "items:read",
+            "--allow-ip",
+            net,
+        ]
+    };
+    let (_, v6) = behind.create_key(&args("2001:db8::/32")).await;
+    let (_, v4) = behind.create_key(&args("203.0.113.0/24")).await;
+    let xff = |chain: &'static str| [("X-Forwarded-For", chain)];
+    assert_eq!(ask(&behind, &v6, &xff("2001:db8::5")).await.0, 200);
+    assert_eq!(
+        ask(&behind, &v6, &xff("2001:db9::5")).await,
+        (403, "ip_forbidden".to_owned())
+    );
+    // A client cannot prepend its way in: the rightmost untrusted hop is the client.
+    assert_eq!(
+        ask(&behind, &v6, &xff("2001:db8::5, 198.51.100.1")).await.0,
+        403
+    );
+    assert_eq!(
+        ask(&behind, &v6, &xff("198.51.100.1, 2001:db8::5")).await.0,
+        200
+    );
+    assert_eq!(ask(&behind, &v4, &xff("203.0.113.9")).await.0, 200);
+    assert_eq!(
+        ask(&behind, &v4, &[]).await.0,
+        403,
+        "no chain: the peer is the client"
+    );
+
+    // Not a trusted peer: the chain is ignored, the peer (127.0.0.1) is the client.
+    let direct = Gateway::start(&up).await;
+    let (_, key) = direct.create_key(&args("203.0.113.0/24")).await;
+    assert_eq!(
+        ask(&direct, &key, &xff("203.0.113.9")).await,
+        (403, "ip_forbidden".to_owned())
+    );
+}
+
+/// The admin API's edits keep creation's rules: no power beyond the caller's own, no
+/// key outside its business, nothing on a revoked key, and bad input named.
+#[tokio::test]
+async fn escalation_through_patch_is_refused() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            admin_token: Some(TOKEN),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, admin) = gw
+        .create_key(&[
+            "--name",
+            "acme admin",
+            "--user",
+            "boss",
+            "--business",
+            "acme",
+            "--location",
+            "hq",
+            "--scope",
+            "keygate:admin",
+            "--scope",
+            "items:read",
+        ])
+        .await;
+    let (id, _) = gw
+        .create_key(&[
+            "--name",
+            "target",
+            "--user",
+            "u1",
+            "--business",
+            "acme",
+            "--location",
+            "hq",
+            "--scope",
+            "items:read",
+        ])
+        .await;
+    let (other, _) = gw
+        .create_key(&[
+            "--name",
+            "elsewhere",
+            "--user",
+            "u2",
+            "--business",
+            "globex",
+            "--location",
+            "hq",
+        ])
+        .await;
+    let path = format!("/v1/keys/{id}");
+    let edit_as_admin = |body: Value| call(&gw, Method::PATCH, &path, As::Key(&admin), Some(body));
+    for (body, why) in [
+        (
+            json!({"scopes": ["items:read", "items:write"]}),
+            "scopes: `items:write`",
+        ),
+        (
+            json!({"locations": ["hq", "plant-1"]}),
+            "locations: `plant-1`",
+        ),
+        (
+            json!({"grants": [{"role": "editor", "locations": ["hq"]}]}),
+            "grants: `editor@hq`",
+        ),
+        (
+            json!({"scopes": ["reports:read"]}),
+            "scopes: `reports:read`",
+        ),
+    ] {
+        let (status, v) = edit_as_admin(body.clone()).await;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{body}: {v}"
+        );
+        assert!(message.contains(why), "{body}: {message}");
+    }
+    let (_, v) = call(&gw, Method::GET, &path, As::Token(TOKEN), None).await;
+    assert_eq!(v["scopes"], json!(["items:read"]), "nothing was written");
+
+    // Within its power: fine; another business's key: as if it did not exist.
+    let (status, v) =
+        edit_as_admin(json!({"metadata": {"plan": "basic"}, "description": "ok"})).await;
+    assert_eq!(
+        (status, v["metadata"]["plan"].as_str()),
+        (200, Some("basic")),
+        "{v}"
+    );
+    let (status, _) = call(
+        &gw,
+        Method::PATCH,
+        &format!("/v1/keys/{other}"),
+        As::Key(&admin),
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Bad input names the field; a misspelt one gets a did-you-mean.
+    for (body, field) in [
+        (
+            json!({"metdata": {}}),
+            "metdata: unknown field (did you mean `metadata`?)",
+        ),
+        (
+            json!({"metadata": {"Bad Name": "x"}}),
+            "metadata: `Bad Name` is not a valid name",
+        ),
+        (
+            json!({"allowed_ips": ["10.0.0.0/8", "nonsense"]}),
+            "allowed_ips[1]: `nonsense` is not an IP address or CIDR",
+        ),
+        (
+            json!({"expires_in": "-1h"}),
+            "expires_in: `-1h` is negative",
+        ),
+    ] {
+        let (status, v) = edit_as_admin(body.clone()).await;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(message.starts_with(field), "{body}: {message}");
+    }
+
+    // Revoked is final: 409 `invalid_request` saying why.
+    let (status, _) = call(&gw, Method::DELETE, &path, As::Token(TOKEN), None).await;
+    assert_eq!(status, 204);
+    for (method, p) in [
+        (Method::PATCH, path.clone()),
+        (Method::POST, format!("{path}/resume")),
+    ] {
+        let body = (method == Method::PATCH).then(|| json!({"name": "again"}));
+        let (status, v) = call(&gw, method, &p, As::Token(TOKEN), body).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (409, Some("invalid_request")),
+            "{p}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("revoked"),
+            "{v}"
+        );
+    }
+}
