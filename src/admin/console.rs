@@ -1,7 +1,10 @@
-//! The web console at `/`: one HTML page, one script, one stylesheet, all compiled into
-//! the binary (`console/`), no CDN, no build step. The script shows three views by the
-//! address's fragment (`#/keys`, `#/keys/<id>`, `#/audit`) over the admin API; the page
-//! stays one asset, so the router here serves nothing new.
+//! The web console at `/`: one HTML page, three scripts, one stylesheet, all compiled
+//! into the binary (`console/`), no CDN, no build step. `app.js` shows three views by
+//! the address's fragment (`#/keys`, `#/keys/<id>`, `#/audit`) over the admin API; the
+//! page stays one asset, so the router here serves nothing new. Two scripts load before
+//! it: `fields.js` (the key form's parts that creating and editing share: pickers,
+//! metadata rows, the IP allowlist, field errors) and `edit.js` (the edit dialog,
+//! Suspend and Resume), a file per idea rather than one script doing three jobs.
 //!
 //! Invariants: the page runs no inline script or style, so the Content-Security-Policy
 //! allows scripts and styles only from this origin (`'self'`) and forbids framing
@@ -17,6 +20,8 @@ use http_body_util::Full;
 
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
+const FIELDS_SCRIPT: &str = include_str!("console/fields.js");
+const EDIT_SCRIPT: &str = include_str!("console/edit.js");
 const STYLE: &str = include_str!("console/app.css");
 
 /// Scripts and styles only from this origin, fetches only to it, no framing, no forms
@@ -30,6 +35,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 pub enum Asset {
     Index,
     Script,
+    FieldsScript,
+    EditScript,
     Style,
 }
 
@@ -39,6 +46,8 @@ impl Asset {
         match path {
             "/" | "/index.html" => Some(Self::Index),
             "/console/app.js" => Some(Self::Script),
+            "/console/fields.js" => Some(Self::FieldsScript),
+            "/console/edit.js" => Some(Self::EditScript),
             "/console/app.css" => Some(Self::Style),
             _ => None,
         }
@@ -64,10 +73,9 @@ impl Console {
     pub fn response(&self, asset: Asset) -> Response<Full<Bytes>> {
         let (body, kind) = match asset {
             Asset::Index => (self.index.clone(), "text/html; charset=utf-8"),
-            Asset::Script => (
-                Bytes::from_static(SCRIPT.as_bytes()),
-                "text/javascript; charset=utf-8",
-            ),
+            Asset::Script => script(SCRIPT),
+            Asset::FieldsScript => script(FIELDS_SCRIPT),
+            Asset::EditScript => script(EDIT_SCRIPT),
             Asset::Style => (
                 Bytes::from_static(STYLE.as_bytes()),
                 "text/css; charset=utf-8",
@@ -84,6 +92,13 @@ impl Console {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         r
     }
+}
+
+fn script(text: &'static str) -> (Bytes, &'static str) {
+    (
+        Bytes::from_static(text.as_bytes()),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 /// HTML attribute escaping for the values written into the page.
@@ -120,5 +135,31 @@ mod tests {
             "no CDN"
         );
         assert!(!CSP.contains("unsafe-inline"));
+    }
+
+    #[test]
+    fn every_script_the_page_loads_is_served_as_javascript_in_order() {
+        let page =
+            String::from_utf8(Console::new("kg_", "X-API-Key").index.to_vec()).unwrap_or_default();
+        let order = ["/console/fields.js", "/console/edit.js", "/console/app.js"];
+        let at: Vec<Option<usize>> = order
+            .iter()
+            .map(|src| page.find(&format!(r#"<script src="{src}" defer>"#)))
+            .collect();
+        assert!(at.iter().all(Option::is_some), "{at:?}");
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+        for src in order {
+            let asset = Asset::at(src);
+            assert!(asset.is_some(), "{src} is not served");
+            let r = Console::new("kg_", "X-API-Key").response(asset.unwrap_or(Asset::Index));
+            let kind = r.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap_or_default();
+            assert!(kind.starts_with("text/javascript"), "{src}: {kind}");
+        }
+        for text in [SCRIPT, FIELDS_SCRIPT, EDIT_SCRIPT] {
+            assert!(!text.contains("innerHTML") && !text.contains("localStorage"));
+            assert!(!text.contains("document.cookie"));
+        }
     }
 }

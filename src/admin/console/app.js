@@ -8,10 +8,12 @@
 // Views: the key list (#/keys), one key (#/keys/<id>) and the audit log (#/audit), each
 // a link, so the keyboard and the browser's Back button reach them. Field errors sit
 // under their field, in the form's words ("User ID"), and the first one gets the focus.
+// The key form's shared parts (pickers, metadata rows, allowlist, field errors) live in
+// fields.js, the Edit dialog and Suspend/Resume in edit.js; both load before this file.
 'use strict';
 
 (() => {
-  const $ = (id) => document.getElementById(id);
+  const { $, el, slug, when, accessPicker, metadataEditor, readIps, readExpiry, fieldErrors, keyFields } = window.keygate;
   const meta = (name) => {
     const m = document.querySelector(`meta[name="${name}"]`);
     return m ? m.getAttribute('content') : '';
@@ -19,11 +21,6 @@
   const KEY_PREFIX = meta('keygate-key-prefix');
   const KEY_HEADER = meta('keygate-key-header') || 'X-API-Key';
   const STORE = 'keygate.credential';
-  const BUILTIN_SCOPES = [
-    ['keygate:admin', 'Manage every key of its own business through this API and console'],
-    ['keygate:self', 'Manage its own user\u2019s keys through this API and console'],
-  ];
-
   let policy = null;
   let me = null;
   let nextCursor = null;
@@ -64,29 +61,6 @@
   }
 
   // ---- helpers -------------------------------------------------------------
-
-  function el(tag, props, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(props || {})) {
-      if (k === 'class') e.className = v;
-      else if (k === 'text') e.textContent = v;
-      else if (k.startsWith('aria-') || k === 'for' || k === 'scope' || k === 'role') e.setAttribute(k, v);
-      else e[k] = v;
-    }
-    for (const c of children) if (c !== null && c !== undefined) e.append(c);
-    return e;
-  }
-
-  function when(ts, none) {
-    if (!ts) return none;
-    const d = new Date(ts);
-    if (Number.isNaN(d.getTime())) return ts;
-    return `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-  }
-
-  function slug(text) {
-    return text.replace(/[^A-Za-z0-9_-]+/g, '-');
-  }
 
   // Dialogs: focus moves into the dialog on open (showModal) and back to the
   // control that opened it on close.
@@ -210,6 +184,7 @@
     if (k.scopes.length) parts.push(el('div', { text: `Scopes: ${k.scopes.join(', ')}` }));
     parts.push(el('div', { text: `Locations: ${k.locations.length ? k.locations.join(', ') : 'none'}` }));
     for (const g of k.grants) parts.push(el('div', { text: `${g.role} at ${g.locations.join(', ')}` }));
+    if (k.allowed_ips.length) parts.push(el('div', { text: `From: ${k.allowed_ips.join(', ')}` }));
     return cell('Access', { class: 'small wrap' }, ...parts);
   }
 
@@ -235,18 +210,23 @@
         el('div', { text: `Created ${when(k.created_at, '')}` }),
         el('div', { text: `Last used ${when(k.last_used_at, 'never')}` }),
         el('div', { text: `Expires ${when(k.expires_at, 'never')}` })),
-      cell('Status', {}, el('span', { class: `badge ${k.status}`, text: k.status })),
+      cell('Status', { class: 'status-cell' }, el('span', { class: `badge ${k.status}`, text: k.status })),
     );
-    const actions = cell('Actions', { class: 'actions-cell' });
-    if (k.status !== 'revoked') {
-      const rotate = el('button', { type: 'button', text: 'Rotate', 'aria-describedby': nameId });
-      rotate.addEventListener('click', () => askRotate(k, rotate));
-      const revoke = el('button', { type: 'button', class: 'danger', text: 'Revoke', 'aria-describedby': nameId });
-      revoke.addEventListener('click', () => askRevoke(k, revoke));
-      actions.append(rotate, revoke);
-    }
-    tr.append(actions);
+    tr.append(cell('Actions', { class: 'actions-cell' }, ...keyActions(k, nameId)));
     return tr;
+  }
+
+  // A key's buttons: Edit and Suspend or Resume (edit.js), Rotate and Revoke; none
+  // once it is revoked.
+  function keyActions(k, describedBy) {
+    if (k.status === 'revoked') return [];
+    const button = (text, cls, act) => {
+      const b = el('button', { type: 'button', text, class: cls });
+      if (describedBy) b.setAttribute('aria-describedby', describedBy);
+      b.addEventListener('click', () => act(k, b));
+      return b;
+    };
+    return [...editor.buttons(k, button), button('Rotate', '', askRotate), button('Revoke', 'danger', askRevoke)];
   }
 
   let searchTimer = null;
@@ -266,71 +246,23 @@
 
   // ---- create --------------------------------------------------------------
 
-  function checkbox(id, value, labelText, describedBy) {
-    const input = el('input', { type: 'checkbox', id, value });
-    if (describedBy) input.setAttribute('aria-describedby', describedBy);
-    return [input, el('label', { for: id, text: labelText })];
-  }
+  let createAccess = null;
+  const createMeta = metadataEditor('new-');
+  const createIps = { lines: [] }; // what the last submit sent, for `allowed_ips[i]`
 
-  function buildCreateForm() {
-    const scopes = [...policy.scopes.map((s) => [s.name, s.description]), ...BUILTIN_SCOPES];
-    const list = $('scope-list');
-    list.replaceChildren();
-    scopes.forEach(([name, description], i) => {
-      const descId = `scope-desc-${i}`;
-      const [input, label] = checkbox(`scope-${i}`, name, name, descId);
-      list.append(el('div', { class: 'check' }, input, label, el('span', { class: 'desc', id: descId, text: description })));
-    });
-
-    const locs = $('location-list');
-    locs.replaceChildren();
-    const [allInput, allLabel] = checkbox('loc-all', '*', 'All locations (*)');
-    locs.append(el('div', { class: 'check' }, allInput, allLabel));
-    policy.locations.forEach((l, i) => {
-      const [input, label] = checkbox(`loc-${i}`, l, l);
-      locs.append(el('div', { class: 'check' }, input, label));
-    });
-
-    for (const input of locs.querySelectorAll('input')) input.addEventListener('change', buildGrantGrid);
-    buildGrantGrid();
-  }
-
-  // The role x location grid offers only the locations chosen for the key (all of the
-  // policy's, plus "*", when "All locations (*)" is ticked); ticks survive a rebuild.
-  function buildGrantGrid() {
-    const chosen = [...document.querySelectorAll('#location-list input:checked')].map((i) => i.value);
-    const columns = chosen.includes('*') ? [...policy.locations, '*'] : policy.locations.filter((l) => chosen.includes(l));
-    const ticked = new Set([...document.querySelectorAll('#grant-body input:checked')].map((i) => `${i.dataset.role}@${i.dataset.location}`));
-    const head = $('grant-head');
-    const body = $('grant-body');
-    head.replaceChildren();
-    body.replaceChildren();
-    $('grant-grid').hidden = columns.length === 0 || policy.roles.length === 0;
-    $('grant-empty').hidden = columns.length !== 0 && policy.roles.length !== 0;
-    $('grant-empty').textContent = policy.roles.length === 0
-      ? 'The policy declares no roles.'
-      : 'Choose the key\u2019s locations above first.';
-    if ($('grant-grid').hidden) return;
-    head.append(el('tr', {}, el('th', { scope: 'col', text: 'Role' }),
-      ...columns.map((c) => el('th', { scope: 'col', text: c === '*' ? 'All (*)' : c }))));
-    policy.roles.forEach((r, ri) => {
-      const tr = el('tr', {}, el('th', { scope: 'row' }, el('span', { text: r.name }),
-        el('span', { class: 'small muted block', text: r.scopes.join(', ') })));
-      columns.forEach((c) => {
-        const input = el('input', { type: 'checkbox', id: `grant-${ri}-${slug(c)}`, 'aria-label': `${r.name} at ${c === '*' ? 'all locations' : c}` });
-        input.dataset.role = r.name;
-        input.dataset.location = c;
-        input.checked = ticked.has(`${r.name}@${c}`);
-        tr.append(el('td', { class: 'center' }, input));
-      });
-      body.append(tr);
-    });
-  }
+  // The form's fields by the admin API's names: where an error shows, in the form's words.
+  const FIELDS = keyFields('new-', '', createMeta, createIps, {
+    user_id: { id: 'new-user', label: 'User ID' },
+    business_id: { id: 'new-business', label: 'Business ID' },
+  });
+  const createErrors = fieldErrors($('create-form'), FIELDS, $('create-error'));
+  const ID_RULE = /^[A-Za-z0-9._@:+-]{1,128}$/;
 
   $('create-open').addEventListener('click', () => {
     $('create-form').reset();
-    buildCreateForm();
-    clearFieldErrors();
+    createAccess = accessPicker('', policy);
+    createMeta.set({});
+    createErrors.clear();
     $('custom-field').hidden = true;
     const user = $('new-user');
     const business = $('new-business');
@@ -355,102 +287,42 @@
     if (custom) $('new-expires-at').focus();
   });
 
-  // The form's fields by the admin API's names: where an error shows, in the form's words.
-  const FIELDS = {
-    name: ['new-name', 'Name'],
-    description: ['new-description', 'Description'],
-    user_id: ['new-user', 'User ID'],
-    business_id: ['new-business', 'Business ID'],
-    scopes: ['new-scopes', 'Scopes', 'scope-list'],
-    locations: ['new-locations', 'Locations', 'location-list'],
-    grants: ['new-grants', 'Roles by location', 'grant-body'],
-    expires_in: ['new-expires', 'Expires'],
-    expires_at: ['new-expires-at', 'Custom expiry'],
-  };
-  const ID_RULE = /^[A-Za-z0-9._@:+-]{1,128}$/;
-
-  function clearFieldErrors() {
-    for (const [id] of Object.values(FIELDS)) {
-      const box = $(`${id}-error`);
-      box.textContent = '';
-      box.hidden = true;
-      const input = $(id);
-      if (input) input.removeAttribute('aria-invalid');
-    }
-    $('create-error').textContent = '';
-  }
-
-  // Shows each error under its field and focuses the first (in form order).
-  function showFieldErrors(errors) {
-    let first = null;
-    for (const [field, [id, , group]] of Object.entries(FIELDS)) {
-      if (!errors[field]) continue;
-      const box = $(`${id}-error`);
-      box.textContent = errors[field];
-      box.hidden = false;
-      const input = $(id);
-      if (input) input.setAttribute('aria-invalid', 'true');
-      if (!first) first = input || $(group).querySelector('input') || box;
-    }
-    if (first) {
-      if (!first.hasAttribute('tabindex') && first.tagName === 'P') first.tabIndex = -1;
-      first.focus();
-    }
-  }
-
-  // "user_id: must be ..." from the admin API, said with the field's label.
-  function serverFieldError(message) {
-    const m = /^([a-z_]+)(?:\[\d+\][.a-z_]*)?: (.*)$/s.exec(message || '');
-    if (!m || !FIELDS[m[1]]) return null;
-    return { [m[1]]: `${FIELDS[m[1]][1]} ${m[2]}` };
-  }
-
   $('create-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    clearFieldErrors();
+    createErrors.clear();
     const body = {
       name: $('new-name').value.trim(),
       description: $('new-description').value.trim(),
       user_id: $('new-user').value.trim(),
       business_id: $('new-business').value.trim(),
-      scopes: [...document.querySelectorAll('#scope-list input:checked')].map((i) => i.value),
-      locations: [...document.querySelectorAll('#location-list input:checked')].map((i) => i.value),
-      grants: [],
+      ...createAccess.read(),
     };
-    const byRole = new Map();
-    for (const i of document.querySelectorAll('#grant-body input:checked')) {
-      if (!byRole.has(i.dataset.role)) byRole.set(i.dataset.role, []);
-      byRole.get(i.dataset.role).push(i.dataset.location);
-    }
-    for (const [role, locations] of byRole) body.grants.push({ role, locations });
     const errors = {};
     if (!body.name) errors.name = 'Name is required.';
     for (const field of ['user_id', 'business_id']) {
-      const label = FIELDS[field][1];
+      const { label } = FIELDS[field];
       if (!body[field]) errors[field] = `${label} is required.`;
       else if (!ID_RULE.test(body[field])) errors[field] = `${label} must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ @ : + -`;
     }
-    const expires = $('new-expires').value;
-    if (expires === 'custom') {
-      const local = $('new-expires-at').value;
-      const at = local ? new Date(local) : null;
-      if (!at || Number.isNaN(at.getTime())) errors.expires_at = 'Custom expiry: pick a date and time.';
-      else body.expires_at = at.toISOString().replace(/\.\d{3}Z$/, 'Z');
-    } else {
-      body.expires_in = expires;
-    }
-    if (Object.keys(errors).length) {
-      showFieldErrors(errors);
-      return;
-    }
+    const meta = createMeta.read();
+    if (meta.error) errors.metadata = meta.error;
+    else if (Object.keys(meta.value).length) body.metadata = meta.value;
+    const ips = readIps($('new-allowed-ips'));
+    if (ips.error) errors.allowed_ips = ips.error;
+    else if (ips.list.length) body.allowed_ips = ips.list;
+    createIps.lines = ips.lines;
+    const expiry = readExpiry($('new-expires'), $('new-expires-at'));
+    if (expiry.error) errors.expires_at = expiry.error;
+    else Object.assign(body, expiry);
+    if (createErrors.show(errors)) return;
     try {
       const created = await api('POST', '/v1/keys', body);
       $('create-dialog').close();
       showSecret(created);
       loadKeys(false);
     } catch (e) {
-      const fieldError = e.status === 400 ? serverFieldError(e.message) : null;
-      if (fieldError) showFieldErrors(fieldError);
+      const fieldError = e.status === 400 ? createErrors.server(e.message) : null;
+      if (fieldError) createErrors.show(fieldError);
       else failed(e, $('create-error'));
     }
   });
@@ -587,6 +459,32 @@
 
   const onDetail = () => !$('detail-view').hidden;
 
+  // After a suspend, resume or edit of `k`: its row (or the detail view) shows the record
+  // the server answered, the focus goes to the button named `focus` (the one that took
+  // the clicked one's place), and `message` is announced.
+  async function changed(k, message, focus) {
+    let where;
+    let buttons;
+    if (onDetail()) {
+      await showDetail(k.id, false);
+      where = $('detail-status');
+      buttons = $('detail-actions');
+    } else {
+      const old = [...$('keys-body').children].find((tr) => tr.dataset.id === k.id);
+      buttons = row(k);
+      if (old) old.replaceWith(buttons);
+      where = $('list-status');
+    }
+    where.textContent = message;
+    const next = [...buttons.querySelectorAll('button')].find((b) => b.textContent === focus);
+    if (next) next.focus();
+  }
+
+  const editor = window.keygate.editor({
+    api, openDialog, failed, changed, policy: () => policy,
+    statusLine: () => $(onDetail() ? 'detail-status' : 'list-status'),
+  });
+
   // After a change: reload whatever is on screen.
   async function refresh() {
     if (onDetail() && pending) await showDetail(pending.id, false);
@@ -666,6 +564,14 @@
     const left = el('span', { id: 'detail-countdown', class: 'muted' });
     field(dl, 'Expires', when(k.expires_at, 'never'), k.expires_at ? ' (' : null, k.expires_at ? left : null, k.expires_at ? ')' : null);
     field(dl, 'Revoked', when(k.revoked_at, 'no'));
+    field(dl, 'Updated', when(k.updated_at, ''));
+    const entries = Object.entries(k.metadata);
+    field(dl, 'Metadata', ...(entries.length
+      ? entries.map(([n, v]) => el('div', {}, el('code', { text: `${n}: ${v}` })))
+      : ['none']));
+    field(dl, 'Allowed IPs', ...(k.allowed_ips.length
+      ? k.allowed_ips.map((a) => el('div', {}, el('code', { text: a })))
+      : ['anywhere']));
     clearInterval(countdown);
     if (k.expires_at) {
       const tick = () => { left.textContent = remaining(k.expires_at); };
@@ -673,15 +579,7 @@
       countdown = setInterval(tick, 1000);
     }
     grantMatrix(k);
-    const actions = $('detail-actions');
-    actions.replaceChildren();
-    if (k.status !== 'revoked') {
-      const rotate = el('button', { type: 'button', text: 'Rotate' });
-      rotate.addEventListener('click', () => askRotate(k, rotate));
-      const revoke = el('button', { type: 'button', class: 'danger', text: 'Revoke' });
-      revoke.addEventListener('click', () => askRevoke(k, revoke));
-      actions.append(rotate, revoke);
-    }
+    $('detail-actions').replaceChildren(...keyActions(k, null));
     if (focus) $('detail-title').focus();
   }
 
