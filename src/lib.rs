@@ -4,7 +4,7 @@
 //! in `X-API-Key`; keygate looks its SHA-256 up in a key registry through a local cache,
 //! checks the key's scopes, roles and locations against a YAML policy, and forwards what
 //! is allowed. An admin listener serves health, readiness, the admin API (create, list,
-//! rotate, revoke keys; audit), its `OpenAPI` description and a web console.
+//! edit, suspend, rotate, revoke keys; audit), its `OpenAPI` description and a web console.
 //!
 //! # Architecture map
 //! "→": the other top-level modules each one imports today; a sub-module's use of its own
@@ -17,7 +17,8 @@
 //!     → app, config, keys, lifecycle, logging, policy;
 //!     `cli::explain`: `keygate policy explain` → keys, policy, proxy;
 //!     `cli::diff`: `keygate policy diff`, access through `Policy::reach` → app, keys,
-//!     policy, store
+//!     policy, store; `cli::edit`: `keys update | suspend | resume | import` → keys,
+//!     lifecycle
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
 //!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
 //! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file
@@ -25,10 +26,14 @@
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
 //!   - `yaml::indent`: a syntax error caused by indentation or a tab, pointed at the line
 //!     and explained ("indented more than line 4 ...") → (none)
-//! - [`headers`]: the "at most one value of this header" rule shared by every reader → (none)
-//! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord`, status; pure → (none)
+//! - [`headers`]: the "at most one value of this header" rule shared by every reader, and
+//!   the memo of a record's header values → (none)
+//! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord` (metadata, allowlist),
+//!   status; pure → headers
 //! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, keys,
 //!   policy, store, yaml
+//!   - `lifecycle::edit`: update, suspend, resume, as a checked compare-and-set;
+//!     [`lifecycle::import`]: JSON Lines of keys in use elsewhere
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
 //!   - `store::codec`: what both record codecs share (`Undecodable`, JSON lists, the one
 //!     record assembly); `store::contract` (tests): the behaviour both back ends show
@@ -59,8 +64,9 @@
 //!   logging, metrics, policy, store, usage
 //!   - [`proxy::forward`]: what is sent upstream, streaming, upgrades, resend rule; decides
 //!     nothing → upstream (where to), policy (`Permitted` only; it never reads the policy)
-//!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity, X-Forwarded-*
-//!     → policy (`Permitted` only)
+//!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity and metadata,
+//!     X-Forwarded-* → keys, policy (`Permitted` only)
+//!   - [`proxy::client`]: the client's address for IP allowlists (peer or trusted chain) → (none)
 //!   - [`proxy::affinity`]: a client connection's own upstream connection (lease, keep) → (none)
 //!   - [`proxy::answer_timer`]: the lazily re-armed per-connection answer timer → (none)
 //!   - [`proxy::heard`]: notes whether an upstream connection said anything (resend rule) → (none)
@@ -92,7 +98,8 @@
 //!     each asking the policy's one rule (`Policy::holds`), never a copy of it → authn,
 //!     headers, keys, policy
 //!   - [`admin::keys`]: key CRUD, rotate, audit, policy, whoami; writes only via `lifecycle`
-//!     → config, keys, lifecycle, policy, store
+//!     → config, keys, lifecycle, policy, store; `admin::edit`: PATCH, suspend, resume
+//!     through `lifecycle::update` with the no-escalation check → keys, lifecycle
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
 //!     (unknown fields with the config's did-you-mean) → yaml
 //!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)

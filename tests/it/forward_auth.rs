@@ -49,6 +49,8 @@ async fn nginx_traefik_and_envoy_style_sub_requests() {
             "hq",
             "--grant",
             "editor@hq",
+            "--metadata",
+            "plan=pro",
         ])
         .await;
     let c = client();
@@ -69,6 +71,7 @@ async fn nginx_traefik_and_envoy_style_sub_requests() {
             ("x-keygate-business-id".into(), "acme".into()),
             ("x-keygate-key-id".into(), id.clone()),
             ("x-keygate-location".into(), "hq".into()),
+            ("x-keygate-meta-plan".into(), "pro".into()),
             ("x-keygate-route".into(), "location-items".into()),
             ("x-keygate-user-id".into(), "u9".into()),
         ]
