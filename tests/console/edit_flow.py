@@ -12,7 +12,8 @@ time; Edit it: remove a scope (the PATCH carries only `scopes`; the proxy answer
 insufficient_scope), enter a bad metadata name and a bad address (both errors next to
 their field, the first focused), see the server's own 400 naming `allowed_ips[1]` or
 `metadata` land next to that field, narrow the allowlist (403 ip_forbidden) and widen it
-again (200); revoke it (no Edit, Suspend or Resume any more). Prints `edited key: <id>`
+again (200); revoke it (no Edit, Suspend or Resume any more); signed in with an admin
+key lacking a scope, an edit of a key holding it is refused (403) at Scopes. Prints `edited key: <id>`
 for the Rust test to check the record and what the upstream received.
 
 Views are checked at 1,280 and 420 px (nothing reaches outside the viewport, the page
@@ -22,6 +23,7 @@ does not scroll sideways) and screenshot as `<view>-<width>.png` in KEYGATE_SCRE
 import json
 import sys
 import time
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -40,6 +42,15 @@ def proxy_until(path, key, want, what):
         if time.time() > deadline:
             raise AssertionError(f"{what}: the proxy still answers {got} a second later, not {want}")
         time.sleep(0.05)
+
+
+def admin_api(method, path, body=None):
+    """The admin API with the token, as JSON."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(ADMIN + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
 
 
 def rewriting(bad):
@@ -275,6 +286,29 @@ def main():
         page.locator("#revoke-dialog").get_by_role("button", name="Yes, revoke").click()
         expect(detail_pair(page, "Status")).to_contain_text("revoked")
         expect(actions.get_by_role("button")).to_have_count(0)
+
+        # An admin key cannot give what it lacks: the server's 403 names the scope, and
+        # the console says it at Scopes; nothing is saved.
+        limited = admin_api("POST", "/v1/keys", {
+            "name": "limited admin", "user_id": "ops", "business_id": "acme",
+            "scopes": ["keygate:admin", "items:read"], "locations": ["hq"], "expires_in": "1d"})["key"]
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_label("Admin token or key").fill(limited)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#who")).to_contain_text("admin key")
+        page.get_by_role("link", name="Keys", exact=True).click()
+        other = page.locator("#keys-body tr", has_text="billing export")
+        other.get_by_role("button", name="Edit").click()
+        edit.get_by_label("Description", exact=True).fill("changed by a key without reports:read")
+        edit.get_by_role("button", name="Save changes").click()
+        expect(page.locator("#edit-scopes-error")).to_have_text(
+            "Scopes `reports:read`: a key cannot grant what it does not hold itself")
+        check(focused_id(page) == "edit-scope-0", "the refusal focuses Scopes")
+        expect(edit).to_be_visible()
+        problems[:] = [p for p in problems if "status of 403" not in p]
+        edit.get_by_role("button", name="Cancel").click()
+        [billing] = admin_api("GET", "/v1/keys?search=billing")["keys"]
+        check(billing["description"] == "", f"the refused edit saved nothing: {billing}")
         browser.close()
     check(not problems, f"no console errors: {problems}")
     print(f"edited key: {key_id}")

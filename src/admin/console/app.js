@@ -321,7 +321,7 @@
       showSecret(created);
       loadKeys(false);
     } catch (e) {
-      const fieldError = e.status === 400 ? createErrors.server(e.message) : null;
+      const fieldError = e.status === 400 || e.status === 403 ? createErrors.server(e.message) : null;
       if (fieldError) createErrors.show(fieldError);
       else failed(e, $('create-error'));
     }

@@ -8,8 +8,9 @@
 // sends nothing), so an edit never rewrites a field someone else changed meanwhile;
 // Suspend shows on an active key, Resume on a suspended one, nothing on a revoked one;
 // errors sit next to their field in the form's words, the first one focused, whether
-// the browser or the server found them; a refusal (403: power the caller lacks, 409: a
-// revoked key) is said at the foot of the dialog.
+// the browser or the server found them (a 403 for power the caller lacks names its
+// field too: "scopes: `reports:read`: ..."); a refusal naming none (409: a revoked key)
+// is said at the foot of the dialog.
 'use strict';
 
 window.keygate.editor = (ctx) => {
@@ -117,7 +118,7 @@ window.keygate.editor = (ctx) => {
       const what = [...new Set(fields.map((f) => WORDS[f]))].join(', ');
       await ctx.changed(after, `Saved "${after.name}": changed ${what}. Every gateway applies it within a second.`, 'Edit');
     } catch (e) {
-      const fieldError = e.status === 400 ? errors.server(e.message) : null;
+      const fieldError = e.status === 400 || e.status === 403 ? errors.server(e.message) : null;
       if (fieldError) errors.show(fieldError);
       else ctx.failed(e, $('edit-error'));
     }
