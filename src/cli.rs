@@ -626,7 +626,7 @@ fn print_record(r: &KeyRecord, now: Timestamp) {
             } else {
                 r.allowed_ips
                     .iter()
-                    .map(ToString::to_string)
+                    .map(crate::keys::ip_net_text)
                     .collect::<Vec<_>>()
                     .join(", ")
             },

@@ -335,6 +335,15 @@ pub const MAX_META_VALUE: usize = 256;
 /// Most bytes of metadata names and values in all.
 pub const MAX_META_TOTAL: usize = 1024;
 
+/// An allowlist entry as people write it: a single address without its `/32` or `/128`.
+pub fn ip_net_text(net: &ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
 /// `10.0.0.0/8` or `2001:db8::1` (a single address); the message says what is accepted.
 pub fn parse_ip_net(text: &str) -> Result<ipnet::IpNet, String> {
     let t = text.trim();
@@ -403,7 +412,7 @@ impl KeyRecord {
             "created_by": self.created_by,
             "enabled": self.enabled,
             "metadata": self.metadata,
-            "allowed_ips": self.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "allowed_ips": self.allowed_ips.iter().map(ip_net_text).collect::<Vec<_>>(),
             "updated_at": self.updated_at.unwrap_or(self.created_at),
         })
     }

@@ -153,7 +153,7 @@ def main():
         # Suspend from the list: the status shows disabled, the proxy refuses it.
         row = page.locator("#keys-body tr", has_text=name)
         expect(row.locator(".badge")).to_have_text("active")
-        expect(row).to_contain_text("From: 127.0.0.1/32, 2001:db8::/32")
+        expect(row).to_contain_text("From: 127.0.0.1, 2001:db8::/32")
         expect(row.get_by_role("button", name="Resume")).to_have_count(0)
         row.get_by_role("button", name="Suspend").click()
         expect(row.locator(".badge")).to_have_text("disabled")
@@ -189,7 +189,7 @@ def main():
         expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
         expect(detail_pair(page, "Status")).to_contain_text("disabled")
         expect(detail_pair(page, "Metadata").locator("code")).to_have_text(["plan: gold", "team: core-7"])
-        expect(detail_pair(page, "Allowed IPs").locator("code")).to_have_text(["127.0.0.1/32", "2001:db8::/32"])
+        expect(detail_pair(page, "Allowed IPs").locator("code")).to_have_text(["127.0.0.1", "2001:db8::/32"])
         expect(detail_pair(page, "Updated")).to_contain_text("UTC")
         actions = page.locator("#detail-actions")
         actions.get_by_role("button", name="Resume").click()
@@ -215,7 +215,7 @@ def main():
         expect(edit.get_by_label("editor at plant-1")).to_have_count(0)
         expect(edit.get_by_label("Metadata name 1")).to_have_value("plan")
         expect(edit.get_by_label("Metadata value 2")).to_have_value("core-7")
-        expect(edit.get_by_label("Allowed IPs")).to_have_value("127.0.0.1/32\n2001:db8::/32")
+        expect(edit.get_by_label("Allowed IPs")).to_have_value("127.0.0.1\n2001:db8::/32")
         edit.get_by_role("button", name="Save changes").click()
         expect(page.locator("#edit-error")).to_contain_text("Nothing changed")
         views(page, "edit-dialog", edit.get_by_role("button", name="Save changes"))
@@ -266,7 +266,7 @@ def main():
         edit.get_by_role("button", name="Save changes").click()
         expect(edit).to_be_hidden()
         expect(detail_pair(page, "Metadata").locator("code")).to_have_text(["plan: gold", "region: eu", "team: core-7"])
-        expect(detail_pair(page, "Allowed IPs").locator("code")).to_have_text(["127.0.0.1/32", "10.0.0.0/8"])
+        expect(detail_pair(page, "Allowed IPs").locator("code")).to_have_text(["127.0.0.1", "10.0.0.0/8"])
 
         # The allowlist is enforced: narrowed, this client is refused; emptied, anywhere.
         actions.get_by_role("button", name="Edit").click()

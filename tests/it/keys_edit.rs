@@ -167,7 +167,7 @@ async fn suspend_edit_and_allowlist_reach_the_fleet(store: &str) {
         Some(json!({"allowed_ips": ["127.0.0.1"]})),
     )
     .await;
-    assert_eq!(v["allowed_ips"], json!(["127.0.0.1/32"]), "{status} {v}");
+    assert_eq!(v["allowed_ips"], json!(["127.0.0.1"]), "{status} {v}");
     within_a_second(&a, &key, (200, "")).await;
 
     // The audit trail names the fields changed, never a value.
