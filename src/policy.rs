@@ -66,7 +66,42 @@ pub struct Policy {
     /// Which routes may match a path (by first segment), so matching is not a full scan.
     index: index::RouteIndex,
     default: DefaultRule,
-    default_name: Arc<str>,
+    default_name: RouteName,
+}
+
+/// A route's name, and its `X-Keygate-Route` header value, built once when the policy
+/// loads rather than validated and copied into a new header value on every request.
+#[derive(Debug, Clone)]
+pub struct RouteName {
+    text: Arc<str>,
+    /// `None` when the name is not a valid header value (it is then left out).
+    header: Option<http::HeaderValue>,
+}
+
+impl RouteName {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            text: Arc::from(name),
+            header: http::HeaderValue::from_str(name).ok(),
+        }
+    }
+
+    /// The name as a shared string (for the access log; no copy).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.text)
+    }
+
+    /// The `X-Keygate-Route` value.
+    pub fn header(&self) -> Option<&http::HeaderValue> {
+        self.header.as_ref()
+    }
+}
+
+impl std::ops::Deref for RouteName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
 }
 
 /// What happens to a request no route matches.
@@ -95,7 +130,7 @@ struct Role {
 
 #[derive(Debug)]
 struct Route {
-    name: Arc<str>,
+    name: RouteName,
     pattern: Pattern,
     /// `None`: every method.
     methods: Option<Vec<Method>>,
@@ -299,8 +334,8 @@ impl<'p> Matched<'p> {
     /// The route name as a shared string (for the access log; no copy).
     pub fn route_name_shared(&self) -> Arc<str> {
         match self.target {
-            Target::Route(r) => Arc::clone(&r.name),
-            Target::Default => Arc::clone(&self.policy.default_name),
+            Target::Route(r) => r.name.shared(),
+            Target::Default => self.policy.default_name.shared(),
         }
     }
 
@@ -331,7 +366,7 @@ impl<'p> Matched<'p> {
 /// Proof that a request may go upstream: only this module builds one.
 #[derive(Debug, Clone)]
 pub struct Permitted {
-    route: Arc<str>,
+    route: RouteName,
     path: NormalPath,
     who: Option<Arc<KeyRecord>>,
     location: Option<String>,
@@ -360,6 +395,11 @@ impl Permitted {
 
     pub fn route_name(&self) -> &str {
         &self.route
+    }
+
+    /// The route's `X-Keygate-Route` value, built at policy load.
+    pub fn route_header(&self) -> Option<&http::HeaderValue> {
+        self.route.header()
     }
 
     /// The path that was authorised: the one to forward.

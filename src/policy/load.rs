@@ -11,7 +11,6 @@
 //! spell a location the same way; roles: no `@` or `,`, the CLI's `ROLE@LOC,LOC` separators).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use serde::Deserialize;
@@ -19,6 +18,7 @@ use serde::Deserialize;
 use super::path::{Pattern, PatternError, is_unreserved};
 use super::{
     BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route,
+    RouteName,
 };
 use crate::yaml::{self, Diagnostic, Diagnostics, Ordered, Positions, Seg};
 
@@ -186,7 +186,7 @@ fn build(raw: RawPolicy, upstreams: &[&str], c: &mut Check<'_>) -> Policy {
         routes,
         index,
         default,
-        default_name: Arc::from(DEFAULT_ROUTE),
+        default_name: RouteName::new(DEFAULT_ROUTE),
     }
 }
 
@@ -401,7 +401,7 @@ fn check_route(
     Some(Route {
         upstream: upstream.unwrap_or(0),
         strip_prefix,
-        name: Arc::from(name?),
+        name: RouteName::new(&name?),
         pattern: pattern?,
         methods,
         public,

@@ -220,7 +220,9 @@ pub fn insert_identity(h: &mut HeaderMap, permit: &Permitted, every: bool) {
     {
         insert_metadata(h, &key.metadata);
     }
-    insert_text(h, ROUTE, permit.route_name());
+    if let Some(route) = permit.route_header() {
+        h.insert(ROUTE, route.clone());
+    }
     match permit.location() {
         Some(at) => insert_text(h, LOCATION, at),
         None if every => {
