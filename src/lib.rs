@@ -17,8 +17,9 @@
 //!     → app, config, keys, lifecycle, logging, policy;
 //!     `cli::explain`: `keygate policy explain` → keys, policy, proxy;
 //!     `cli::diff`: `keygate policy diff`, access through `Policy::reach` → app, keys,
-//!     policy, store; `cli::edit`: `keys update | suspend | resume | import` → keys,
-//!     lifecycle
+//!     policy, store; `cli::keys`: `keys create | list | show | revoke | rotate` and
+//!     what every key command shares → app, config, keys, lifecycle, policy, store;
+//!     `cli::edit`: `keys update | suspend | resume | import` → keys, lifecycle
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
 //!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
 //! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file

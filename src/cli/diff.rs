@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Exit, fail, load_config, load_policy_at, records};
+use super::keys::records;
+use super::{Exit, fail, load_config, load_policy_at};
 use crate::keys::{KeyRecord, Status, Timestamp};
 use crate::policy::{Policy, Reach};
 use crate::store::ListQuery;

@@ -11,7 +11,8 @@
 use std::path::Path;
 
 use super::args::UpdateArgs;
-use super::{Exit, KeysEnv, fail, lifecycle_exit, parse_grant, print_record};
+use super::keys::{KeysEnv, lifecycle_exit, parse_grant, print_record};
+use super::{Exit, fail};
 use crate::keys::{self, KeyRecord, Metadata, Timestamp};
 use crate::lifecycle::import::{self, Outcome};
 use crate::lifecycle::{self, Edit, Expiry, LifecycleError};

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::{Exit, KeysEnv, fail};
+use super::keys::KeysEnv;
+use super::{Exit, fail};
 use crate::keys::Timestamp;
 use crate::policy::Facts;
 use crate::policy::path::normalise;
