@@ -12,7 +12,7 @@ use std::time::Duration;
 mod edit;
 pub mod import;
 
-pub use edit::{Edit, resume, suspend, update};
+pub use edit::{Edit, update};
 
 use crate::keys::{self, Grant, KeyRecord, Metadata, Secret, Timestamp};
 use crate::policy::{BUILT_IN_SCOPES, Policy};

@@ -94,10 +94,7 @@ impl Admin {
 
     /// `POST /v1/keys/{id}/suspend` (`on = false`) and `/resume` (`on = true`).
     pub(super) async fn set_enabled(&self, caller: &Caller, id: &str, on: bool) -> Answer {
-        let edit = Edit {
-            enabled: Some(on),
-            ..Edit::default()
-        };
+        let edit = Edit::switch(on);
         // Suspending only takes power away: seeing the key is enough, as for revoking.
         let after = self.edit(caller, id, &edit, on).await?;
         let what = if on { "resumed" } else { "suspended" };

@@ -11,11 +11,11 @@
 use std::path::Path;
 
 use super::args::UpdateArgs;
-use super::keys::{KeysEnv, lifecycle_exit, parse_grant, print_record};
+use super::keys::{KeysEnv, expires_flag, lifecycle_exit, parse_grant, print_record};
 use super::{Exit, fail};
 use crate::keys::{self, KeyRecord, Metadata, Timestamp};
 use crate::lifecycle::import::{self, Outcome};
-use crate::lifecycle::{self, Edit, Expiry, LifecycleError};
+use crate::lifecycle::{self, Edit, LifecycleError};
 
 /// The operator may do anything the rules allow (the lifecycle's check has this shape).
 #[allow(clippy::unnecessary_wraps)]
@@ -62,12 +62,7 @@ pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> 
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let expiry = args
-        .expires
-        .as_deref()
-        .map(Expiry::parse)
-        .transpose()
-        .map_err(|m| Exit(1, format!("error: --expires: {m}")))?;
+    let expiry = expires_flag(args.expires.as_deref())?;
     let edit = Edit {
         name: args.name,
         description: args.description,
@@ -95,12 +90,15 @@ pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> 
 
 /// `keys suspend` (`on = false`) and `keys resume` (`on = true`).
 pub(super) async fn set_enabled(env: &KeysEnv, id: &str, on: bool) -> Result<(), Exit> {
-    let rules = env.rules();
-    let after = if on {
-        lifecycle::resume(&*env.store, &rules, id, "cli", anything).await
-    } else {
-        lifecycle::suspend(&*env.store, &rules, id, "cli", anything).await
-    }
+    let after = lifecycle::update(
+        &*env.store,
+        &env.rules(),
+        id,
+        &Edit::switch(on),
+        "cli",
+        anything,
+    )
+    .await
     .map_err(|e| lifecycle_exit(e, Some(id)))?;
     let what = if on {
         "resumed: it works again everywhere within a second"

@@ -103,12 +103,7 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
                 .iter()
                 .map(|g| parse_grant(g))
                 .collect::<Result<Vec<_>, _>>()?;
-            let expiry = args
-                .expires
-                .as_deref()
-                .map(Expiry::parse)
-                .transpose()
-                .map_err(|m| Exit(1, format!("error: --expires: {m}")))?;
+            let expiry = expires_flag(args.expires.as_deref())?;
             let new = NewKey {
                 name: args.name,
                 description: args.description,
@@ -139,11 +134,7 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
                 .transpose()
                 .map_err(|m| Exit(1, format!("error: --grace: {m}")))?
                 .unwrap_or_default();
-            let expiry = expires
-                .as_deref()
-                .map(Expiry::parse)
-                .transpose()
-                .map_err(|m| Exit(1, format!("error: --expires: {m}")))?;
+            let expiry = expires_flag(expires.as_deref())?;
             let (record, secret) =
                 lifecycle::rotate(&*env.store, &env.rules(), &id, grace, expiry, "cli")
                     .await
@@ -193,6 +184,13 @@ fn describe_grace(grace: std::time::Duration) -> String {
     } else {
         format!("in {}", humantime::format_duration(grace))
     }
+}
+
+/// `--expires E`, if given: a lifetime, a time or `never`.
+pub(super) fn expires_flag(text: Option<&str>) -> Result<Option<Expiry>, Exit> {
+    text.map(Expiry::parse)
+        .transpose()
+        .map_err(|m| Exit(1, format!("error: --expires: {m}")))
 }
 
 /// `ROLE@LOC[,LOC]...`

@@ -1,4 +1,5 @@
-//! Editing a key in place: [`update`] (any editable field), [`suspend`] and [`resume`].
+//! Editing a key in place: [`update`] with any [`Edit`], suspension and resumption
+//! ([`Edit::switch`]) included.
 //!
 //! Invariants: an edit passes the same rules as creation (the active policy's scopes,
 //! roles and locations, grants within the key's locations, `keys.max_ttl`, metadata and
@@ -35,6 +36,15 @@ pub struct Edit {
 }
 
 impl Edit {
+    /// Suspends (`on = false`) or resumes (`on = true`) a key, and nothing else; doing it
+    /// twice changes nothing.
+    pub fn switch(on: bool) -> Self {
+        Self {
+            enabled: Some(on),
+            ..Self::default()
+        }
+    }
+
     /// `old` with this edit applied and checked against `rules`, stamped `now`.
     fn apply(
         &self,
@@ -147,34 +157,4 @@ pub async fn update<E: From<LifecycleError>>(
         }
     }
     Err(LifecycleError::Store(last).into())
-}
-
-/// Switches key `id` off everywhere until [`resume`]; suspending twice is fine.
-pub async fn suspend<E: From<LifecycleError>>(
-    store: &dyn KeyStore,
-    rules: &Rules<'_>,
-    id: &str,
-    actor: &str,
-    allow: impl Fn(&KeyRecord, &KeyRecord) -> Result<(), E>,
-) -> Result<KeyRecord, E> {
-    let edit = Edit {
-        enabled: Some(false),
-        ..Edit::default()
-    };
-    update(store, rules, id, &edit, actor, allow).await
-}
-
-/// Switches a suspended key `id` back on; resuming an active key is fine.
-pub async fn resume<E: From<LifecycleError>>(
-    store: &dyn KeyStore,
-    rules: &Rules<'_>,
-    id: &str,
-    actor: &str,
-    allow: impl Fn(&KeyRecord, &KeyRecord) -> Result<(), E>,
-) -> Result<KeyRecord, E> {
-    let edit = Edit {
-        enabled: Some(true),
-        ..Edit::default()
-    };
-    update(store, rules, id, &edit, actor, allow).await
 }
