@@ -60,6 +60,8 @@
 //!     what `policy diff` compares → keys
 //!   - `policy::index`: candidate routes by first path segment (sub-linear, file order kept)
 //!     → (none)
+//!   - `policy::permit`: `Matched`, `Permitted` and `RouteName`, built only by `policy`;
+//!     `policy::location`: a route's location from path, header or query → headers
 //!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics
 //! - [`proxy`]: THE request flow, top-down → authn, cache, expiry, headers, keys, limits,
 //!   logging, metrics, policy, store, usage

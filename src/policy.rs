@@ -20,14 +20,17 @@
 
 mod index;
 pub mod load;
+mod location;
 pub mod path;
+mod permit;
 mod reach;
 pub mod watch;
 
+use permit::Target;
+pub use permit::{Matched, Permitted, RouteName};
 pub use reach::Reach;
 
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +39,7 @@ use http::{HeaderName, Method};
 
 use crate::keys::{KeyRecord, Status, Timestamp};
 use crate::yaml;
-use path::{NormalPath, Pattern, hex};
+use path::{NormalPath, Pattern};
 
 /// The name of the pseudo-route that `default: allow_authenticated` permits.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -67,41 +70,6 @@ pub struct Policy {
     index: index::RouteIndex,
     default: DefaultRule,
     default_name: RouteName,
-}
-
-/// A route's name, and its `X-Keygate-Route` header value, built once when the policy
-/// loads rather than validated and copied into a new header value on every request.
-#[derive(Debug, Clone)]
-pub struct RouteName {
-    text: Arc<str>,
-    /// `None` when the name is not a valid header value (it is then left out).
-    header: Option<http::HeaderValue>,
-}
-
-impl RouteName {
-    pub(crate) fn new(name: &str) -> Self {
-        Self {
-            text: Arc::from(name),
-            header: http::HeaderValue::from_str(name).ok(),
-        }
-    }
-
-    /// The name as a shared string (for the access log; no copy).
-    pub fn shared(&self) -> Arc<str> {
-        Arc::clone(&self.text)
-    }
-
-    /// The `X-Keygate-Route` value.
-    pub fn header(&self) -> Option<&http::HeaderValue> {
-        self.header.as_ref()
-    }
-}
-
-impl std::ops::Deref for RouteName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.text
-    }
 }
 
 /// What happens to a request no route matches.
@@ -294,131 +262,6 @@ impl<'a> Facts<'a> {
             headers: req.headers(),
             query: req.uri().query(),
         }
-    }
-}
-
-/// The route a request matched (or the `allow_authenticated` default). Borrowed from the
-/// policy it came from; hand it back, with the path it matched, to that same policy's
-/// `decide` or `permit_public`. It holds no position in the path: `decide` re-matches the
-/// path it is given (allocation-free) and reads a `from: path` location from that, so the
-/// location checked always comes from the path forwarded.
-#[derive(Debug, Clone, Copy)]
-pub struct Matched<'p> {
-    policy: &'p Policy,
-    target: Target<'p>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Target<'p> {
-    Route(&'p Route),
-    Default,
-}
-
-impl<'p> Matched<'p> {
-    pub fn is_public(&self) -> bool {
-        matches!(self.target, Target::Route(r) if r.public)
-    }
-
-    /// Whether this is the `default: allow_authenticated` pseudo-route.
-    pub fn is_default(&self) -> bool {
-        matches!(self.target, Target::Default)
-    }
-
-    pub fn route_name(&self) -> &'p str {
-        match self.target {
-            Target::Route(r) => &r.name,
-            Target::Default => DEFAULT_ROUTE,
-        }
-    }
-
-    /// The route name as a shared string (for the access log; no copy).
-    pub fn route_name_shared(&self) -> Arc<str> {
-        match self.target {
-            Target::Route(r) => r.name.shared(),
-            Target::Default => self.policy.default_name.shared(),
-        }
-    }
-
-    /// Every scope a key needs here (the route's `scopes` and those of its `roles`).
-    pub fn required_scopes(&self) -> &'p [String] {
-        match self.target {
-            Target::Route(r) => &r.scopes,
-            Target::Default => &[],
-        }
-    }
-
-    pub fn rate_limit(&self) -> Option<RateLimit> {
-        match self.target {
-            Target::Route(r) => r.rate_limit,
-            Target::Default => None,
-        }
-    }
-
-    /// Where the route reads its location from: (`path`|`header`|`query`, name).
-    pub fn location_source(&self) -> Option<(&'static str, &'p str)> {
-        match self.target {
-            Target::Route(r) => r.location.as_ref().map(|l| (l.source_name(), l.name())),
-            Target::Default => None,
-        }
-    }
-}
-
-/// Proof that a request may go upstream: only this module builds one.
-#[derive(Debug, Clone)]
-pub struct Permitted {
-    route: RouteName,
-    path: NormalPath,
-    who: Option<Arc<KeyRecord>>,
-    location: Option<String>,
-    rate_limit: Option<RateLimit>,
-    /// The route's upstream (0: the default).
-    upstream: u16,
-    /// Bytes of `path` the route's `strip_prefix` removes before forwarding.
-    strip: usize,
-}
-
-impl Permitted {
-    /// The upstream the route sends to: 0 the default, `n` the config's n-th named one.
-    pub fn upstream(&self) -> usize {
-        usize::from(self.upstream)
-    }
-
-    /// The path to forward: the authorised path less the route's `strip_prefix` (`/` when
-    /// nothing is left). The prefix is whole literal segments of the route's pattern, so
-    /// it is always there.
-    pub fn forward_path(&self) -> &str {
-        match self.path.as_str().get(self.strip..) {
-            Some("") | None => "/",
-            Some(rest) => rest,
-        }
-    }
-
-    pub fn route_name(&self) -> &str {
-        &self.route
-    }
-
-    /// The route's `X-Keygate-Route` value, built at policy load.
-    pub fn route_header(&self) -> Option<&http::HeaderValue> {
-        self.route.header()
-    }
-
-    /// The path that was authorised: the one to forward.
-    pub fn path(&self) -> &NormalPath {
-        &self.path
-    }
-
-    /// The key's record; `None` on a public route.
-    pub fn who(&self) -> Option<&KeyRecord> {
-        self.who.as_deref()
-    }
-
-    /// The location the request acts at, when the route has one.
-    pub fn location(&self) -> Option<&str> {
-        self.location.as_deref()
-    }
-
-    pub fn rate_limit(&self) -> Option<RateLimit> {
-        self.rate_limit
     }
 }
 
@@ -653,49 +496,6 @@ impl Policy {
         route.scopes.iter().filter(move |s| !self.holds(key, s, at))
     }
 
-    /// The request's location, read from where the route says, and declared in the policy.
-    fn resolve_location(
-        &self,
-        source: &LocationSource,
-        at: Option<(usize, usize)>,
-        path: &NormalPath,
-        facts: &Facts<'_>,
-    ) -> Result<String, Denial> {
-        let forbid = |reason: String| Denial::LocationForbidden { reason };
-        let value = match source {
-            LocationSource::Path(name) => at
-                .and_then(|(s, e)| path.as_str().get(Range { start: s, end: e }))
-                .map(str::to_owned)
-                .ok_or_else(|| forbid(format!("the request names no location in `{{{name}}}`")))?,
-            LocationSource::Header(name) => {
-                let first = crate::headers::at_most_one(facts.headers, name)
-                    .map_err(|_| {
-                        forbid(format!(
-                            "the location is ambiguous: more than one `{name}` header"
-                        ))
-                    })?
-                    .ok_or_else(|| {
-                        forbid(format!(
-                            "the request names no location (no `{name}` header)"
-                        ))
-                    })?;
-                std::str::from_utf8(first.as_bytes())
-                    .map_err(|_| forbid(format!("the `{name}` header is not valid UTF-8")))?
-                    .to_owned()
-            }
-            LocationSource::Query(name) => query_location(facts.query, name)?,
-        };
-        if self.has_location(&value) {
-            Ok(value)
-        } else {
-            Err(forbid(format!(
-                "`{}` is not a location of the policy{}",
-                value.escape_debug(),
-                crate::yaml::suggestion(&value, self.locations.iter().map(String::as_str))
-            )))
-        }
-    }
-
     /// Businesses: the listed value, else the `default` entry, else enabled.
     pub fn business_enabled(&self, business: &str) -> bool {
         self.businesses
@@ -781,70 +581,6 @@ pub fn holds_location(key: &KeyRecord, location: &str) -> bool {
 /// `location` (key creation asks it of every grant).
 pub fn locations_include(locations: &[String], location: &str) -> bool {
     locations.iter().any(|l| l == "*" || l == location)
-}
-
-/// The one value of query parameter `name` (names and values percent-decoded; `+` is left
-/// as is: declared locations and query names cannot contain `+` or a space, so either reading
-/// of `+` gives the same answer).
-fn query_location(query: Option<&str>, name: &str) -> Result<String, Denial> {
-    let forbid = |reason: String| Denial::LocationForbidden { reason };
-    let mut found: Option<&str> = None;
-    for pair in query.unwrap_or("").split('&') {
-        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if decoded_eq(n, name) {
-            if found.is_some() {
-                return Err(forbid(format!(
-                    "the location is ambiguous: more than one `{name}` query parameter"
-                )));
-            }
-            found = Some(v);
-        }
-    }
-    let raw = found.ok_or_else(|| {
-        forbid(format!(
-            "the request names no location (no `{name}` query parameter)"
-        ))
-    })?;
-    percent_decode(raw).ok_or_else(|| {
-        forbid(format!(
-            "the `{name}` query parameter is not valid percent-encoded UTF-8"
-        ))
-    })
-}
-
-/// Whether `raw`, percent-decoded, equals `want`; an invalid escape never equals. No allocation.
-fn decoded_eq(raw: &str, want: &str) -> bool {
-    let mut want = want.bytes();
-    let mut bytes = raw.bytes();
-    while let Some(b) = bytes.next() {
-        let b = if b == b'%' {
-            match (bytes.next().and_then(hex), bytes.next().and_then(hex)) {
-                (Some(h), Some(l)) => h << 4 | l,
-                _ => return false,
-            }
-        } else {
-            b
-        };
-        if want.next() != Some(b) {
-            return false;
-        }
-    }
-    want.next().is_none()
-}
-
-fn percent_decode(raw: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut bytes = raw.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let h = bytes.next().and_then(hex)?;
-            let l = bytes.next().and_then(hex)?;
-            out.push(h << 4 | l);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
