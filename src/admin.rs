@@ -21,6 +21,7 @@ pub mod auth;
 pub mod console;
 mod edit;
 pub mod error;
+mod give;
 pub mod input;
 pub mod keys;
 pub mod openapi;
@@ -240,8 +241,14 @@ impl Admin {
                 let body = input::body(body).await?;
                 self.update_key(&caller, id, &body).await
             }
-            Api::SuspendKey(id) => self.set_enabled(&caller, id, false).await,
-            Api::ResumeKey(id) => self.set_enabled(&caller, id, true).await,
+            Api::SuspendKey(id) => {
+                let body = input::body(body).await?;
+                self.set_enabled(&caller, id, false, &body).await
+            }
+            Api::ResumeKey(id) => {
+                let body = input::body(body).await?;
+                self.set_enabled(&caller, id, true, &body).await
+            }
             Api::Policy => Ok(self.show_policy()),
             Api::Audit => self.audit(&caller, query).await,
             Api::Whoami => Ok(Self::whoami(&caller)),

@@ -335,6 +335,20 @@ pub const MAX_META_VALUE: usize = 256;
 /// Most bytes of metadata names and values in all.
 pub const MAX_META_TOTAL: usize = 1024;
 
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it is: a
+/// client's mapped address is compared as IPv4 ([`KeyRecord::allows_ip`]), so the entry
+/// must be too.
+fn unmapped(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, ipnet::IpNet::V4),
+        other => other,
+    }
+}
+
 /// An allowlist entry as people write it: a single address without its `/32` or `/128`.
 pub fn ip_net_text(net: &ipnet::IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
@@ -349,7 +363,7 @@ pub fn parse_ip_net(text: &str) -> Result<ipnet::IpNet, String> {
     let t = text.trim();
     t.parse::<ipnet::IpNet>()
         .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map(|n| n.trunc())
+        .map(|n| unmapped(n).trunc())
         .map_err(|_| {
             format!(
                 "`{t}` is not an IP address or CIDR (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)"
@@ -496,6 +510,21 @@ mod tests {
             let id = new_id(prefix);
             assert!(!id.starts_with(prefix), "{id} starts with {prefix}");
         }
+    }
+
+    #[test]
+    fn mapped_allowlist_entries_match_mapped_and_plain_clients() {
+        let net = parse_ip_net("::ffff:127.0.0.0/104").unwrap();
+        assert_eq!(net.to_string(), "127.0.0.0/8");
+        assert_eq!(
+            ip_net_text(&parse_ip_net("::ffff:127.0.0.1").unwrap()),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            parse_ip_net("2001:db8::1/64").unwrap().to_string(),
+            "2001:db8::/64"
+        );
+        assert!(parse_ip_net("10.0.0.300").is_err());
     }
 
     #[test]

@@ -127,6 +127,12 @@ pub enum LifecycleError {
     },
     #[error("no key with this id")]
     NotFound,
+    /// Other edits of the same key won the compare-and-set every time.
+    #[error(
+        "the key was changed by other edits at the same moment, {tries} times in a row; send \
+         the edit again"
+    )]
+    Contended { tries: u32 },
     /// An edit of a revoked key: revocation is final.
     #[error(
         "the key is revoked; a revoked key cannot be edited, suspended or resumed (create a new one)"

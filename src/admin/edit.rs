@@ -72,6 +72,31 @@ impl PatchBody {
     }
 }
 
+/// `suspend` and `resume` take no fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+/// `null` for a field: refused, naming the field and what to send instead (absent means
+/// unchanged; `null` is not a way to clear anything here).
+fn refuse_nulls(body: &[u8]) -> Result<(), AdminError> {
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body)
+        && let Some((name, _)) = fields.iter().find(|(_, v)| v.is_null())
+    {
+        let instead = match name.as_str() {
+            "expires_at" | "expires_in" => "to remove the expiry send `\"expires_in\": \"never\"`",
+            "metadata" => "to remove all metadata send `{}`",
+            "allowed_ips" => "to allow every address send `[]`",
+            _ => "leave the field out to keep its value",
+        };
+        return Err(AdminError::invalid(
+            name.clone(),
+            format!("null is not accepted: {instead}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `allowed_ips`, each an address or CIDR; a bad one is named by its index.
 pub(super) fn parse_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, AdminError> {
     list.iter()
@@ -86,14 +111,23 @@ pub(super) fn parse_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, AdminError
 impl Admin {
     /// `PATCH /v1/keys/{id}`.
     pub(super) async fn update_key(&self, caller: &Caller, id: &str, body: &[u8]) -> Answer {
+        refuse_nulls(body)?;
         let edit = input::json::<PatchBody>(body, false)?.into_edit()?;
         let after = self.edit(caller, id, &edit, true).await?;
         tracing::info!(key_id = %after.id, actor = %caller.actor(), "admin API: key updated");
         Ok(json(StatusCode::OK, &after.to_json(Timestamp::now())))
     }
 
-    /// `POST /v1/keys/{id}/suspend` (`on = false`) and `/resume` (`on = true`).
-    pub(super) async fn set_enabled(&self, caller: &Caller, id: &str, on: bool) -> Answer {
+    /// `POST /v1/keys/{id}/suspend` (`on = false`) and `/resume` (`on = true`): no body,
+    /// or `{}`.
+    pub(super) async fn set_enabled(
+        &self,
+        caller: &Caller,
+        id: &str,
+        on: bool,
+        body: &[u8],
+    ) -> Answer {
+        input::json::<NoBody>(body, true)?;
         let edit = Edit::switch(on);
         // Suspending only takes power away: seeing the key is enough, as for revoking.
         let after = self.edit(caller, id, &edit, on).await?;
@@ -120,9 +154,12 @@ impl Admin {
         let allow = |old: &KeyRecord, new: &KeyRecord| -> Result<(), AdminError> {
             caller.check_visible(old)?;
             if gives {
-                caller.check_mint(&policy, &new.scopes, &new.locations, &new.grants)?;
+                // What the edit adds, not what the key already held: a key with more
+                // power than the caller can still be renamed, narrowed or suspended.
+                let (scopes, locations, grants) = super::give::added(old, new);
+                caller.check_mint(&policy, &scopes, &locations, &grants)?;
             }
-            Ok(())
+            caller.check_extras(Some(old), &new.metadata, &new.allowed_ips, new.enabled)
         };
         lifecycle::update(&*self.store, &rules, id, edit, &caller.actor(), allow).await
     }

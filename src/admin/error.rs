@@ -139,7 +139,9 @@ impl From<LifecycleError> for AdminError {
                 Self::invalid("grants", message)
             }
             LifecycleError::NotFound => Self::NotFound,
-            LifecycleError::Revoked => Self::Refused(e.to_string()),
+            LifecycleError::Revoked | LifecycleError::Contended { .. } => {
+                Self::Refused(e.to_string())
+            }
             LifecycleError::Store(s) => Self::Store(s),
         }
     }

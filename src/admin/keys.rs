@@ -127,6 +127,7 @@ impl Admin {
         let k = prepared.key();
         caller.check_owner(&k.business_id, &k.user_id)?;
         caller.check_mint(&policy, &k.scopes, &k.locations, &k.grants)?;
+        caller.check_extras(None, &k.metadata, &k.allowed_ips, true)?;
         let (record, secret) =
             lifecycle::create_prepared(&*self.store, &self.authn.prefix, prepared, &caller.actor())
                 .await?;

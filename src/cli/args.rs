@@ -34,7 +34,7 @@ pub(super) enum Command {
     Serve(ServeArgs),
     /// Validate the config and the policy it names
     Check,
-    /// Create, list, show, revoke and rotate keys in the configured store
+    /// Create, list, show, edit, suspend, resume, import, revoke and rotate keys in the configured store
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Ask the policy about a request, or compare two policies

@@ -69,8 +69,13 @@ pub(super) fn lifecycle_exit(e: LifecycleError, id: Option<&str>) -> Exit {
         ),
         LifecycleError::Revoked => Exit(
             1,
-            format!("error: key `{}` is revoked: {e}", id.unwrap_or("")),
+            format!(
+                "error: key `{}` is revoked; a revoked key cannot be edited, suspended or \
+                 resumed (create a new one)",
+                id.unwrap_or("")
+            ),
         ),
+        LifecycleError::Contended { .. } => Exit(1, format!("error: {e}")),
         LifecycleError::Store(_) => fail(e),
     }
 }
@@ -294,7 +299,7 @@ pub(super) fn print_record(r: &KeyRecord, now: Timestamp) {
         ("expires", when(r.expires_at, "never")),
         ("revoked", when(r.revoked_at, "-")),
         ("last used", when(r.last_used_at, "never")),
-        ("updated", when(r.updated_at, "never")),
+        ("updated", r.updated_at.unwrap_or(r.created_at).to_rfc3339()),
         (
             "metadata",
             r.metadata

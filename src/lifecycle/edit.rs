@@ -18,8 +18,8 @@ use crate::keys::{self, Grant, KeyRecord, Metadata, Timestamp};
 use crate::lifecycle::Expiry;
 use crate::store::{KeyStore, StoreError};
 
-/// Tries of the compare-and-set before giving up with [`StoreError::Conflict`].
-const TRIES: usize = 5;
+/// Tries of the compare-and-set before giving up with [`LifecycleError::Contended`].
+const TRIES: u32 = 16;
 
 /// What an edit changes; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
@@ -123,8 +123,15 @@ pub async fn update<E: From<LifecycleError>>(
     actor: &str,
     allow: impl Fn(&KeyRecord, &KeyRecord) -> Result<(), E>,
 ) -> Result<KeyRecord, E> {
-    let mut last = StoreError::Conflict;
-    for _ in 0..TRIES {
+    for attempt in 0..TRIES {
+        if attempt > 0 {
+            // Other writers won the race: step aside a little, longer each time, with
+            // jitter so the losers do not collide again in lockstep.
+            let mut jitter = [0u8; 1];
+            let _ = getrandom::fill(&mut jitter);
+            let micros = (250 << attempt.min(4)) + u64::from(jitter[0]) * 20;
+            tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+        }
         let old = store
             .by_id(id)
             .await
@@ -152,9 +159,9 @@ pub async fn update<E: From<LifecycleError>>(
             }
             Ok(None) => return Err(LifecycleError::NotFound.into()),
             // Another writer changed (or revoked) the key since it was read: read again.
-            Err(StoreError::Conflict) => last = StoreError::Conflict,
+            Err(StoreError::Conflict) => {}
             Err(e) => return Err(LifecycleError::Store(e).into()),
         }
     }
-    Err(LifecycleError::Store(last).into())
+    Err(LifecycleError::Contended { tries: TRIES }.into())
 }

@@ -11,7 +11,10 @@
 //!
 //! Invariants: an allowed request gets 200, an empty body and every `X-Keygate-*`
 //! identity header (empty where there is nothing to say), so the fronting proxy always
-//! overwrites what a client sent; a refusal gets the proxy's status and JSON.
+//! overwrites what a client sent, plus one `X-Keygate-Meta-<name>` per metadata entry; a
+//! sub-request carrying a client's own `X-Keygate-Meta-*` header is refused (400), since
+//! a metadata name the key lacks would not be overwritten; a refusal gets the proxy's
+//! status and JSON.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,9 +71,18 @@ impl ForwardAuth {
     }
 }
 
-/// The original method and path-and-query the sub-request is about.
+/// The original method and path-and-query the sub-request is about. A client's own
+/// `X-Keygate-Meta-*` header refuses the request: a fronting proxy copies the answer's
+/// metadata headers by name, so a name the key's metadata lacks would pass the client's
+/// value through to the upstream (the five identity headers are always answered, so the
+/// proxy always overwrites those).
 fn original<B>(req: &Request<B>) -> Result<(Method, PathAndQuery), Refusal> {
     let h = req.headers();
+    if h.keys().any(|k| k.as_str().starts_with("x-keygate-meta-")) {
+        return Err(Refusal::BadRequest(
+            "X-Keygate-Meta-* headers are keygate's to set; the client may not send them",
+        ));
+    }
     let own = || {
         req.uri()
             .path_and_query()

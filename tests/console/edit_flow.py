@@ -287,8 +287,9 @@ def main():
         expect(detail_pair(page, "Status")).to_contain_text("revoked")
         expect(actions.get_by_role("button")).to_have_count(0)
 
-        # An admin key cannot give what it lacks: the server's 403 names the scope, and
-        # the console says it at Scopes; nothing is saved.
+        # An admin key may edit a key that holds more than it does (an edit is judged by
+        # what it adds), but cannot give what it lacks: the server's 403 names the scope,
+        # and the console says it at Scopes; nothing is saved.
         limited = admin_api("POST", "/v1/keys", {
             "name": "limited admin", "user_id": "ops", "business_id": "acme",
             "scopes": ["keygate:admin", "items:read"], "locations": ["hq"], "expires_in": "1d"})["key"]
@@ -301,14 +302,20 @@ def main():
         other.get_by_role("button", name="Edit").click()
         edit.get_by_label("Description", exact=True).fill("changed by a key without reports:read")
         edit.get_by_role("button", name="Save changes").click()
+        expect(edit).to_be_hidden()
+        other.get_by_role("button", name="Edit").click()
+        edit.get_by_label("items:write", exact=True).check()
+        edit.get_by_role("button", name="Save changes").click()
         expect(page.locator("#edit-scopes-error")).to_have_text(
-            "Scopes `reports:read`: a key cannot grant what it does not hold itself")
+            "Scopes `items:write`: a key cannot grant what it does not hold itself")
         check(focused_id(page) == "edit-scope-0", "the refusal focuses Scopes")
         expect(edit).to_be_visible()
         problems[:] = [p for p in problems if "status of 403" not in p]
         edit.get_by_role("button", name="Cancel").click()
         [billing] = admin_api("GET", "/v1/keys?search=billing")["keys"]
-        check(billing["description"] == "", f"the refused edit saved nothing: {billing}")
+        check(billing["description"] == "changed by a key without reports:read"
+              and billing["scopes"] == ["reports:read"],
+              f"the narrow edit was saved, the refused one nothing: {billing}")
         browser.close()
     check(not problems, f"no console errors: {problems}")
     print(f"edited key: {key_id}")

@@ -104,6 +104,21 @@ async fn nginx_traefik_and_envoy_style_sub_requests() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
+    // A client's own metadata header is refused (a name the key lacks would not be
+    // overwritten by the fronting proxy), on a keyed and on a public route alike.
+    for (path, with_key) in [("/v1/locations/hq/items", true), ("/health", false)] {
+        let mut r = c
+            .get(format!("{fa}/_auth"))
+            .header("X-Original-Method", "POST")
+            .header("X-Original-URI", path)
+            .header("X-Keygate-Meta-Tier", "enterprise");
+        if with_key {
+            r = r.header("X-API-Key", &key);
+        }
+        let (status, code, _) = error_code(r.send().await.unwrap()).await;
+        assert_eq!((status, code.as_str()), (400, "bad_request"), "{path}");
+    }
+
     // A public route: 200 with every identity header present, empty.
     let resp = c
         .get(format!("{fa}/health"))

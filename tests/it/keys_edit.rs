@@ -398,6 +398,30 @@ async fn escalation_through_patch_is_refused() {
         assert!(message.starts_with(field), "{body}: {message}");
     }
 
+    // `null` is refused naming the field; suspend and resume take no fields.
+    let (status, v) = edit_as_admin(json!({"expires_at": null})).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires_at: null is not accepted"),
+        "{v}"
+    );
+    let (status, v) = call(
+        &gw,
+        Method::POST,
+        &format!("{path}/suspend"),
+        As::Token(TOKEN),
+        Some(json!({"x": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+
     // Revoked is final: 409 `invalid_request` saying why.
     let (status, _) = call(&gw, Method::DELETE, &path, As::Token(TOKEN), None).await;
     assert_eq!(status, 204);
@@ -417,4 +441,201 @@ async fn escalation_through_patch_is_refused() {
             "{v}"
         );
     }
+}
+
+/// An edit is judged by what it adds: an admin key can rename, narrow and suspend a key
+/// that holds more than it does, not widen it. Metadata, allowlists and resumption are
+/// power too: a self key cannot raise its own plan, lift its own allowlist or resume a
+/// key an admin suspended.
+#[tokio::test]
+async fn edits_are_judged_by_what_they_add_metadata_and_allowlists_included() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            admin_token: Some(TOKEN),
+            ..Options::default()
+        },
+    )
+    .await;
+    let create = |args: &'static [&'static str]| gw.create_key(args);
+    let (_, admin) = create(&[
+        "--name",
+        "hq admin",
+        "--user",
+        "boss",
+        "--business",
+        "acme",
+        "--location",
+        "hq",
+        "--scope",
+        "keygate:admin",
+        "--scope",
+        "items:read",
+    ])
+    .await;
+    let (strong, _) = create(&[
+        "--name",
+        "strong",
+        "--user",
+        "u1",
+        "--business",
+        "acme",
+        "--location",
+        "plant-1",
+        "--grant",
+        "viewer@plant-1",
+    ])
+    .await;
+    let patch = |id: &str, who: As<'static>, body: Value| {
+        let path = format!("/v1/keys/{id}");
+        let gw = &gw;
+        async move { call(gw, Method::PATCH, &path, who, Some(body)).await }
+    };
+    let admin_key: &'static str = Box::leak(admin.into_boxed_str());
+    for body in [
+        json!({"name": "renamed"}),
+        json!({"grants": []}),
+        json!({"enabled": false}),
+    ] {
+        let (status, v) = patch(&strong, As::Key(admin_key), body.clone()).await;
+        assert_eq!(status, 200, "{body}: {v}");
+    }
+    let (status, v) = patch(
+        &strong,
+        As::Key(admin_key),
+        json!({"locations": ["plant-1", "plant-2"]}),
+    )
+    .await;
+    assert_eq!(status, 403, "adding a location it lacks: {v}");
+
+    // A self key with a plan and an allowlist, used from 127.0.0.1.
+    let (me, own) = create(&[
+        "--name",
+        "me",
+        "--user",
+        "u7",
+        "--business",
+        "acme",
+        "--location",
+        "*",
+        "--scope",
+        "keygate:self",
+        "--metadata",
+        "plan=free",
+        "--allow-ip",
+        "127.0.0.0/8",
+    ])
+    .await;
+    let own_key: &'static str = Box::leak(own.into_boxed_str());
+    for (body, field) in [
+        (
+            json!({"metadata": {"plan": "enterprise"}}),
+            "metadata: a keygate:self key cannot set metadata",
+        ),
+        (
+            json!({"allowed_ips": []}),
+            "allowed_ips: a key with an IP allowlist can only give allowlists inside its own",
+        ),
+        (json!({"allowed_ips": ["0.0.0.0/0"]}), "allowed_ips:"),
+    ] {
+        let (status, v) = patch(&me, As::Key(own_key), body.clone()).await;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 403, "{body}: {v}");
+        assert!(message.starts_with(field), "{body}: {message}");
+    }
+    let (status, v) = patch(
+        &me,
+        As::Key(own_key),
+        json!({"allowed_ips": ["127.0.0.1"], "description": "narrower"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["allowed_ips"].clone()),
+        (200, json!(["127.0.0.1"])),
+        "narrowing inside its own: {v}"
+    );
+    let (status, v) = call(&gw, Method::POST, "/v1/keys", As::Key(own_key), Some(json!({"name": "mine", "user_id": "u7", "business_id": "acme", "metadata": {"plan": "enterprise"}, "allowed_ips": ["127.0.0.1"]}))).await;
+    assert_eq!(status, 403, "a new key with a bigger plan: {v}");
+
+    // A key the admin suspended stays suspended for its user.
+    let (other, _) = create(&[
+        "--name",
+        "sibling",
+        "--user",
+        "u7",
+        "--business",
+        "acme",
+        "--location",
+        "*",
+    ])
+    .await;
+    let (status, _) = call(
+        &gw,
+        Method::POST,
+        &format!("/v1/keys/{other}/suspend"),
+        As::Token(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, v) = call(
+        &gw,
+        Method::POST,
+        &format!("/v1/keys/{other}/resume"),
+        As::Key(own_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    let (status, _) = call(
+        &gw,
+        Method::POST,
+        &format!("/v1/keys/{other}/resume"),
+        As::Key(admin_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// Twenty admins editing one key at the same moment on Redis: every edit lands (the
+/// losers of each compare-and-set read again and retry), none is lost or merged.
+#[tokio::test]
+async fn concurrent_edits_on_redis_all_land() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let (a, b) = fleet(&up, &support::redis_store(&redis.url())).await;
+    let (id, _) = a.key_with_scopes(&["items:read"]).await;
+    let path = format!("/v1/keys/{id}");
+    let edits = (0..20).map(|i| {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let path = path.clone();
+        async move {
+            let body = json!({"metadata": {"editor": format!("e{i}")}});
+            call(gw, Method::PATCH, &path, As::Token(TOKEN), Some(body)).await
+        }
+    });
+    let answers = futures_util::future::join_all(edits).await;
+    for (status, v) in &answers {
+        assert_eq!(*status, 200, "{v}");
+    }
+    let (_, audit) = call(
+        &a,
+        Method::GET,
+        "/v1/audit?limit=100",
+        As::Token(TOKEN),
+        None,
+    )
+    .await;
+    let updates = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key_id"] == id.as_str() && e["action"] == "updated")
+        .count();
+    assert_eq!(
+        updates, 20,
+        "every edit changed the metadata, so every one is audited"
+    );
 }
