@@ -33,7 +33,15 @@ pub(super) fn metadata(pairs: &[String]) -> Result<Metadata, Exit> {
                 format!("error: --metadata `{p}`: write it as NAME=VALUE, e.g. plan=pro"),
             )
         })?;
-        m.insert(name.trim().to_owned(), value.to_owned());
+        if m.insert(name.trim().to_owned(), value.to_owned()).is_some() {
+            return Err(Exit(
+                1,
+                format!(
+                    "error: --metadata: `{}` is given twice; give each name once",
+                    name.trim()
+                ),
+            ));
+        }
     }
     keys::check_metadata(&m).map_err(|why| Exit(1, format!("error: --metadata: {why}")))?;
     Ok(m)
@@ -118,10 +126,12 @@ pub(super) async fn import(
     json: bool,
 ) -> Result<(), Exit> {
     let text = if file == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| Exit(1, format!("error: cannot read standard input: {e}")))?
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut all)
+            .map_err(|e| Exit(1, format!("error: cannot read standard input: {e}")))?;
+        all
     } else {
-        std::fs::read_to_string(file)
+        std::fs::read(file)
             .map_err(|e| Exit(1, format!("error: cannot read {}: {e}", file.display())))?
     };
     let rules = env.rules();
@@ -155,10 +165,11 @@ pub(super) async fn import(
             }
         };
         if json {
-            println!(
-                "{}",
-                serde_json::json!({"line": r.line, "result": result, "id": id, "error": error})
-            );
+            let or_null = |t: &str| (!t.is_empty()).then(|| t.to_owned());
+            let line = serde_json::json!({
+                "line": r.line, "result": result, "id": or_null(id), "error": or_null(error)
+            });
+            println!("{line}");
         } else if !error.is_empty() {
             println!("{}:{}: error: {error}", file.display(), r.line);
         } else if !id.is_empty() {

@@ -11,10 +11,12 @@
 //! writes nothing; a plaintext key without keygate's prefix and checksum is refused
 //! unless `keys.accept_imported` is on (the gateway could not authenticate it).
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 use super::{Expiry, NewKey, Rules, assemble, audit, prepare};
-use crate::keys::{self, Grant, KeyHash, Metadata};
+use crate::keys::{self, Grant, KeyHash, KeyRecord, Metadata};
 use crate::store::{KeyStore, StoreError};
 
 /// One line of an import file. Unknown fields are refused, with a did-you-mean.
@@ -65,22 +67,33 @@ pub struct Options<'a> {
     pub actor: &'a str,
 }
 
-/// Imports every line of `text`; blank lines are skipped. A store that stops answering
-/// ends the run with its error (what was stored stays stored; run it again).
+/// Imports every line of `bytes` (UTF-8; a leading byte-order mark and `\r\n` endings
+/// are fine); blank lines are skipped. A store that stops answering ends the run with its
+/// error (what was stored stays stored; run it again).
 pub async fn import(
     store: &dyn KeyStore,
     opts: &Options<'_>,
-    text: &str,
+    bytes: &[u8],
 ) -> Result<Vec<LineResult>, StoreError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let outcome = match one(store, opts, raw).await {
-            Ok(o) => o,
-            Err(Refused::Line(why)) => Outcome::Failed(why),
-            Err(Refused::Store(e)) => return Err(e),
+    // The first line of this run that carried each hash: a second one is a duplicate.
+    let mut seen: HashMap<KeyHash, usize> = HashMap::new();
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        let outcome = match std::str::from_utf8(raw) {
+            Err(e) => Outcome::Failed(format!(
+                "line: not UTF-8 (a byte that is not UTF-8 at column {}); save the file as UTF-8",
+                e.valid_up_to() + 1
+            )),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => {
+                let text = text.trim_end_matches('\r');
+                match one(store, opts, text, &mut seen, i + 1).await {
+                    Ok(o) => o,
+                    Err(Refused::Line(why)) => Outcome::Failed(why),
+                    Err(Refused::Store(e)) => return Err(e),
+                }
+            }
         };
         out.push(LineResult {
             line: i + 1,
@@ -99,11 +112,27 @@ fn bad(field: &str, why: impl std::fmt::Display) -> Refused {
     Refused::Line(format!("{field}: {why}"))
 }
 
-async fn one(store: &dyn KeyStore, opts: &Options<'_>, raw: &str) -> Result<Outcome, Refused> {
+async fn one(
+    store: &dyn KeyStore,
+    opts: &Options<'_>,
+    raw: &str,
+    seen: &mut HashMap<KeyHash, usize>,
+    line_no: usize,
+) -> Result<Outcome, Refused> {
     let line = parse_line(raw)?;
     let (hash, shown) = secret_hash(&line, opts)?;
+    if let Some(&first) = seen.get(&hash) {
+        return Err(bad(
+            "key",
+            format!("the same key as line {first}: a key is imported once, for one owner"),
+        ));
+    }
+    seen.insert(hash, line_no);
+    let required = |field: &str, v: Option<String>| v.ok_or_else(|| bad(field, "is required"));
+    let user_id = required("user_id", line.user_id)?;
+    let business_id = required("business_id", line.business_id)?;
     if let Some(existing) = store.by_hash(&hash).await.map_err(Refused::Store)? {
-        return Ok(Outcome::Exists(existing.id));
+        return already_there(&existing, &user_id, &business_id);
     }
     let expiry = line
         .expires_at
@@ -118,12 +147,11 @@ async fn one(store: &dyn KeyStore, opts: &Options<'_>, raw: &str) -> Result<Outc
         .map(|a| keys::parse_ip_net(a))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| bad("allowed_ips", m))?;
-    let required = |field: &str, v: Option<String>| v.ok_or_else(|| bad(field, "is required"));
     let new = NewKey {
         name: line.name.unwrap_or_else(|| "imported key".to_owned()),
         description: line.description.unwrap_or_default(),
-        user_id: required("user_id", line.user_id)?,
-        business_id: required("business_id", line.business_id)?,
+        user_id,
+        business_id,
         scopes: line.scopes.unwrap_or_default(),
         locations: line.locations.unwrap_or_default(),
         grants: line.grants.unwrap_or_default(),
@@ -160,6 +188,32 @@ async fn one(store: &dyn KeyStore, opts: &Options<'_>, raw: &str) -> Result<Outc
     Ok(Outcome::Created(record.id))
 }
 
+/// A key already stored: fine (`exists`) if it is live and has this line's owner; else
+/// the line fails saying what is in the way, so "already there" never hides a key that
+/// will not work.
+fn already_there(existing: &KeyRecord, user: &str, business: &str) -> Result<Outcome, Refused> {
+    if existing.revoked_at.is_some() {
+        return Err(bad(
+            "key",
+            format!(
+                "already stored as {}, which is revoked: a revoked key stays revoked; give \
+                 this client a new key",
+                existing.id
+            ),
+        ));
+    }
+    if existing.user_id != user || existing.business_id != business {
+        return Err(bad(
+            "key",
+            format!(
+                "already stored as {} for user `{}` of business `{}`, not for this line's owner",
+                existing.id, existing.user_id, existing.business_id
+            ),
+        ));
+    }
+    Ok(Outcome::Exists(existing.id.clone()))
+}
+
 /// The line as JSON; an unknown field is named with a did-you-mean.
 fn parse_line(raw: &str) -> Result<Line, Refused> {
     let mut de = serde_json::Deserializer::from_str(raw);
@@ -194,29 +248,52 @@ fn secret_hash(line: &Line, opts: &Options<'_>) -> Result<(KeyHash, String), Ref
         )),
         (Some(secret), None) => {
             let secret = secret.trim();
-            if keys::parse(secret, opts.rules.prefix).is_ok() {
-                let end = (opts.rules.prefix.len() + 6).min(secret.len());
-                return Ok((keys::hash(secret), secret[..end].to_owned()));
+            match keys::parse(secret, opts.rules.prefix) {
+                Ok(hash) => {
+                    let end = (opts.rules.prefix.len() + 6).min(secret.len());
+                    return Ok((hash, secret[..end].to_owned()));
+                }
+                Err(keys::Malformed::Checksum) if !opts.accept_foreign => {
+                    return Err(bad(
+                        "key",
+                        "has keygate's prefix and shape but its checksum does not match: it \
+                         was mistyped or cut (or set `keys.accept_imported: true` if it was \
+                         made elsewhere)",
+                    ));
+                }
+                Err(_) if !opts.accept_foreign => {
+                    return Err(bad(
+                        "key",
+                        format!(
+                            "is not shaped like a keygate key (prefix `{}`, 22 + 6 base62 \
+                             characters with a checksum), so the gateway would refuse it \
+                             unasked: set `keys.accept_imported: true` in the config to \
+                             accept keys made elsewhere",
+                            opts.rules.prefix
+                        ),
+                    ));
+                }
+                Err(_) => {}
             }
-            if !opts.accept_foreign {
-                return Err(bad(
-                    "key",
-                    format!(
-                        "does not have keygate's prefix (`{}`) and checksum, so the gateway \
-                         would refuse it unasked: set `keys.accept_imported: true` in the \
-                         config to accept keys made elsewhere",
-                        opts.rules.prefix
-                    ),
-                ));
-            }
+            // What the proxy reads as one key: visible ASCII, no comma (a comma-joined
+            // header value is refused as ambiguous).
             if secret.is_empty()
                 || secret.len() > 512
-                || !secret.bytes().all(|b| b.is_ascii_graphic())
+                || !secret.bytes().all(|b| b.is_ascii_graphic() && b != b',')
             {
-                return Err(bad("key", "must be 1 to 512 visible ASCII characters"));
+                return Err(bad(
+                    "key",
+                    "must be 1 to 512 visible ASCII characters without a comma (the gateway \
+                     reads a comma as two keys)",
+                ));
             }
-            // Four characters are shown (a key from elsewhere may be short).
-            let shown: String = secret.chars().take(4).collect();
+            // Four characters are shown only of a long key: a short one would give
+            // too much of itself away.
+            let shown: String = if secret.len() >= 16 {
+                secret.chars().take(4).collect()
+            } else {
+                String::new()
+            };
             Ok((keys::hash(secret), format!("{shown}…")))
         }
         (None, Some(hex)) => {

@@ -186,8 +186,61 @@ async fn foreign_keys_need_accept_imported() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("one.jsonl:1: error: key: does not have keygate's prefix"),
+        text.contains("one.jsonl:1: error: key: is not shaped like a keygate key"),
         "{text}"
     );
     assert!(text.contains("keys.accept_imported: true"), "{text}");
+}
+
+/// "Already there" never hides a key that will not work: the same key twice in a file, a
+/// key stored for another owner or revoked, and a key the proxy would read as two are
+/// errors naming what is in the way; a byte-order mark and CRLF endings are fine.
+#[tokio::test]
+async fn an_import_says_what_is_in_the_way() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            extra: "keys:\n  accept_imported: true\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let (revoked_id, revoked) = gw.key_with_scopes(&["items:read"]).await;
+    let out = gw.cli(&["keys", "revoke", &revoked_id]).await;
+    assert!(out.status.success());
+    let (_, theirs) = gw.key_with_scopes(&["items:read"]).await; // user u1 of acme
+    let (_, mine) = gw.key_with_scopes(&["items:read"]).await;
+    let line = |key: &str, user: &str| {
+        format!(r#"{{"key": "{key}", "user_id": "{user}", "business_id": "acme"}}"#)
+    };
+    let text = [
+        format!("\u{feff}{}", line("legacy-key-0000000001", "u9")),
+        line("legacy-key-0000000001", "u8"),
+        line(&revoked, "u1"),
+        line(&theirs, "u2"),
+        line("two,keys", "u9"),
+        line(&mine, "u1"),
+    ]
+    .join("\r\n");
+    let file = gw.config.with_file_name("mixed.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let out = gw.cli(&["keys", "import", file.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "mixed.jsonl:1: created kid_",
+        "mixed.jsonl:2: error: key: the same key as line 1",
+        &format!("mixed.jsonl:3: error: key: already stored as {revoked_id}, which is revoked"),
+        "mixed.jsonl:4: error: key: already stored as kid_",
+        "for user `u1` of business `acme`, not for this line's owner",
+        "mixed.jsonl:5: error: key: must be 1 to 512 visible ASCII characters without a comma",
+        "mixed.jsonl:6: exists kid_",
+    ] {
+        assert!(report.contains(want), "{want} not in:\n{report}");
+    }
+    assert!(
+        !report.contains("legacy-key-0000000001"),
+        "a secret was printed"
+    );
 }
