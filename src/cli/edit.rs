@@ -83,9 +83,21 @@ pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> 
         enabled: None,
     };
     let id = args.id;
+    let grants_given = edit.grants.is_some();
     let after = lifecycle::update(&*env.store, &env.rules(), &id, &edit, "cli", anything)
         .await
-        .map_err(|e| lifecycle_exit(e, Some(&id)))?;
+        .map_err(|e| match e {
+            // The grant is the key's own, not one given here: name the flag that was.
+            LifecycleError::GrantOutsideLocations { role, location, .. } if !grants_given => Exit(
+                1,
+                format!(
+                    "error: --location: the key's grant `{role}@{location}` needs location \
+                         `{location}`: keep `--location {location}`, or change the grants \
+                         with `--grant`"
+                ),
+            ),
+            e => lifecycle_exit(e, Some(&id)),
+        })?;
     let now = Timestamp::now();
     if args.json {
         println!("{}", after.to_json(now));
@@ -177,6 +189,16 @@ pub(super) async fn import(
         } else {
             println!("{}:{}: {result}", file.display(), r.line);
         }
+    }
+    let hashed = results
+        .iter()
+        .filter(|r| r.only_hash && matches!(r.outcome, Outcome::Created(_) | Outcome::WouldCreate))
+        .count();
+    if hashed > 0 && !env.cfg.keys.accept_imported {
+        eprintln!(
+            "note: {hashed} line(s) gave only a sha256: with keys.accept_imported off, such a \
+             key works only if its secret has keygate's prefix and checksum"
+        );
     }
     let verb = if dry_run { "would create" } else { "created" };
     eprintln!(

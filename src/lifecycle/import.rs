@@ -56,6 +56,8 @@ pub enum Outcome {
 pub struct LineResult {
     pub line: usize,
     pub outcome: Outcome,
+    /// The line gave only the secret's hash, so its shape could not be checked.
+    pub only_hash: bool,
 }
 
 /// How an import runs.
@@ -80,17 +82,20 @@ pub async fn import(
     // The first line of this run that carried each hash: a second one is a duplicate.
     let mut seen: HashMap<KeyHash, usize> = HashMap::new();
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        let outcome = match std::str::from_utf8(raw) {
-            Err(e) => Outcome::Failed(format!(
-                "line: not UTF-8 (a byte that is not UTF-8 at column {}); save the file as UTF-8",
-                e.valid_up_to() + 1
-            )),
+        let (outcome, only_hash) = match std::str::from_utf8(raw) {
+            Err(e) => (
+                Outcome::Failed(format!(
+                    "line: not UTF-8 (a byte that is not UTF-8 at column {}); save the file as UTF-8",
+                    e.valid_up_to() + 1
+                )),
+                false,
+            ),
             Ok(text) if text.trim().is_empty() => continue,
             Ok(text) => {
                 let text = text.trim_end_matches('\r');
                 match one(store, opts, text, &mut seen, i + 1).await {
                     Ok(o) => o,
-                    Err(Refused::Line(why)) => Outcome::Failed(why),
+                    Err(Refused::Line(why)) => (Outcome::Failed(why), false),
                     Err(Refused::Store(e)) => return Err(e),
                 }
             }
@@ -98,6 +103,7 @@ pub async fn import(
         out.push(LineResult {
             line: i + 1,
             outcome,
+            only_hash,
         });
     }
     Ok(out)
@@ -118,8 +124,9 @@ async fn one(
     raw: &str,
     seen: &mut HashMap<KeyHash, usize>,
     line_no: usize,
-) -> Result<Outcome, Refused> {
+) -> Result<(Outcome, bool), Refused> {
     let line = parse_line(raw)?;
+    let only_hash = line.sha256.is_some();
     let (hash, shown) = secret_hash(&line, opts)?;
     if let Some(&first) = seen.get(&hash) {
         return Err(bad(
@@ -132,7 +139,7 @@ async fn one(
     let user_id = required("user_id", line.user_id)?;
     let business_id = required("business_id", line.business_id)?;
     if let Some(existing) = store.by_hash(&hash).await.map_err(Refused::Store)? {
-        return already_there(&existing, &user_id, &business_id);
+        return already_there(&existing, &user_id, &business_id).map(|o| (o, only_hash));
     }
     let expiry = line
         .expires_at
@@ -161,7 +168,7 @@ async fn one(
     };
     let prepared = prepare(opts.rules, new).map_err(|e| Refused::Line(e.to_string()))?;
     if opts.dry_run {
-        return Ok(Outcome::WouldCreate);
+        return Ok((Outcome::WouldCreate, only_hash));
     }
     let mut record = assemble(
         prepared,
@@ -180,12 +187,12 @@ async fn one(
                 .await
                 .map_err(Refused::Store)?
                 .map_or_else(String::new, |r| r.id);
-            return Ok(Outcome::Exists(id));
+            return Ok((Outcome::Exists(id), only_hash));
         }
         Err(e) => return Err(Refused::Store(e)),
     }
     audit(store, opts.actor, "imported", &record, String::new()).await;
-    Ok(Outcome::Created(record.id))
+    Ok((Outcome::Created(record.id), only_hash))
 }
 
 /// A key already stored: fine (`exists`) if it is live and has this line's owner; else

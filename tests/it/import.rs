@@ -179,7 +179,11 @@ async fn foreign_keys_need_accept_imported() {
     let file = gw.config.with_file_name("one.jsonl");
     std::fs::write(
         &file,
-        "{\"key\": \"kong-secret-1\", \"user_id\": \"u\", \"business_id\": \"acme\"}\n",
+        format!(
+            "{{\"key\": \"kong-secret-1\", \"user_id\": \"u\", \"business_id\": \"acme\"}}\n\
+             {{\"sha256\": \"{}\", \"user_id\": \"u\", \"business_id\": \"acme\"}}\n",
+            keygate::keys::hash("kong-secret-2").to_hex()
+        ),
     )
     .unwrap();
     let out = gw.cli(&["keys", "import", file.to_str().unwrap()]).await;
@@ -190,6 +194,13 @@ async fn foreign_keys_need_accept_imported() {
         "{text}"
     );
     assert!(text.contains("keys.accept_imported: true"), "{text}");
+    // A hash cannot be checked for shape: imported, with a note saying what that means.
+    assert!(text.contains("one.jsonl:2: created kid_"), "{text}");
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        notes.contains("note: 1 line(s) gave only a sha256: with keys.accept_imported off"),
+        "{notes}"
+    );
 }
 
 /// "Already there" never hides a key that will not work: the same key twice in a file, a

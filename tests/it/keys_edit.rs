@@ -639,3 +639,34 @@ async fn concurrent_edits_on_redis_all_land() {
         "every edit changed the metadata, so every one is audited"
     );
 }
+
+/// `keys update --location` that would leave one of the key's own grants outside its
+/// locations names the flag that was given, not `--grant`.
+#[tokio::test]
+async fn a_cli_update_that_orphans_a_grant_names_the_location_flag() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up).await;
+    let (id, _) = gw
+        .create_key(&[
+            "--name",
+            "g",
+            "--user",
+            "u1",
+            "--business",
+            "acme",
+            "--location",
+            "hq",
+            "--grant",
+            "editor@hq",
+        ])
+        .await;
+    let out = gw
+        .cli(&["keys", "update", &id, "--location", "plant-1"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: --location: the key's grant `editor@hq` needs location `hq`"),
+        "{err}"
+    );
+}

@@ -589,13 +589,17 @@ async fn a_killed_instance_costs_no_request_is_ejected_and_comes_back_after_rest
 
 #[tokio::test]
 async fn when_every_target_is_down_the_answer_is_an_immediate_502() {
-    let closed = || async {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        drop(l);
-        format!("http://{a}")
-    };
-    let (one, two) = (closed().await, closed().await);
+    // Two ports nobody listens on: both bound at once, then freed, so the system cannot
+    // hand out the same port twice (the test would then see one target, counted twice).
+    let (l1, l2) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (one, two) = (
+        format!("http://{}", l1.local_addr().unwrap()),
+        format!("http://{}", l2.local_addr().unwrap()),
+    );
+    drop((l1, l2));
     let default = Upstream::start().await;
     let gw = gateway(
         &default,
