@@ -73,6 +73,14 @@ async fn until_admin(gw: &Gateway, path: &str, want: u16, within: Duration) {
     }
 }
 
+/// Waits until `gw` has subscribed to invalidations. Its first subscription forgets every
+/// cached key (nothing published before it may outlive the ttl), so a test that caches a
+/// key and then cuts Redis waits for it first, or finds nothing to serve stale.
+async fn until_subscribed(gw: &Gateway) {
+    gw.stderr_until(1, |l| l.contains("subscribed to registry invalidations"))
+        .await;
+}
+
 async fn revoke(gw: &Gateway, id: &str) {
     let out = gw.cli(&["keys", "revoke", id]).await;
     assert!(
@@ -154,6 +162,11 @@ async fn an_outage_serves_cached_keys_refuses_the_rest_and_recovers_without_a_re
     )
     .await;
     until_admin(&gw, "/readyz", 200, Duration::from_secs(10)).await;
+    // A subscription coming up forgets every cached key (nothing missed may outlive the
+    // ttl): wait for both before caching, or the key cached here is forgotten by a late
+    // first subscription and the outage below finds nothing to serve stale.
+    until_subscribed(&gw).await;
+    until_subscribed(&stale).await;
     let (_, cached) = gw.key_with_scopes(&["items:read"]).await;
     let (_, uncached) = gw.key_with_scopes(&["items:read"]).await;
     assert_eq!(status(&gw, &cached).await, 200);
@@ -234,6 +247,8 @@ async fn a_cluster_fleet_revokes_fast_and_keeps_cached_keys_with_a_node_down() {
     let up = Upstream::start().await;
     let a = gateway(&up, support::cluster_store(&cluster.seeds()), LONG_CACHE).await;
     let b = gateway(&up, support::cluster_store(&cluster.seeds()), LONG_CACHE).await;
+    until_subscribed(&a).await;
+    until_subscribed(&b).await;
     until_admin(&b, "/readyz", 200, Duration::from_secs(10)).await;
 
     let (id, key) = a.key_with_scopes(&["items:read"]).await;
@@ -378,6 +393,7 @@ async fn the_admin_api_serves_a_stale_key_exactly_when_the_proxy_does() {
             "cache:\n  ttl: 1s\n  stale_if_error: 1h\n",
         )
         .await;
+        until_subscribed(&gw).await;
         let (_, known) = gw.key_with_scopes(&["keygate:admin", "items:read"]).await;
         let (_, unseen) = gw.key_with_scopes(&["keygate:admin", "items:read"]).await;
         assert_eq!(whoami(&gw, &known).await, 200);
