@@ -29,10 +29,12 @@
 //!     and explained ("indented more than line 4 ...") → (none)
 //! - [`headers`]: the "at most one value of this header" rule shared by every reader, and
 //!   the memo of a record's header values → (none)
+//! - [`json`]: strict JSON objects from people (admin bodies, import lines): `(field, why)`
+//!   errors with the config's did-you-mean → yaml
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord` (metadata, allowlist),
 //!   status; pure → headers
-//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, keys,
-//!   policy, store, yaml
+//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, json,
+//!   keys, policy, store, yaml
 //!   - `lifecycle::edit`: update, suspend, resume, as a checked compare-and-set;
 //!     [`lifecycle::import`]: JSON Lines of keys in use elsewhere
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
@@ -104,7 +106,7 @@
 //!     → config, keys, lifecycle, policy, store; `admin::edit`: PATCH, suspend, resume
 //!     through `lifecycle::update` with the no-escalation check → keys, lifecycle
 //!   - [`admin::input`]: size-limited JSON bodies and strict query strings → 400 naming the field
-//!     (unknown fields with the config's did-you-mean) → yaml
+//!     (unknown fields with the config's did-you-mean) → json
 //!   - [`admin::openapi`]: `/openapi.json`; [`admin::console`]: the web console (embedded assets)
 //!     → (none)
 //!   - [`admin::error`]: `AdminError` → status + JSON (the only such mapping for the admin API)
@@ -122,6 +124,7 @@ pub mod cli;
 pub mod config;
 pub mod expiry;
 pub mod headers;
+pub mod json;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;

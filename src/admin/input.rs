@@ -4,8 +4,7 @@
 //! Invariants: a body is read up to [`MAX_BODY`] bytes and no further (413 past it);
 //! JSON types use `deny_unknown_fields`, so a misspelt field is an error, never a silent
 //! default; every message is `<field>: <why>`, where the field is the JSON path
-//! (`grants[0].role`) or the query parameter. Why `serde_path_to_error`: serde alone
-//! says *what* is wrong, not *where*.
+//! (`grants[0].role`, read by [`crate::json::object`]) or the query parameter.
 
 use std::collections::HashMap;
 
@@ -39,54 +38,12 @@ where
 
 /// Parses a JSON object; an empty body is `{}` when `empty_ok`.
 pub fn json<T: DeserializeOwned>(bytes: &[u8], empty_ok: bool) -> Result<T, AdminError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        if empty_ok {
-            b"{}"
-        } else {
-            return Err(AdminError::invalid("body", "must be a JSON object"));
-        }
+    let bytes: &[u8] = if empty_ok && bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
     } else {
         bytes
     };
-    // An array, a string or a number where an object belongs: say so in the API's words,
-    // not serde's ("expected struct PatchBody with 10 elements").
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(AdminError::invalid("body", "must be a JSON object"));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = without_position(&inner.to_string());
-        if message.starts_with("unknown field `") {
-            // The path already ends with the unknown field's name; the hint is the
-            // config loader's own (`yaml::unknown_name_hint`), so both say it alike.
-            let hint = crate::yaml::unknown_name_hint(&message)
-                .or_else(|| {
-                    let expected = message.split_once("`, ")?.1;
-                    Some(format!("; {expected}"))
-                })
-                .unwrap_or_default();
-            return AdminError::invalid(path, format!("unknown field{hint}"));
-        }
-        let field = if path == "." || inner.is_syntax() || inner.is_eof() {
-            "body".to_owned()
-        } else {
-            path
-        };
-        AdminError::invalid(field, message)
-    })?;
-    de.end()
-        .map_err(|_| AdminError::invalid("body", "trailing characters after the JSON value"))?;
-    Ok(value)
-}
-
-/// `serde_json` appends " at line L column C"; the field name says more to an API client.
-fn without_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
-        None => message.to_owned(),
-    }
+    crate::json::object(bytes, "body").map_err(|(field, why)| AdminError::invalid(field, why))
 }
 
 /// Query parameters by name; only `allowed` names, each at most once. An empty value

@@ -223,26 +223,7 @@ fn already_there(existing: &KeyRecord, user: &str, business: &str) -> Result<Out
 
 /// The line as JSON; an unknown field is named with a did-you-mean.
 fn parse_line(raw: &str) -> Result<Line, Refused> {
-    let mut de = serde_json::Deserializer::from_str(raw);
-    let line: Line = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let message = message
-            .rfind(" at line ")
-            .map_or(message.as_str(), |i| &message[..i])
-            .to_owned();
-        if message.starts_with("unknown field `") {
-            let hint = crate::yaml::unknown_name_hint(&message).unwrap_or_default();
-            bad(&path, format!("unknown field{hint}"))
-        } else if path == "." {
-            bad("line", format!("not a JSON object: {message}"))
-        } else {
-            bad(&path, message)
-        }
-    })?;
-    de.end()
-        .map_err(|_| bad("line", "trailing characters after the JSON object"))?;
-    Ok(line)
+    crate::json::object(raw.as_bytes(), "line").map_err(|(field, why)| bad(&field, why))
 }
 
 /// The hash to store and the prefix to show, from `key` or `sha256` (exactly one).
