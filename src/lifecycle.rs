@@ -169,13 +169,8 @@ impl Prepared {
 /// can apply its own permission checks to exactly what will be created.
 pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleError> {
     let now = Timestamp::now();
-    let name = new.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(invalid("name", "must be 1 to 200 characters"));
-    }
-    if new.description.chars().count() > 2000 {
-        return Err(invalid("description", "must be at most 2000 characters"));
-    }
+    let name = check_name(&new.name)?;
+    check_description(&new.description)?;
     check_id("user_id", &new.user_id)?;
     check_id("business_id", &new.business_id)?;
     let scopes = check_scopes(rules.policy, new.scopes)?;
@@ -183,7 +178,7 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
     let grants = check_grants(rules.policy, new.grants)?;
     check_grants_within(&locations, &grants)?;
     let expires_at = resolve_expiry(new.expiry, rules.max_ttl, now)?;
-    keys::check_metadata(&new.metadata).map_err(|m| invalid("metadata", m))?;
+    check_metadata(&new.metadata)?;
     let allowed_ips = check_allowed_ips(new.allowed_ips)?;
     Ok(Prepared {
         key: NewKey {
@@ -376,6 +371,28 @@ async fn audit(
     if let Err(e) = store.append_audit(&event).await {
         tracing::error!(error = %crate::report::Chain(&e), key_id = %record.id, action, "could not write the audit log");
     }
+}
+
+/// A key's name, trimmed: 1 to 200 characters.
+fn check_name(name: &str) -> Result<String, LifecycleError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(invalid("name", "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A key's description: at most 2000 characters.
+fn check_description(description: &str) -> Result<(), LifecycleError> {
+    if description.chars().count() > 2000 {
+        return Err(invalid("description", "must be at most 2000 characters"));
+    }
+    Ok(())
+}
+
+/// [`keys::check_metadata`], as the `metadata` field's refusal.
+fn check_metadata(metadata: &Metadata) -> Result<(), LifecycleError> {
+    keys::check_metadata(metadata).map_err(|why| invalid("metadata", why))
 }
 
 /// Most allowlist entries a key may carry.

@@ -3,9 +3,10 @@
 //!
 //! Each handler reads top-down: parse the input (400 naming the field), then let
 //! [`crate::lifecycle::update`] read the key, check the caller may see it (another
-//! business: 404) and may give what the edited key would hold (the creation rule,
-//! [`Caller::check_mint`], on the record after the edit), and write it as a
-//! compare-and-set. A revoked key is 409.
+//! business: 404) and may give what the edit adds (the creation rule,
+//! [`Caller::check_mint`], on what `give::added` finds, and `Caller::check_extras` for
+//! metadata, allowlists and resumption), and write it as a compare-and-set. A revoked
+//! key is 409.
 //!
 //! Invariants: the same no-escalation rule as creation, on every try of the write; a
 //! suspension only takes power away, so it needs only sight of the key (as a
@@ -20,7 +21,7 @@ use super::auth::Caller;
 use super::error::AdminError;
 use super::{Admin, input, json};
 use crate::keys::{Grant, KeyRecord, Metadata, Timestamp};
-use crate::lifecycle::{self, Edit, Expiry};
+use crate::lifecycle::{self, Edit};
 
 type Answer = Result<Response<Full<Bytes>>, AdminError>;
 
@@ -42,21 +43,7 @@ struct PatchBody {
 
 impl PatchBody {
     fn into_edit(self) -> Result<Edit, AdminError> {
-        let expiry = match (self.expires_in.as_deref(), self.expires_at.as_deref()) {
-            (Some(_), Some(_)) => {
-                return Err(AdminError::invalid(
-                    "expires_at",
-                    "give expires_in or expires_at, not both",
-                ));
-            }
-            (Some(d), None) => {
-                Some(Expiry::parse_in(d).map_err(|m| AdminError::invalid("expires_in", m))?)
-            }
-            (None, Some(t)) => {
-                Some(Expiry::parse_at(t).map_err(|m| AdminError::invalid("expires_at", m))?)
-            }
-            (None, None) => None,
-        };
+        let expiry = super::keys::expiry(self.expires_in.as_deref(), self.expires_at.as_deref())?;
         let allowed_ips = self.allowed_ips.map(|list| parse_ips(&list)).transpose()?;
         Ok(Edit {
             name: self.name,

@@ -56,8 +56,8 @@ fn required(field: &'static str, value: Option<String>) -> Result<String, AdminE
     value.ok_or_else(|| AdminError::invalid(field, "is required"))
 }
 
-/// `expires_in` or `expires_at` (not both); `None` when neither.
-fn expiry(
+/// `expires_in` or `expires_at` (not both); `None` when neither. Creation and edits alike.
+pub(super) fn expiry(
     expires_in: Option<&str>,
     expires_at: Option<&str>,
 ) -> Result<Option<Expiry>, AdminError> {

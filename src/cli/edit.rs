@@ -43,7 +43,7 @@ pub(super) fn metadata(pairs: &[String]) -> Result<Metadata, Exit> {
             ));
         }
     }
-    keys::check_metadata(&m).map_err(|why| Exit(1, format!("error: --metadata: {why}")))?;
+    // The limits are the lifecycle's to check, with creation's and edits' other rules.
     Ok(m)
 }
 

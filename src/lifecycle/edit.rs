@@ -11,10 +11,10 @@
 //! change is audited with the names of the fields it changed (never their values).
 
 use super::{
-    LifecycleError, Rules, audit, check_allowed_ips, check_grants, check_grants_within,
-    check_locations, check_scopes, invalid, resolve_expiry,
+    LifecycleError, Rules, audit, check_allowed_ips, check_description, check_grants,
+    check_grants_within, check_locations, check_metadata, check_name, check_scopes, resolve_expiry,
 };
-use crate::keys::{self, Grant, KeyRecord, Metadata, Timestamp};
+use crate::keys::{Grant, KeyRecord, Metadata, Timestamp};
 use crate::lifecycle::Expiry;
 use crate::store::{KeyStore, StoreError};
 
@@ -54,16 +54,10 @@ impl Edit {
     ) -> Result<KeyRecord, LifecycleError> {
         let mut new = old.clone();
         if let Some(name) = &self.name {
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 200 {
-                return Err(invalid("name", "must be 1 to 200 characters"));
-            }
-            name.clone_into(&mut new.name);
+            new.name = check_name(name)?;
         }
         if let Some(d) = &self.description {
-            if d.chars().count() > 2000 {
-                return Err(invalid("description", "must be at most 2000 characters"));
-            }
+            check_description(d)?;
             d.clone_into(&mut new.description);
         }
         if let Some(s) = &self.scopes {
@@ -80,7 +74,7 @@ impl Edit {
             new.expires_at = resolve_expiry(Some(e), rules.max_ttl, now)?;
         }
         if let Some(m) = &self.metadata {
-            keys::check_metadata(m).map_err(|why| invalid("metadata", why))?;
+            check_metadata(m)?;
             new.metadata.clone_from(m);
         }
         if let Some(ips) = &self.allowed_ips {
