@@ -9,9 +9,8 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use http::header::HeaderName;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use super::rewrite::X_FORWARDED_FOR;
 
 /// The address the request comes from, as far as `trusted` proxies vouch for it.
 pub fn address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {

@@ -200,6 +200,11 @@ pub(crate) const EDITABLE: [&str; 9] = [
     "allowed_ips",
 ];
 
+/// A flag as a Redis hash stores it (`SQLite` stores the integer).
+pub(crate) fn flag_text(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
 /// `r`'s [`EDITABLE`] fields, in that order, as stored text.
 pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 9], StoreError> {
     let JsonLists {
@@ -216,7 +221,7 @@ pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 9], StoreError>
         Some(locations),
         Some(grants),
         r.expires_at.map(|t| t.0.to_string()),
-        Some(if r.enabled { "1" } else { "0" }.to_owned()),
+        Some(flag_text(r.enabled).to_owned()),
         Some(metadata),
         Some(allowed_ips),
     ])

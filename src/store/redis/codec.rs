@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use ::redis::Value;
 
 use crate::keys::{KeyHash, KeyRecord, Timestamp};
-use crate::store::codec::{Fields, JsonLists, corrupt, decode_record};
+use crate::store::codec::{Fields, JsonLists, corrupt, decode_record, flag_text};
 use crate::store::{AuditEvent, StoreError, Undecodable};
 
 /// A record as the `(field, value)` pairs of its hash.
@@ -37,7 +37,7 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         ("grants", grants),
         ("created_at", r.created_at.0.to_string()),
         ("created_by", r.created_by.clone()),
-        ("enabled", if r.enabled { "1" } else { "0" }.to_owned()),
+        ("enabled", flag_text(r.enabled).to_owned()),
         ("metadata", metadata),
         ("allowed_ips", allowed_ips),
     ];
