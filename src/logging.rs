@@ -206,17 +206,42 @@ fn text_value(buf: &mut Vec<u8>, v: &str) {
         buf.extend_from_slice(b"\"\"");
         return;
     }
-    // A fold without an early exit, so the compiler checks many bytes per step: values
-    // are short and nearly always plain, and this runs for eight fields per access line.
-    #[allow(clippy::needless_bitwise_bool)] // bitwise on purpose: no branch per byte
-    let plain = v.bytes().fold(true, |plain, b| {
-        plain & b.is_ascii_graphic() & (b != b'"') & (b != b'\\')
-    });
+    let plain = is_plain(v.as_bytes());
     if plain {
         buf.extend_from_slice(v.as_bytes());
     } else {
         let _ = write!(buf, "{v:?}");
     }
+}
+
+/// Whether every byte is visible ASCII and neither `"` nor `\\`: eight bytes a step
+/// (values are short and nearly always plain, and eight fields of each access line are
+/// tested), the tail padded with a plain byte. Each word is tested for a byte below
+/// `!`, one at or above DEL, or one equal to either quote; the tests may also flag the
+/// byte after a flagged one (a borrow or carry), never a word with none.
+fn is_plain(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let flagged = |x: u64| {
+        let below_bang = x.wrapping_sub(ONES * 0x21) & !x;
+        let del_or_above = x.wrapping_add(ONES) | x;
+        (below_bang
+            | del_or_above
+            | zero_byte(x ^ (ONES * u64::from(b'"')))
+            | zero_byte(x ^ (ONES * u64::from(b'\\'))))
+            & HIGH
+    };
+    let (words, tail) = v.as_chunks::<8>();
+    let mut last = [b'a'; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    // No early exit: the compiler folds the words without a branch each.
+    words
+        .iter()
+        .fold(flagged(u64::from_ne_bytes(last)), |any, w| {
+            any | flagged(u64::from_ne_bytes(*w))
+        })
+        == 0
 }
 
 #[derive(Serialize)]
@@ -503,6 +528,29 @@ mod tests {
         assert_eq!(text("a b"), "\"a b\"");
         assert_eq!(text("x\nstatus=200"), "\"x\\nstatus=200\"");
         assert_eq!(text("say \"hi\""), "\"say \\\"hi\\\"\"");
+    }
+
+    #[test]
+    fn the_word_test_of_plainness_agrees_with_the_byte_rule_for_every_byte_and_position() {
+        let byte_rule = |v: &[u8]| {
+            v.iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        };
+        for len in 1..=17 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'x'; len];
+                    v[at] = b;
+                    assert_eq!(is_plain(&v), byte_rule(&v), "byte {b:#x} at {at} of {len}");
+                    // A bad byte next to it: a borrow or carry may not hide either.
+                    if at + 1 < len {
+                        v[at + 1] = 0xff;
+                        assert!(!is_plain(&v), "byte {b:#x} at {at} of {len} before 0xff");
+                    }
+                }
+            }
+        }
+        assert!(is_plain(b""));
     }
 
     static SEEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
