@@ -214,10 +214,10 @@ fn text_value(buf: &mut Vec<u8>, v: &str) {
     }
 }
 
-/// Whether every byte is visible ASCII and neither `"` nor `\\`: eight bytes a step
+/// Whether every byte is visible ASCII and neither `"` nor `\`: eight bytes a step
 /// (values are short and nearly always plain, and eight fields of each access line are
-/// tested), the tail padded with a plain byte. Each word is tested for a byte below
-/// `!`, one at or above DEL, or one equal to either quote; the tests may also flag the
+/// tested), the tail padded with plain bytes. Each word is tested for a byte below
+/// `!`, one at or above DEL, or a `"` or `\`; the tests may also flag the
 /// byte after a flagged one (a borrow or carry), never a word with none.
 fn is_plain(v: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -233,15 +233,15 @@ fn is_plain(v: &[u8]) -> bool {
             & HIGH
     };
     let (words, tail) = v.as_chunks::<8>();
-    let mut last = [b'a'; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    // No early exit: the compiler folds the words without a branch each.
-    words
+    // The tail shifted into a word of plain bytes (copying up to seven bytes into an
+    // array is a `memcpy` call per value).
+    let last = tail
         .iter()
-        .fold(flagged(u64::from_ne_bytes(last)), |any, w| {
-            any | flagged(u64::from_ne_bytes(*w))
-        })
-        == 0
+        .fold(ONES * u64::from(b'a'), |w, &b| (w << 8) | u64::from(b));
+    // No early exit: the compiler folds the words without a branch each.
+    words.iter().fold(flagged(last), |any, w| {
+        any | flagged(u64::from_ne_bytes(*w))
+    }) == 0
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,7 @@
 //! plaintext and hashed), then every one of them through the proxy; a dry run that
 //! changes nothing; a second run that changes nothing; bad lines named, not fatal.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -56,7 +57,7 @@ fn import_file() -> (String, Vec<String>) {
 async fn served(gw: &Gateway, secrets: &[String]) -> usize {
     let url = Arc::new(gw.url("/v1/items/1"));
     let c = client();
-    futures_util::stream::iter(secrets.iter().cloned())
+    let statuses = futures_util::stream::iter(secrets.iter().cloned())
         .map(|s| {
             let (c, url) = (c.clone(), Arc::clone(&url));
             async move {
@@ -66,12 +67,20 @@ async fn served(gw: &Gateway, secrets: &[String]) -> usize {
                     .send()
                     .await
                     .unwrap();
-                usize::from(r.status() == 200)
+                r.status().as_u16()
             }
         })
         .buffer_unordered(16)
-        .fold(0, |n, ok| async move { n + ok })
-        .await
+        .fold(BTreeMap::new(), |mut by_status, status| async move {
+            *by_status.entry(status).or_insert(0usize) += 1;
+            by_status
+        })
+        .await;
+    // Whatever was not a 200 is shown with a failure (a 503 is the store's timeout).
+    if statuses.len() > 1 || !statuses.contains_key(&200) {
+        eprintln!("answers by status: {statuses:?}");
+    }
+    statuses.get(&200).copied().unwrap_or(0)
 }
 
 async fn imports_ten_thousand_keys(store_yaml: Option<String>) {
