@@ -466,10 +466,16 @@ async fn serve_proxy_connection(
                 let io = TokioIo::new(Guarded::new(stream, framing.clone(), max_head));
                 serve_http(builder, watcher, proxy, io, (peer, false), &opened, framing).await;
             }
-            Some(acceptor) => match acceptor.accept(stream).await {
+            // Boxed for the same reason as the connection (`serve_http`): a TLS session's
+            // state is large.
+            Some(acceptor) => match Box::pin(acceptor.accept(stream)).await {
                 Ok(s) => {
                     let io = TokioIo::new(Guarded::new(s, framing.clone(), max_head));
-                    serve_http(builder, watcher, proxy, io, (peer, true), &opened, framing).await;
+                    let hop = (peer, true);
+                    Box::pin(serve_http(
+                        builder, watcher, proxy, io, hop, &opened, framing,
+                    ))
+                    .await;
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             },
@@ -499,7 +505,9 @@ async fn serve_http<I>(
         async move { Ok::<_, Infallible>(p.serve(req, &conn).await) }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-    let _ = watcher.watch(conn).await;
+    // Boxed: hyper's connection state is kilobytes, and unboxed it would make every future
+    // above this one (the spawned task's) as large, copied whole each time it is moved.
+    let _ = Box::pin(watcher.watch(conn)).await;
 }
 
 /// SIGHUP asks for a policy reload (the file watcher covers edits; this covers the rest).

@@ -455,8 +455,11 @@ impl Target {
         let heard = Heard::default();
         let io = TokioIo::new(Listening::new(stream, heard.clone()));
         let (send, driver) = client_h1::handshake(io).await?;
+        // Boxed: the connection's state (a TLS session's too) is large, and the task
+        // would otherwise copy it whole as it is spawned and stored.
+        let driver = Box::pin(driver.with_upgrades());
         tokio::spawn(async move {
-            let _ = driver.with_upgrades().await;
+            let _ = driver.await;
         });
         Ok(Kept {
             send,

@@ -149,17 +149,20 @@ impl Upstream {
         });
         let streamed = matches!(body, Either::Left(_));
         let started = std::time::Instant::now();
-        let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(started) + service.timeout;
         let mut chosen = Chosen::default();
         let sent = if multiplexed {
+            let req = Request::from_parts(parts, body);
             // Boxed: the pool's future is large, and unboxed it would grow this one (and
             // every one above it) for the HTTP/1 requests that never take this branch.
             by(deadline, Box::pin(service.pooled(req, again, &mut chosen))).await
         } else {
+            // Lent, not moved, to the futures below until it is sent: each would otherwise
+            // hold its own copy of the ~250-byte request, copied as each is made.
+            let mut req = Some(Request::from_parts(parts, body));
             own(
                 service,
-                req,
+                &mut req,
                 &conn.upstream,
                 started,
                 deadline,
@@ -238,7 +241,7 @@ fn outcome(
 /// another target, through the (picked) target's pool.
 async fn own<'s>(
     service: &'s Service,
-    req: Request<UpBody>,
+    req: &mut Option<Request<UpBody>>,
     affinity: &Affinity,
     started: std::time::Instant,
     deadline: tokio::time::Instant,
@@ -252,6 +255,9 @@ async fn own<'s>(
         // Rare (a concurrent request holds the connection, or a route to another
         // upstream): boxed, as is `connect`, so that the common path's future stays
         // small (it is moved per request).
+        let Some(req) = req.take() else {
+            return Ok(Err(unsent()));
+        };
         return by(deadline, Box::pin(service.pooled(req, again, chosen))).await;
     };
     // Several targets: each request is balanced; the kept connection serves those its
@@ -262,6 +268,9 @@ async fn own<'s>(
         && pick.index() != kept.target
     {
         drop(lease);
+        let Some(req) = req.take() else {
+            return Ok(Err(unsent()));
+        };
         return by(
             deadline,
             Box::pin(service.pooled_via(pick, req, again, chosen)),
@@ -280,11 +289,11 @@ async fn own<'s>(
 
 /// One request on the connection in `slot` (opened when there is none, it was closed,
 /// it has been idle too long or its target is out of rotation), which is put back once
-/// the answer has come. `now`: when the request started; `again` builds the request
-/// anew, when it may be resent.
+/// the answer has come. `req` is taken when it is sent (and put back if it never left);
+/// `now`: when the request started; `again` builds the request anew, when it may be resent.
 async fn exchange<'s>(
     service: &'s Service,
-    req: Request<UpBody>,
+    req: &mut Option<Request<UpBody>>,
     slot: &mut Option<Kept>,
     now: std::time::Instant,
     again: Option<impl FnOnce() -> Request<UpBody>>,
@@ -302,63 +311,79 @@ async fn exchange<'s>(
     {
         reused = None;
     }
-    let mut req = match reused {
-        Some((mut conn, target)) => {
-            chosen.set(target);
-            let mut req = req;
-            req.headers_mut()
-                .insert(header::HOST, target.host().clone());
-            match send_or_again(&mut conn, req, &mut again).await? {
-                Ok(resp) => return Ok(keep(slot, conn, resp, now)),
-                Err(req) => req,
-            }
+    if let Some((mut conn, target)) = reused {
+        chosen.set(target);
+        if let Some(resp) = send_or_again(&mut conn, target, req, &mut again).await? {
+            return Ok(keep(slot, conn, resp, now));
         }
-        None => req,
-    };
-    let mut conn = Box::pin(service.connect(chosen)).await?;
-    if let Some(t) = chosen.get() {
-        req.headers_mut().insert(header::HOST, t.host().clone());
     }
+    let mut conn = Box::pin(service.connect(chosen)).await?;
+    let target = chosen.get();
     if !service.several() {
+        let req = for_target(req, target)?;
         let resp = conn.send.send_request(req).await?;
         return Ok(keep(slot, conn, resp, now));
     }
     // Several targets: a new connection that closes before the request left, or without
     // a word after it (an instance going away), is replaced once, to whichever target
     // the balancing picks, when the request may be sent again.
-    let mut req = match send_or_again(&mut conn, req, &mut again).await? {
-        Ok(resp) => return Ok(keep(slot, conn, resp, now)),
-        Err(req) => req,
-    };
-    let mut conn = Box::pin(service.connect(chosen)).await?;
-    if let Some(t) = chosen.get() {
-        req.headers_mut().insert(header::HOST, t.host().clone());
+    if let Some(target) = target
+        && let Some(resp) = send_or_again(&mut conn, target, req, &mut again).await?
+    {
+        return Ok(keep(slot, conn, resp, now));
     }
+    let mut conn = Box::pin(service.connect(chosen)).await?;
+    let req = for_target(req, chosen.get())?;
     let resp = conn.send.send_request(req).await?;
     Ok(keep(slot, conn, resp, now))
 }
 
-/// `req` on `conn`: the answer, or the request to send on a new connection: one that
-/// never left (the connection closed under it), or one that was sent and met a close
-/// without a word, when `again` may build it anew (it is then used up).
+/// The request in `req`, taken to be sent, with `target`'s `Host`.
+fn for_target(
+    req: &mut Option<Request<UpBody>>,
+    target: Option<&Target>,
+) -> Result<Request<UpBody>, SendError> {
+    let mut req = req.take().ok_or_else(unsent)?;
+    if let Some(t) = target {
+        req.headers_mut().insert(header::HOST, t.host().clone());
+    }
+    Ok(req)
+}
+
+/// The error for a request found already taken: each path takes it once, so this is a
+/// bug in this module, answered 502 rather than a panic.
+fn unsent() -> SendError {
+    "keygate lost the request before sending it (a bug: please report it)".into()
+}
+
+/// The request in `req` on `conn` to `target`: the answer, or none when it is to be sent
+/// on a new connection, and `req` holds it again: one that never left (the connection
+/// closed under it), or one that was sent and met a close without a word, when `again`
+/// may build it anew (it is then used up).
 async fn send_or_again(
     conn: &mut Kept,
-    req: Request<UpBody>,
+    target: &Target,
+    req: &mut Option<Request<UpBody>>,
     again: &mut Option<impl FnOnce() -> Request<UpBody>>,
-) -> Result<Result<Response<Incoming>, Request<UpBody>>, SendError> {
+) -> Result<Option<Response<Incoming>>, SendError> {
+    let sent = for_target(req, Some(target))?;
     conn.heard.clear();
-    match conn.send.try_send_request(req).await {
-        Ok(resp) => Ok(Ok(resp)),
+    match conn.send.try_send_request(sent).await {
+        Ok(resp) => Ok(Some(resp)),
         Err(mut e) => match (e.take_message(), again.take()) {
             // Closed under us before the request left: never sent, so send it anew.
-            (Some(req), _) => Ok(Err(req)),
+            (Some(unsent), _) => {
+                *req = Some(unsent);
+                Ok(None)
+            }
             // Sent, and the connection closed without a word: may be sent again.
             (None, Some(again)) if !conn.heard.anything() => {
                 tracing::debug!(
                     error = %e.error(),
                     "upstream closed a connection without answering; sending again"
                 );
-                Ok(Err(again()))
+                *req = Some(again());
+                Ok(None)
             }
             (None, _) => Err(e.into_error().into()),
         },
