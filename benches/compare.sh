@@ -14,6 +14,9 @@
 #                 policy, no identity headers).
 #   keygate       release build, embedded (SQLite) store holding the keys
 #   keygate-redis release build, Redis store holding the same keys (unless --no-redis)
+#   …-limited     the same keygate on a route with `rate_limit: 1000/s` per key, never
+#                 reached (each key gets a share of the load): on the embedded store each
+#                 gateway counts its own; on Redis the fleet counts (leases, issue 19)
 #   hyper-floor   examples/hyper_floor.rs: the cheapest proxy the same stack makes (hyper 1
 #                 server and client, tokio, one upstream connection per client connection,
 #                 same allocator and runtime shape) with no key check, no policy, no headers
@@ -197,6 +200,11 @@ routes:
     methods: [GET]
     path: /v1/items/{*rest}
     scopes: [items:read]
+  - name: limited
+    methods: [GET]
+    path: /v1/limited/{*rest}
+    scopes: [items:read]
+    rate_limit: 1000/s
 default: deny
 EOF
 keygate_conf() { # $1 file, $2 listen, $3 admin, $4 store block
@@ -273,15 +281,17 @@ taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/embedded.yaml" \
 KG_PID=$!
 PIDS+=($!)
 wait_port "$KG"
-# name:port:pid (the process whose CPU time is the proxy's: nginx's worker, keygate itself)
-targets=("nginx-map:$NGX:$NGX_WORKER" "hyper-floor:$FL:$FL_PID" "keygate:$KG:$KG_PID")
+# name:port:pid:path (the process whose CPU time is the proxy's: nginx's worker, keygate
+# itself; the path the load asks for, less the key's number)
+targets=("nginx-map:$NGX:$NGX_WORKER:/v1/items/" "hyper-floor:$FL:$FL_PID:/v1/items/"
+  "keygate:$KG:$KG_PID:/v1/items/" "keygate-limited:$KG:$KG_PID:/v1/limited/")
 if [ "$REDIS" = 1 ]; then
   taskset -c "$PROXY_CPUS" "$KEYGATE" serve --config "$DIR/etc/redis.yaml" \
     >"$DIR/keygate-redis.out" 2>"$DIR/keygate-redis.log" &
   KGR_PID=$!
   PIDS+=($!)
   wait_port "$KGR"
-  targets+=("keygate-redis:$KGR:$KGR_PID")
+  targets+=("keygate-redis:$KGR:$KGR_PID:/v1/items/" "keygate-redis-limited:$KGR:$KGR_PID:/v1/limited/")
 fi
 
 # --- load ----------------------------------------------------------------------------------
@@ -290,9 +300,10 @@ cat >"$DIR/rotate.lua" <<EOF
 local keys = {}
 for line in io.lines("$DIR/keys.txt") do keys[#keys + 1] = line end
 local i = math.random(#keys)
+local path = os.getenv("KG_PATH") or "/v1/items/"
 request = function()
   i = i % #keys + 1
-  return wrk.format("GET", "/v1/items/" .. i, { ["X-API-Key"] = keys[i] })
+  return wrk.format("GET", path .. i, { ["X-API-Key"] = keys[i] })
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -307,8 +318,8 @@ EOF
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-run_wrk() { # $1 port, $2 seconds → "requests duration_us errors non2xx p50_us p99_us"
-  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$2"s --timeout 2s -s "$DIR/rotate.lua" \
+run_wrk() { # $1 port, $2 seconds, [$3 path] → "requests duration_us errors non2xx p50_us p99_us"
+  KG_PATH=${3:-/v1/items/} taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$2"s --timeout 2s -s "$DIR/rotate.lua" \
     "http://127.0.0.1:$1/" | sed -n 's/^RESULT //p'
 }
 
@@ -316,16 +327,16 @@ run_wrk() { # $1 port, $2 seconds → "requests duration_us errors non2xx p50_us
 # pass (fills keygate's cache, opens the upstream keep-alive pools).
 key1=$(head -n1 "$DIR/keys.txt")
 for t in "${targets[@]}"; do
-  IFS=: read -r name port pid <<<"$t"
-  ok=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key1" "http://127.0.0.1:$port/v1/items/1")
-  no=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/items/1")
+  IFS=: read -r name port pid path <<<"$t"
+  ok=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key1" "http://127.0.0.1:$port${path}1")
+  no=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port${path}1")
   want_no=401
   [ "$name" = hyper-floor ] && want_no=200 # checks nothing, by design
   if [ "$ok" != 200 ] || [ "$no" != "$want_no" ]; then
     echo "compare: $name answered $ok with a key and $no without (want 200, $want_no)" >&2
     exit 1
   fi
-  run_wrk "$port" 1 >/dev/null
+  run_wrk "$port" 1 "$path" >/dev/null
 done
 
 echo "compare: $ROUNDS round(s) of ${DURATION}s per target, $CONNS connections, $NKEYS keys;" \
@@ -333,13 +344,13 @@ echo "compare: $ROUNDS round(s) of ${DURATION}s per target, $CONNS connections, 
 : >"$DIR/results"
 for r in $(seq "$ROUNDS"); do
   for t in "${targets[@]}"; do
-    IFS=: read -r name port pid <<<"$t"
+    IFS=: read -r name port pid path <<<"$t"
     if [ "$PROFILE" = 1 ] && [ "$r" = 1 ] && [ "$name" = keygate ]; then
       taskset -c "$LOAD_CPUS" perf record -q -F 999 -o "$DIR/perf.data" -p "$KG_PID" \
         -- sleep "$DURATION" >/dev/null 2>&1 &
     fi
     t0=$(cpu_ticks "$pid")
-    read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION")
+    read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION" "$path")
     t1=$(cpu_ticks "$pid")
     if [ "$errs" != 0 ] || [ "$non2xx" != 0 ]; then
       echo "compare: round $r $name: $errs socket errors, $non2xx non-2xx answers" >&2
@@ -386,19 +397,19 @@ fi
 if [ "$INSTRUCTIONS" = 1 ]; then
   # Runs the command under callgrind on the proxies' core with counting off, warms it up,
   # counts over one wrk run, and prints "requests instructions software-sha256-instructions".
-  count_instructions() { # $1 name, $2 port, then the command
-    local name=$1 port=$2 out="$DIR/callgrind-$1.out"
-    shift 2
+  count_instructions() { # $1 name, $2 port, $3 path, then the command
+    local name=$1 port=$2 path=$3 out="$DIR/callgrind-$1.out"
+    shift 3
     taskset -c "$PROXY_CPUS" valgrind --tool=callgrind --instr-atstart=no \
       --callgrind-out-file="$out" "$@" >"$DIR/$name-cg.stdout" 2>"$DIR/$name-cg.log" &
     local vg=$!
     PIDS+=($vg)
     wait_port "$port"
     callgrind_control -i on "$vg" >/dev/null 2>&1
-    run_wrk "$port" 1 >/dev/null
+    run_wrk "$port" 1 "$path" >/dev/null
     callgrind_control -z "$vg" >/dev/null 2>&1
     local n dur errs non2xx p50 p99
-    read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION")
+    read -r n dur errs non2xx p50 p99 < <(run_wrk "$port" "$DURATION" "$path")
     callgrind_control -i off "$vg" >/dev/null 2>&1
     callgrind_control -d "$vg" >/dev/null 2>&1
     kill "$vg" 2>/dev/null || true
@@ -425,12 +436,25 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     -e "s/127.0.0.1:$NGX;/127.0.0.1:$CG_NGX;/" "$DIR/nginx-map/nginx.conf" >"$DIR/nginx-map/cg.conf"
   sed -e "s/^listen: .*/listen: 127.0.0.1:$CG_KG/" -e "s/^  listen: .*/  listen: 127.0.0.1:$CG_KG_ADMIN/" \
     "$DIR/etc/embedded.yaml" >"$DIR/etc/embedded-cg.yaml"
-  read -r n_ngx ir_ngx _ < <(count_instructions nginx-map "$CG_NGX" \
+  read -r n_ngx ir_ngx _ < <(count_instructions nginx-map "$CG_NGX" /v1/items/ \
     "$NGINX" -p "$DIR/nginx-map" -c "$DIR/nginx-map/cg.conf")
-  read -r n_fl ir_fl _ < <(count_instructions hyper-floor "$CG_FL" \
+  read -r n_fl ir_fl _ < <(count_instructions hyper-floor "$CG_FL" /v1/items/ \
     "$FLOOR" "127.0.0.1:$CG_FL" "127.0.0.1:$UP")
-  read -r n_kg ir_kg sha_kg < <(count_instructions keygate "$CG_KG" \
+  read -r n_kg ir_kg sha_kg < <(count_instructions keygate "$CG_KG" /v1/items/ \
     "$KEYGATE" serve --config "$DIR/etc/embedded-cg.yaml")
+  # The limited route: on the embedded store (each gateway counts), and on Redis (the
+  # fleet counts), each in a fresh process.
+  limited=()
+  read -r n ir sha < <(count_instructions keygate-limited "$CG_KG" /v1/limited/ \
+    "$KEYGATE" serve --config "$DIR/etc/embedded-cg.yaml")
+  limited+=("keygate-limited $n $ir $sha")
+  if [ "$REDIS" = 1 ]; then
+    sed -e "s/^listen: .*/listen: 127.0.0.1:$CG_KG/" -e "s/^  listen: .*/  listen: 127.0.0.1:$CG_KG_ADMIN/" \
+      "$DIR/etc/redis.yaml" >"$DIR/etc/redis-cg.yaml"
+    read -r n ir sha < <(count_instructions keygate-redis-limited "$CG_KG" /v1/limited/ \
+      "$KEYGATE" serve --config "$DIR/etc/redis-cg.yaml")
+    limited+=("keygate-redis-limited $n $ir $sha")
+  fi
   python3 - "$n_ngx" "$ir_ngx" "$n_fl" "$ir_fl" "$n_kg" "$ir_kg" "$sha_kg" <<'EOF'
 import sys
 n_ngx, ir_ngx, n_fl, ir_fl, n_kg, ir_kg, sha_kg = map(int, sys.argv[1:])
@@ -442,4 +466,8 @@ print(f"| hyper-floor | {n_fl:,} | {fl:,.0f} | {fl / ngx:.2f} |")
 print(f"| keygate | {n_kg:,} | {kg:,.0f} | {kg / ngx:.2f} |")
 print(f"| keygate, less software SHA-256 ({sha:,.0f}) | | {kg - sha:,.0f} | {(kg - sha) / ngx:.2f} |")
 EOF
+  for row in "${limited[@]}"; do
+    read -r name n ir sha <<<"$row"
+    python3 -c "import sys; n, ir = int(sys.argv[2]), int(sys.argv[3]); print(f'| {sys.argv[1]} | {n:,} | {ir / n:,.0f} | |')" "$name" "$n" "$ir"
+  done
 fi

@@ -84,18 +84,22 @@ pub enum ServeError {
 /// and `/readyz` tells the truth. `store.timeout` bounds each registry round trip. Needs a
 /// tokio runtime.
 pub fn open_store(store: &config::StoreSettings) -> Result<Arc<dyn KeyStore>, ServeError> {
-    let timeout = store.timeout;
-    match &store.backend {
-        config::Store::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
-        config::Store::Redis { url } => Ok(Arc::new(RedisStore::open(
-            &Target::Single(url.clone()),
-            timeout,
-        )?)),
-        config::Store::RedisCluster { seeds } => Ok(Arc::new(RedisStore::open(
-            &Target::Cluster(seeds.clone()),
-            timeout,
-        )?)),
-    }
+    Ok(match open_redis(store)? {
+        Ok(redis) => redis,
+        Err(path) => Arc::new(EmbeddedStore::open(path)?),
+    })
+}
+
+/// The Redis store the config names, or the embedded store's path.
+fn open_redis(
+    store: &config::StoreSettings,
+) -> Result<Result<Arc<RedisStore>, &std::path::Path>, ServeError> {
+    let target = match &store.backend {
+        config::Store::Embedded { path } => return Ok(Err(path)),
+        config::Store::Redis { url } => Target::Single(url.clone()),
+        config::Store::RedisCluster { seeds } => Target::Cluster(seeds.clone()),
+    };
+    Ok(Ok(Arc::new(RedisStore::open(&target, store.timeout)?)))
 }
 
 /// A gateway ready to serve: policy loaded, store open.
@@ -132,11 +136,16 @@ impl App {
         let live_policy = Arc::new(ArcSwap::from_pointee(policy));
         // A server starts even when its store cannot be opened yet: it fails closed
         // (503) until it can, and recovers without a restart.
-        let store: Arc<dyn KeyStore> = match &config.store.backend {
-            config::Store::Embedded { path } => Arc::new(DeferredEmbedded::new(path.clone())),
-            config::Store::Redis { .. } | config::Store::RedisCluster { .. } => {
-                open_store(&config.store)?
-            }
+        // On Redis, the registry also counts the fleet's rate limits.
+        let (store, limits): (Arc<dyn KeyStore>, Limits) = match open_redis(&config.store)? {
+            Ok(redis) => (
+                Arc::clone(&redis) as Arc<dyn KeyStore>,
+                Limits::fleet(redis),
+            ),
+            Err(path) => (
+                Arc::new(DeferredEmbedded::new(path.to_path_buf())),
+                Limits::default(),
+            ),
         };
         let cache = Arc::new(Cache::new(&config.cache));
         let upstream = Upstream::new(
@@ -161,7 +170,7 @@ impl App {
             store: Arc::clone(&store),
             cache: Arc::clone(&cache),
             usage: Arc::clone(&usage),
-            limits: Arc::new(Limits::default()),
+            limits: Arc::new(limits),
             expiring: Arc::clone(&expiring),
             upstream,
             authn: Arc::clone(&authn),

@@ -50,7 +50,9 @@
 //!   serve-stale on store errors (`stale_if_error`) → config (`CacheSettings`), keys, store
 //! - [`authn`]: the key header → parse → cache look-up (`store.timeout`, `stale_if_error`),
 //!   one path for the proxy and the admin API; typed errors each maps itself → keys, cache, store
-//! - [`limits`]: per-route, per-key token buckets (`rate_limit:`), idle state reclaimed → keys, policy
+//! - [`limits`]: per-route token buckets (`rate_limit:`) per key, user, business or address,
+//!   counted by this gateway (`limits/local.rs`) or the fleet through leases from Redis
+//!   (`limits/fleet.rs`); idle state reclaimed → keys, policy, store
 //! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
 //! - [`usage`]: batched `last_used_at` writes → keys
 //! - [`policy`]: the policy model, the built-in `keygate:` scopes, the one permission rule

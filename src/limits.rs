@@ -1,160 +1,176 @@
-//! Per-route rate limits: `rate_limit: N/s|N/m|N/h` on a route allows each key N requests
-//! per period on this gateway, with a burst of N (a token bucket, GCRA via `governor`).
+//! Per-route rate limits: `rate_limit:` on a route allows each bucket N requests per
+//! period with a burst of N (GCRA). Whose requests share a bucket is the route's `per`
+//! (the key, the key's user, or its business; the client address on public routes);
+//! who counts it is its `scope`: each gateway on its own ([`local`]), or the whole fleet
+//! through the Redis registry ([`fleet`], the default when the store is Redis).
 //!
-//! Invariants: limits are counted per route (for its current limit) and per key hash (per client
-//! address on public routes, which have no key); a policy reload that changes a
-//! route's limit starts a fresh bucket set; state for keys idle longer than their
-//! period is reclaimed by [`Limits::sweep`], so memory follows active keys, not all
-//! keys ever seen. Checking takes no global lock (dashmap shards, atomic state).
+//! Invariants:
+//! - A fleet bucket that cannot be counted because Redis is unreachable (and its lease
+//!   is spent) is counted by this gateway alone meanwhile: the key look-up has already
+//!   failed closed or been served from the cache, and a limit that degrades to
+//!   per-gateway is better than refusing every request or none. One warning per outage
+//!   (`fleet`).
+//! - Checking takes no global lock and, in the common case, waits on nothing.
+//! - A request learns where its bucket stands ([`Standing`]) for the `RateLimit-*`
+//!   headers, refused or not.
 
+pub mod fleet;
+pub mod local;
+
+/// The limits' maps' hasher: seeded per process and far cheaper than `SipHash` on the
+/// route names and key hashes looked up per request (as in `cache`).
+type Seeded = foldhash::fast::RandomState;
+
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::keys::KeyHash;
-use crate::policy::RateLimit;
+use crate::keys::{KeyHash, KeyRecord};
+use crate::policy::{Per, RouteLimit, Scope};
+use crate::store::SharedBuckets;
 
 /// Whose bucket a request takes its token from. (Not the admin API's
 /// `admin::auth::Caller`, who is authenticated; this is only what a limit counts by.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The user and business buckets hold the key's record, and compare by its ids.
+#[derive(Clone, Debug)]
 pub enum Bucket {
     Key(KeyHash),
+    /// Every key of the record's user (in its business).
+    User(Arc<KeyRecord>),
+    /// Every key of the record's business.
+    Business(Arc<KeyRecord>),
     /// Public routes: the client's address.
     Address(IpAddr),
 }
 
-/// A route's buckets, for the limit they were made for.
-struct RouteLimiter {
-    limit: RateLimit,
-    buckets: DefaultKeyedRateLimiter<Bucket>,
+impl Bucket {
+    /// The bucket `per` counts a keyed request in: its key's, or wider.
+    #[must_use]
+    pub fn widened(self, per: Per, record: Option<&Arc<KeyRecord>>) -> Self {
+        match (per, record, &self) {
+            (Per::User, Some(r), Self::Key(_)) => Self::User(Arc::clone(r)),
+            (Per::Business, Some(r), Self::Key(_)) => Self::Business(Arc::clone(r)),
+            _ => self,
+        }
+    }
+
+    /// The bucket's part of its fleet-wide name: unambiguous (lengths before ids that
+    /// may hold the separator), and no secret (a key is named by its hash's first half).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Key(h) => format!("k:{}", hex::encode(&h.0[..16])),
+            Self::User(r) => format!("u:{}:{}:{}", r.business_id.len(), r.business_id, r.user_id),
+            Self::Business(r) => format!("b:{}", r.business_id),
+            Self::Address(ip) => format!("a:{ip}"),
+        }
+    }
 }
 
-/// Every route's limiter by route name, created on first use.
+impl PartialEq for Bucket {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Key(a), Self::Key(b)) => a == b,
+            (Self::User(a), Self::User(b)) => {
+                a.business_id == b.business_id && a.user_id == b.user_id
+            }
+            (Self::Business(a), Self::Business(b)) => a.business_id == b.business_id,
+            (Self::Address(a), Self::Address(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Bucket {}
+
+impl Hash for Bucket {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Self::Key(h) => h.hash(state),
+            Self::User(r) => (&r.business_id, &r.user_id).hash(state),
+            Self::Business(r) => r.business_id.hash(state),
+            Self::Address(ip) => ip.hash(state),
+        }
+    }
+}
+
+/// Where a bucket stands after a request: the `RateLimit-*` headers' values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Until the bucket is full again (refused: until the next token).
+    pub reset: Duration,
+}
+
+/// Refused: the bucket is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    pub standing: Standing,
+    /// Until the next token.
+    pub wait: Duration,
+}
+
+impl Exceeded {
+    fn after(limit: u32, wait: Duration) -> Self {
+        Self {
+            standing: Standing {
+                limit,
+                remaining: 0,
+                reset: wait,
+            },
+            wait,
+        }
+    }
+}
+
+/// Every route's buckets: this gateway's, and the fleet's when the store is shared.
 #[derive(Default)]
 pub struct Limits {
-    by_route: DashMap<Arc<str>, Arc<RouteLimiter>>,
+    local: local::Local,
+    fleet: Option<fleet::Fleet>,
 }
 
 impl Limits {
-    /// `Ok` if `bucket` may take one more request to `route`; else how long to wait.
-    pub fn check(&self, route: &str, limit: RateLimit, bucket: Bucket) -> Result<(), Duration> {
-        self.limiter(route, limit)
-            .buckets
-            .check_key(&bucket)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    /// Limits whose `scope: fleet` buckets (the default) are counted in `shared`.
+    pub fn fleet(shared: Arc<dyn SharedBuckets>) -> Self {
+        Self {
+            local: local::Local::default(),
+            fleet: Some(fleet::Fleet::new(shared)),
+        }
     }
 
-    /// The route's limiter: one keyed look-up by borrowed name (no allocation) in the
-    /// common case; a first use, or a reload that changed the limit, starts afresh.
-    fn limiter(&self, route: &str, limit: RateLimit) -> Arc<RouteLimiter> {
-        if let Some(l) = self.by_route.get(route)
-            && l.limit == limit
+    /// Takes one token of `bucket` for `route`, or says how long until there is one.
+    pub async fn check(
+        &self,
+        route: &str,
+        limit: RouteLimit,
+        bucket: Bucket,
+    ) -> Result<Standing, Exceeded> {
+        if let Some(fleet) = &self.fleet
+            && limit.scope != Some(Scope::Gateway)
+            && let Some(verdict) = fleet.check(route, limit.rate, &bucket).await
         {
-            return Arc::clone(&l);
+            return verdict;
         }
-        let fresh = || {
-            Arc::new(RouteLimiter {
-                limit,
-                buckets: RateLimiter::keyed(quota(limit)),
-            })
-        };
-        let mut entry = self.by_route.entry(Arc::from(route)).or_insert_with(fresh);
-        if entry.limit != limit {
-            *entry = fresh();
-        }
-        Arc::clone(&entry)
+        self.local.check(route, limit.rate, &bucket)
     }
 
-    /// Forgets buckets that are full again, and limiters nobody uses.
+    /// Forgets buckets that are full again, leases that hold nothing, and routes
+    /// nobody uses.
     pub fn sweep(&self) {
-        self.by_route.retain(|_, l| {
-            l.buckets.retain_recent();
-            l.buckets.shrink_to_fit();
-            !l.buckets.is_empty()
-        });
+        self.local.sweep();
+        if let Some(fleet) = &self.fleet {
+            fleet.sweep();
+        }
     }
 
-    /// Buckets with live state, across routes (for tests and metrics).
+    /// Buckets and leases with live state, across routes (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.by_route.iter().map(|l| l.value().buckets.len()).sum()
+        self.local.tracked() + self.fleet.as_ref().map_or(0, fleet::Fleet::tracked)
     }
-}
-
-/// N per period with a burst of N: one token back every period / N.
-fn quota(limit: RateLimit) -> Quota {
-    let n = NonZeroU32::new(limit.count).unwrap_or(NonZeroU32::MIN);
-    let every = limit.per / limit.count.max(1);
-    Quota::with_period(every.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_second(n))
-        .allow_burst(n)
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn a_burst_of_n_then_refusal_with_a_wait_then_recovery() {
-        let limits = Limits::default();
-        let limit = RateLimit {
-            count: 3,
-            per: Duration::from_secs(60),
-        };
-        let a = Bucket::Key(KeyHash([1; 32]));
-        let b = Bucket::Key(KeyHash([2; 32]));
-        for _ in 0..3 {
-            assert!(limits.check("r", limit, a).is_ok());
-        }
-        let wait = limits.check("r", limit, a).unwrap_err();
-        assert!(
-            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
-            "{wait:?}"
-        );
-        assert!(limits.check("r", limit, b).is_ok(), "limits are per key");
-        assert!(limits.check("other", limit, a).is_ok(), "and per route");
-        assert_eq!(limits.tracked(), 3);
-    }
-
-    #[test]
-    fn a_changed_limit_starts_a_fresh_bucket_set() {
-        let limits = Limits::default();
-        let a = Bucket::Key(KeyHash([7; 32]));
-        let one = RateLimit {
-            count: 1,
-            per: Duration::from_secs(3600),
-        };
-        assert!(limits.check("r", one, a).is_ok());
-        assert!(limits.check("r", one, a).is_err());
-        let two = RateLimit {
-            count: 2,
-            per: Duration::from_secs(3600),
-        };
-        assert!(
-            limits.check("r", two, a).is_ok(),
-            "the reloaded limit is counted afresh"
-        );
-        assert_eq!(limits.tracked(), 1, "the old buckets are gone");
-    }
-
-    #[test]
-    fn idle_buckets_are_reclaimed() {
-        let limits = Limits::default();
-        let limit = RateLimit {
-            count: 1000,
-            per: Duration::from_millis(1),
-        };
-        for i in 0..100u8 {
-            let _ = limits.check("r", limit, Bucket::Key(KeyHash([i; 32])));
-        }
-        assert_eq!(limits.tracked(), 100);
-        std::thread::sleep(Duration::from_millis(5));
-        limits.sweep();
-        assert_eq!(limits.tracked(), 0);
-    }
-}
+mod tests;

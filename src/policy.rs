@@ -19,6 +19,7 @@
 //!   pattern compiled, every location source resolvable.
 
 mod index;
+mod limit;
 pub mod load;
 mod location;
 pub mod path;
@@ -26,6 +27,7 @@ mod permit;
 mod reach;
 pub mod watch;
 
+pub use limit::{Per, RateLimit, RouteLimit, Scope};
 use permit::Target;
 pub use permit::{Matched, Permitted, RouteName};
 pub use reach::Reach;
@@ -33,7 +35,6 @@ pub use reach::Reach;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderName, Method};
 
@@ -108,7 +109,7 @@ struct Route {
     /// The route's `roles`, as written (for display).
     roles: Vec<String>,
     location: Option<LocationSource>,
-    rate_limit: Option<RateLimit>,
+    rate_limit: Option<RouteLimit>,
     /// Which upstream: 0 the default, `n` the config's n-th named upstream.
     upstream: u16,
     /// Literal leading segments removed from the path before it is forwarded.
@@ -145,51 +146,6 @@ impl LocationSource {
             Self::Path(n) | Self::Query(n) => n,
             Self::Header(h) => h.as_str(),
         }
-    }
-}
-
-/// A route's `rate_limit`: `count` requests per `per`, per key, per gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    pub count: u32,
-    pub per: Duration,
-}
-
-impl RateLimit {
-    /// Parses `N/s`, `N/m` or `N/h` with N ≥ 1.
-    pub fn parse(text: &str) -> Result<RateLimit, String> {
-        let shape = || format!("rate limit `{text}` must look like `100/s`, `10/m` or `1000/h`");
-        let (count, unit) = text.split_once('/').ok_or_else(shape)?;
-        let per = match unit {
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return Err(shape()),
-        };
-        if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(shape());
-        }
-        let count: u32 = count
-            .parse()
-            .map_err(|_| format!("rate limit `{text}` is too large"))?;
-        if count == 0 {
-            return Err(format!(
-                "rate limit `{text}` must allow at least 1 request per period"
-            ));
-        }
-        Ok(RateLimit { count, per })
-    }
-}
-
-impl fmt::Display for RateLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per.as_secs() {
-            1 => "s",
-            60 => "m",
-            3600 => "h",
-            other => return write!(f, "{}/{other}s", self.count),
-        };
-        write!(f, "{}/{unit}", self.count)
     }
 }
 
@@ -556,7 +512,9 @@ impl Policy {
                     "scopes": r.scopes,
                     "roles": r.roles,
                     "location": r.location.as_ref().map(|l| json!({"from": l.source_name(), "name": l.name()})),
-                    "rate_limit": r.rate_limit.map(|l| l.to_string()),
+                    "rate_limit": r.rate_limit.map(|l| l.rate.to_string()),
+                    "rate_limit_per": r.rate_limit.map(|l| l.per.as_str()),
+                    "rate_limit_scope": r.rate_limit.and_then(|l| l.scope).map(Scope::as_str),
                 })
             })
             .collect();

@@ -14,7 +14,10 @@
 //!       and not cached → 503, never open), the same path the admin API takes; a key
 //!       with an IP allowlist is refused from elsewhere ([`client::address`]); and the
 //!       policy decides;
-//!    5. the route's rate limit, per key (per address on public routes);
+//!    5. the route's rate limit, in the bucket its `per` names (the key's, its user's or
+//!       business's; the client address's on public routes), counted by this gateway
+//!       or the fleet ([`Limits::check`]); where the bucket stands goes out as
+//!       `RateLimit-*` headers on the answer, refused or not;
 //! 3. forward what the [`Permitted`] allows, nothing else.
 //!
 //! [`Proxy::serve`] wraps it: a refusal becomes its JSON answer, and every request,
@@ -30,6 +33,7 @@ pub mod forward;
 pub mod forward_auth;
 pub mod framing;
 pub mod heard;
+pub mod rate_headers;
 pub mod refusal;
 pub mod rewrite;
 
@@ -47,7 +51,7 @@ use crate::authn::Authn;
 use crate::cache::Cache;
 use crate::expiry::Expiring;
 use crate::keys::{KeyRecord, Timestamp};
-use crate::limits::{Bucket, Limits};
+use crate::limits::{Bucket, Limits, Standing};
 use crate::logging;
 use crate::metrics;
 use crate::policy::path;
@@ -127,6 +131,8 @@ pub struct Trace<'p> {
     upstream_status: Option<u16>,
     upstream_seconds: Option<f64>,
     target: Option<&'p Target>,
+    /// The route's rate-limit bucket after this request, for the `RateLimit-*` headers.
+    rate: Option<Standing>,
 }
 
 impl Proxy {
@@ -187,6 +193,10 @@ impl Proxy {
                 )
             }
         };
+        let mut response = response;
+        if let Some(standing) = trace.rate {
+            rate_headers::write(response.headers_mut(), standing);
+        }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         metrics::request(
@@ -278,11 +288,16 @@ impl Proxy {
             (permit, Bucket::Key(hash))
         };
         if let Some(limit) = permit.rate_limit() {
-            self.limits
-                .check(permit.route_name(), limit, bucket)
-                .map_err(|wait| Refusal::RateLimited {
-                    retry_after: whole_seconds_up(wait),
-                })?;
+            let bucket = bucket.widened(limit.per, trace.key.as_ref());
+            match self.limits.check(permit.route_name(), limit, bucket).await {
+                Ok(standing) => trace.rate = Some(standing),
+                Err(over) => {
+                    trace.rate = Some(over.standing);
+                    return Err(Refusal::RateLimited {
+                        retry_after: whole_seconds_up(over.wait),
+                    });
+                }
+            }
         }
         Ok(permit)
     }

@@ -113,6 +113,38 @@ pub trait KeyStore: Send + Sync + 'static {
     fn invalidations(&self) -> tokio::sync::broadcast::Receiver<Invalidation>;
 }
 
+/// Token buckets that every gateway sharing a registry counts together: the fleet half
+/// of `rate_limit: … scope: fleet` (`crate::limits` keeps the local leases). Only the
+/// Redis back end has them; a single node's embedded store counts on its own.
+///
+/// A bucket is a GCRA bucket: one token back every `interval`, at most `burst` held.
+/// Its clock is the back end's, so gateways whose clocks differ still agree.
+#[async_trait::async_trait]
+pub trait SharedBuckets: Send + Sync + 'static {
+    /// Takes up to `want` tokens from the bucket named `bucket` (a name `limits` makes
+    /// from the route, its rate and whose bucket it is) in one atomic step.
+    async fn take(
+        &self,
+        bucket: &str,
+        interval: std::time::Duration,
+        burst: u32,
+        want: u32,
+    ) -> Result<Grant, StoreError>;
+}
+
+/// What [`SharedBuckets::take`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Tokens taken: `0..=want`.
+    pub granted: u32,
+    /// Tokens left in the bucket after this take.
+    pub remaining: u32,
+    /// When nothing was granted: how long until one token is back.
+    pub wait: std::time::Duration,
+    /// How long until the bucket is full again.
+    pub full_in: std::time::Duration,
+}
+
 /// What a cache must forget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {

@@ -17,10 +17,11 @@ use serde::Deserialize;
 
 use super::path::{Pattern, PatternError, is_unreserved};
 use super::{
-    BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, RateLimit, Role, Route,
-    RouteName,
+    BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, Role, Route, RouteName,
 };
 use crate::yaml::{self, Diagnostic, Diagnostics, Ordered, Positions, Seg};
+
+mod limit;
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -46,7 +47,7 @@ struct RawRoute {
     scopes: Option<Vec<String>>,
     roles: Option<Vec<String>>,
     location: Option<RawLocation>,
-    rate_limit: Option<String>,
+    rate_limit: Option<limit::RawRateLimit>,
     upstream: Option<String>,
     strip_prefix: Option<String>,
 }
@@ -382,11 +383,9 @@ fn check_route(
     let location = raw
         .location
         .and_then(|loc| check_location(i, &label, loc, pattern.as_ref(), c));
-    let rate_limit = raw.rate_limit.and_then(|text| {
-        RateLimit::parse(&text)
-            .map_err(|e| c.at(&route_field(i, "rate_limit"), format!("{label}: {e}")))
-            .ok()
-    });
+    let rate_limit = raw
+        .rate_limit
+        .and_then(|l| limit::check(i, &label, l, public, c));
 
     let upstream = raw
         .upstream

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::path::NormalPath;
-use super::{DEFAULT_ROUTE, Policy, RateLimit, Route};
+use super::{DEFAULT_ROUTE, Policy, Route, RouteLimit};
 use crate::keys::KeyRecord;
 
 /// A route's name, and its `X-Keygate-Route` header value, built once when the policy
@@ -97,7 +97,7 @@ impl<'p> Matched<'p> {
         }
     }
 
-    pub fn rate_limit(&self) -> Option<RateLimit> {
+    pub fn rate_limit(&self) -> Option<RouteLimit> {
         match self.target {
             Target::Route(r) => r.rate_limit,
             Target::Default => None,
@@ -120,7 +120,7 @@ pub struct Permitted {
     pub(super) path: NormalPath,
     pub(super) who: Option<Arc<KeyRecord>>,
     pub(super) location: Option<String>,
-    pub(super) rate_limit: Option<RateLimit>,
+    pub(super) rate_limit: Option<RouteLimit>,
     /// The route's upstream (0: the default).
     pub(super) upstream: u16,
     /// Bytes of `path` the route's `strip_prefix` removes before forwarding.
@@ -167,7 +167,7 @@ impl Permitted {
         self.location.as_deref()
     }
 
-    pub fn rate_limit(&self) -> Option<RateLimit> {
+    pub fn rate_limit(&self) -> Option<RouteLimit> {
         self.rate_limit
     }
 }

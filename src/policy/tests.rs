@@ -192,10 +192,10 @@ fn direct_scopes_and_method_fall_through() {
     assert_eq!(permit.route_name(), "items-write");
     assert_eq!(
         permit.rate_limit(),
-        Some(RateLimit {
+        Some(RouteLimit::of(RateLimit {
             count: 10,
-            per: Duration::from_secs(60)
-        })
+            per: std::time::Duration::from_secs(60)
+        }))
     );
     // GET matches items-get first, even for a key that could use items-write.
     assert_eq!(
@@ -477,7 +477,7 @@ fn public_routes_permit_without_a_key() {
     let permit = p.permit_public(m, path);
     assert_eq!(permit.route_name(), "health");
     assert!(permit.who().is_none() && permit.location().is_none());
-    assert_eq!(permit.rate_limit().map(|r| r.count), Some(5));
+    assert_eq!(permit.rate_limit().map(|r| r.rate.count), Some(5));
     assert!(
         !p.route(&Method::GET, &normalise("/v1/open").unwrap())
             .unwrap()
@@ -623,7 +623,7 @@ fn accessors_summary_and_json() {
         serde_json::json!({
             "name": "items-get", "path": "/v1/items/{*rest}", "methods": ["GET", "HEAD"],
             "public": false, "scopes": ["items:read"], "roles": [], "location": null,
-            "rate_limit": null,
+            "rate_limit": null, "rate_limit_per": null, "rate_limit_scope": null,
         })
     );
     assert_eq!(

@@ -6,6 +6,7 @@
 //! process, fast (Redis pub/sub). The pieces, one idea each:
 //! - `redis/schema.rs`: the data layout: key names, the channel, index members;
 //! - `redis/scripts.rs`: the Lua scripts that make each mutation step atomic;
+//! - `redis/buckets.rs`: fleet rate-limit buckets ([`super::SharedBuckets`]);
 //! - `redis/codec.rs`: records and audit events ↔ Redis values, on `store::codec`;
 //! - `redis/link.rs`: the data connection, backoff, and bounded round trips;
 //! - `redis/health.rs`: the error counter and the outage log lines;
@@ -31,6 +32,7 @@
 //! with one subscription per seed, losing one node loses no invalidation and does
 //! not flush every gateway's cache (cached keys keep working while a node is down).
 
+mod buckets;
 mod codec;
 mod health;
 mod link;

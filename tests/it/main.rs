@@ -15,6 +15,7 @@ mod forward_auth;
 mod hardening;
 mod import;
 mod keys_edit;
+mod limits;
 mod openapi;
 mod ops;
 mod proxy;

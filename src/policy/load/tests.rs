@@ -322,6 +322,67 @@ fn public_routes_require_nothing() {
 }
 
 #[test]
+fn rate_limit_mappings_name_whose_bucket_and_who_counts_it() {
+    use crate::policy::{Per, Scope};
+    let p = parse(
+        Path::new("p.yaml"),
+        &with_routes(
+            "  - name: a\n    path: /a\n    rate_limit: {rate: 100/s, per: business, scope: fleet}\n  - name: b\n    path: /b\n    rate_limit:\n      rate: 5/m\n      per: user\n  - name: c\n    path: /c\n    rate_limit: {rate: 1/h, scope: gateway}\n",
+        ),
+        &[],
+    )
+    .unwrap();
+    let limits: Vec<_> = p.routes.iter().map(|r| r.rate_limit.unwrap()).collect();
+    assert_eq!(
+        (limits[0].rate.count, limits[0].per, limits[0].scope),
+        (100, Per::Business, Some(Scope::Fleet))
+    );
+    assert_eq!((limits[1].per, limits[1].scope), (Per::User, None));
+    assert_eq!(
+        (limits[2].per, limits[2].scope),
+        (Per::Key, Some(Scope::Gateway))
+    );
+    let j = p.to_json();
+    assert_eq!(j["routes"][0]["rate_limit"], "100/s");
+    assert_eq!(j["routes"][0]["rate_limit_per"], "business");
+    assert_eq!(j["routes"][0]["rate_limit_scope"], "fleet");
+    assert_eq!(j["routes"][1]["rate_limit_scope"], serde_json::Value::Null);
+
+    let route = |body: &str| with_routes(&format!("  - name: a\n    path: /a\n{body}"));
+    one_error(
+        &route("    rate_limit:\n      rate: 10/s\n      per: busines\n"),
+        13,
+        "unknown `per: busines`: one of key, user, business (did you mean `business`?)",
+    );
+    one_error(
+        &route("    rate_limit:\n      rate: 10/s\n      scope: fleets\n"),
+        13,
+        "one of gateway, fleet",
+    );
+    one_error(
+        &route("    rate_limit:\n      per: user\n"),
+        11,
+        "needs a `rate`",
+    );
+    one_error(
+        &route("    rate_limit:\n      rate: 10/x\n"),
+        12,
+        "must look like `100/s`",
+    );
+    one_error(
+        &route("    rate_limit:\n      rate: 10/s\n      burst: 5\n"),
+        13,
+        "unknown field `burst`",
+    );
+    one_error(&route("    rate_limit: 10\n"), 11, "a rate such as `100/s`");
+    one_error(
+        &route("    public: true\n    rate_limit: {rate: 10/s, per: user}\n"),
+        12,
+        "no user or business to count by",
+    );
+}
+
+#[test]
 fn rate_limits() {
     let p = parse(
             Path::new("p.yaml"),
@@ -331,12 +392,12 @@ fn rate_limits() {
         .unwrap();
     assert_eq!(
         p.routes[0].rate_limit,
-        Some(RateLimit {
+        Some(crate::policy::RouteLimit::of(crate::policy::RateLimit {
             count: 100,
             per: std::time::Duration::from_secs(1)
-        })
+        }))
     );
-    assert_eq!(p.routes[1].rate_limit.unwrap().per.as_secs(), 3600);
+    assert_eq!(p.routes[1].rate_limit.unwrap().rate.per.as_secs(), 3600);
     for bad in [
         "0/s",
         "10/d",

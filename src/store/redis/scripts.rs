@@ -85,6 +85,7 @@ pub(super) struct Scripts {
     pub(super) update: Script,
     pub(super) replace: Script,
     pub(super) touch: Script,
+    pub(super) take: Script,
 }
 
 impl Scripts {
@@ -95,6 +96,7 @@ impl Scripts {
             update: Script::new(UPDATE),
             replace: Script::new(REPLACE),
             touch: Script::new(TOUCH),
+            take: super::buckets::take_script(),
         }
     }
 }
