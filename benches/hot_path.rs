@@ -64,6 +64,8 @@ fn record(secret: &keys::Secret) -> KeyRecord {
         metadata: keygate::keys::Metadata::new(),
         allowed_ips: Vec::new(),
         updated_at: None,
+        limits: keygate::keys::KeyLimits::new(),
+        plan: None,
     }
 }
 

@@ -37,6 +37,8 @@ fn record(n: usize) -> KeyRecord {
         metadata: keygate::keys::Metadata::new(),
         allowed_ips: Vec::new(),
         updated_at: None,
+        limits: keygate::keys::KeyLimits::new(),
+        plan: None,
     }
 }
 

@@ -59,6 +59,8 @@ impl KeyStore for Synthetic {
             metadata: keygate::keys::Metadata::new(),
             allowed_ips: Vec::new(),
             updated_at: None,
+            limits: keygate::keys::KeyLimits::new(),
+            plan: None,
         }))
     }
     async fn by_id(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {

@@ -225,6 +225,8 @@ mod tests {
             metadata: crate::keys::Metadata::new(),
             allowed_ips: Vec::new(),
             updated_at: None,
+            limits: crate::keys::KeyLimits::new(),
+            plan: None,
         }
     }
 

@@ -19,6 +19,13 @@ use sha2::{Digest, Sha256};
 
 use crate::headers::Memo;
 
+mod rate;
+pub use rate::RateLimit;
+
+/// A key's own rate per route name, overriding the route's (and its plan's); sorted by
+/// route name.
+pub type KeyLimits = std::collections::BTreeMap<String, RateLimit>;
+
 /// Base62 characters in a secret's body: ceil(128 / log2(62)).
 pub const BODY_LEN: usize = 22;
 /// Base62 characters in a secret's checksum: ceil(32 / log2(62)).
@@ -286,6 +293,10 @@ pub struct KeyRecord {
     pub allowed_ips: Vec<ipnet::IpNet>,
     /// The last edit (suspend, resume, update); `None`: never edited since creation.
     pub updated_at: Option<Timestamp>,
+    /// Per-route rates that replace the route's own for this key.
+    pub limits: KeyLimits,
+    /// The policy plan (`plans:`) whose limits apply to this key, if any.
+    pub plan: Option<String>,
 }
 
 /// A key's metadata: at most [`MAX_META_ENTRIES`] entries, names `[a-z0-9-]{1,32}`,
@@ -428,6 +439,8 @@ impl KeyRecord {
             "metadata": self.metadata,
             "allowed_ips": self.allowed_ips.iter().map(ip_net_text).collect::<Vec<_>>(),
             "updated_at": self.updated_at.unwrap_or(self.created_at),
+            "limits": self.limits.iter().map(|(r, l)| (r.clone(), serde_json::Value::from(l.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "plan": self.plan,
         })
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod edit;
 pub mod import;
+mod limits;
 
 pub use edit::{Edit, update};
 
@@ -95,6 +96,10 @@ pub struct NewKey {
     pub metadata: Metadata,
     /// Where the key may be used from; empty: anywhere.
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// Per-route rates replacing the routes' own for this key.
+    pub limits: crate::keys::KeyLimits,
+    /// A plan of the policy's `plans`.
+    pub plan: Option<String>,
 }
 
 /// The settings creation depends on.
@@ -180,6 +185,8 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
     let expires_at = resolve_expiry(new.expiry, rules.max_ttl, now)?;
     check_metadata(&new.metadata)?;
     let allowed_ips = check_allowed_ips(new.allowed_ips)?;
+    limits::check_limits(rules.policy, &new.limits)?;
+    limits::check_plan(rules.policy, new.plan.as_deref())?;
     Ok(Prepared {
         key: NewKey {
             name,
@@ -192,6 +199,8 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
             expiry: new.expiry,
             metadata: new.metadata,
             allowed_ips,
+            limits: new.limits,
+            plan: new.plan,
         },
         expires_at,
         now,
@@ -265,6 +274,8 @@ fn assemble(
         metadata: new.metadata,
         allowed_ips: new.allowed_ips,
         updated_at: None,
+        limits: new.limits,
+        plan: new.plan,
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod fleet;
 pub mod local;
+mod routes;
 
 /// The limits' maps' hasher: seeded per process and far cheaper than `SipHash` on the
 /// route names and key hashes looked up per request (as in `cache`).

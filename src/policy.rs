@@ -27,7 +27,7 @@ mod permit;
 mod reach;
 pub mod watch;
 
-pub use limit::{Per, RateLimit, RouteLimit, Scope};
+pub use limit::{Per, Plan, RateLimit, RouteLimit, Scope};
 use permit::Target;
 pub use permit::{Matched, Permitted, RouteName};
 pub use reach::Reach;
@@ -71,6 +71,8 @@ pub struct Policy {
     index: index::RouteIndex,
     default: DefaultRule,
     default_name: RouteName,
+    /// `plans:`, file order.
+    plans: Vec<Plan>,
 }
 
 /// What happens to a request no route matches.
@@ -356,7 +358,7 @@ impl Policy {
                     path,
                     who: Some(Arc::clone(key)),
                     location: None,
-                    rate_limit: None,
+                    rate_limit: self.limit_for(DEFAULT_ROUTE, None, key),
                     upstream: 0,
                     strip: 0,
                 });
@@ -394,10 +396,46 @@ impl Policy {
             path,
             who: Some(Arc::clone(key)),
             location,
-            rate_limit: route.rate_limit,
+            rate_limit: self.limit_for(&route.name, route.rate_limit, key),
             upstream: route.upstream,
             strip: route.strip_len(),
         })
+    }
+
+    /// The limit `key` meets on the route named `route` whose own is `own`
+    /// ([`RouteLimit::for_key`]). A key without limits or a plan costs one test.
+    fn limit_for(
+        &self,
+        route: &str,
+        own: Option<RouteLimit>,
+        key: &KeyRecord,
+    ) -> Option<RouteLimit> {
+        if key.limits.is_empty() && key.plan.is_none() {
+            return own;
+        }
+        let plan = key
+            .plan
+            .as_deref()
+            .and_then(|p| self.plan(p))
+            .and_then(|p| p.rate_on(route));
+        RouteLimit::for_key(own, key.limits.get(route).copied(), plan)
+    }
+
+    /// The plan named `name`; a key naming a plan the policy no longer has meets the
+    /// routes' own limits.
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.name == name)
+    }
+
+    /// Whether a route of this name exists (`default` always does: it names what
+    /// `default: allow_authenticated` permits).
+    pub fn has_route(&self, name: &str) -> bool {
+        name == DEFAULT_ROUTE || self.routes.iter().any(|r| &*r.name == name)
+    }
+
+    /// The names of the plans, file order.
+    pub fn plan_names(&self) -> impl Iterator<Item = &str> {
+        self.plans.iter().map(|p| p.name.as_str())
     }
 
     /// Whether `key` may be used at all at `now`: not revoked, not expired, not
@@ -523,6 +561,11 @@ impl Policy {
             "roles": self.roles.iter().map(|r| json!({"name": r.name, "scopes": r.scopes})).collect::<Vec<_>>(),
             "locations": self.locations,
             "routes": routes,
+            "plans": self.plans.iter().map(|p| json!({
+                "name": p.name,
+                "rate": p.rate.map(|r| r.to_string()),
+                "limits": p.limits.iter().map(|(r, l)| (r.clone(), serde_json::Value::from(l.to_string()))).collect::<serde_json::Map<_, _>>(),
+            })).collect::<Vec<_>>(),
             "default": self.default.as_str(),
         })
     }

@@ -309,6 +309,8 @@ routes: []
             metadata: crate::keys::Metadata::new(),
             allowed_ips: Vec::new(),
             updated_at: None,
+            limits: crate::keys::KeyLimits::new(),
+            plan: None,
         }
     }
 

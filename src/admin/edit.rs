@@ -39,6 +39,8 @@ struct PatchBody {
     metadata: Option<Metadata>,
     allowed_ips: Option<Vec<String>>,
     enabled: Option<bool>,
+    limits: Option<std::collections::BTreeMap<String, String>>,
+    plan: Option<String>,
 }
 
 impl PatchBody {
@@ -55,6 +57,9 @@ impl PatchBody {
             metadata: self.metadata,
             allowed_ips,
             enabled: self.enabled,
+            limits: self.limits.as_ref().map(parse_limits).transpose()?,
+            // `""` takes the key off its plan.
+            plan: self.plan.map(|p| Some(p).filter(|p| !p.is_empty())),
         })
     }
 }
@@ -74,6 +79,8 @@ fn refuse_nulls(body: &[u8]) -> Result<(), AdminError> {
             "expires_at" | "expires_in" => "to remove the expiry send `\"expires_in\": \"never\"`",
             "metadata" => "to remove all metadata send `{}`",
             "allowed_ips" => "to allow every address send `[]`",
+            "limits" => "to drop the key's own limits send `{}`",
+            "plan" => "to take the key off its plan send `\"plan\": \"\"`",
             _ => "leave the field out to keep its value",
         };
         return Err(AdminError::invalid(
@@ -91,6 +98,19 @@ pub(super) fn parse_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, AdminError
         .map(|(i, a)| {
             crate::keys::parse_ip_net(a)
                 .map_err(|m| AdminError::invalid(format!("allowed_ips[{i}]"), m))
+        })
+        .collect()
+}
+
+/// `limits`: route name → rate (`100/s`); a bad rate is named by its route.
+pub(super) fn parse_limits(
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::keys::KeyLimits, AdminError> {
+    map.iter()
+        .map(|(route, text)| {
+            crate::keys::RateLimit::parse(text)
+                .map(|r| (route.clone(), r))
+                .map_err(|m| AdminError::invalid(format!("limits.{route}"), m))
         })
         .collect()
 }
@@ -146,7 +166,8 @@ impl Admin {
                 let (scopes, locations, grants) = super::give::added(old, new);
                 caller.check_mint(&policy, &scopes, &locations, &grants)?;
             }
-            caller.check_extras(Some(old), &new.metadata, &new.allowed_ips, new.enabled)
+            caller.check_extras(Some(old), &new.metadata, &new.allowed_ips, new.enabled)?;
+            caller.check_limits(&new.limits, new.plan.as_deref(), Some(old))
         };
         lifecycle::update(&*self.store, &rules, id, edit, &caller.actor(), allow).await
     }

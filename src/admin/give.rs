@@ -52,6 +52,37 @@ pub(super) fn added(old: &KeyRecord, new: &KeyRecord) -> (Vec<String>, Vec<Strin
 }
 
 impl Caller {
+    /// The rule for limits and plans: they are the operator's (the bootstrap token, the
+    /// CLI). A key caller's keys keep its own limits and plan (new keys get them), so no
+    /// customer can lift their own limit by minting or editing a key.
+    pub(super) fn check_limits(
+        &self,
+        limits: &crate::keys::KeyLimits,
+        plan: Option<&str>,
+        old: Option<&KeyRecord>,
+    ) -> Result<(), AdminError> {
+        let Some(k) = self.key() else {
+            return Ok(());
+        };
+        let (want_limits, want_plan) = match old {
+            Some(o) => (&o.limits, o.plan.as_deref()),
+            None => (&k.limits, k.plan.as_deref()),
+        };
+        if limits != want_limits {
+            return Err(AdminError::Forbidden(
+                "limits: only the operator (the admin token or the CLI) sets a key's own                  limits; an admin-API key's keys keep its own"
+                    .to_owned(),
+            ));
+        }
+        if plan != want_plan {
+            return Err(AdminError::Forbidden(
+                "plan: only the operator (the admin token or the CLI) puts a key on a plan;                  an admin-API key's keys keep its own"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The rule for metadata, allowlists and resumption on a key going from `old` (`None`:
     /// being created) to `metadata`, `allowed_ips` and `enabled`.
     pub(super) fn check_extras(

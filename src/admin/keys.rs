@@ -41,6 +41,8 @@ struct CreateBody {
     expires_at: Option<String>,
     metadata: Option<crate::keys::Metadata>,
     allowed_ips: Option<Vec<String>>,
+    limits: Option<std::collections::BTreeMap<String, String>>,
+    plan: Option<String>,
 }
 
 /// `POST /v1/keys/{id}/rotate`.
@@ -120,6 +122,16 @@ impl Admin {
             expiry: expiry(b.expires_in.as_deref(), b.expires_at.as_deref())?,
             metadata: b.metadata.unwrap_or_default(),
             allowed_ips: super::edit::parse_ips(&b.allowed_ips.unwrap_or_default())?,
+            // A key caller's new keys meet its own limits unless it says otherwise
+            // (and only the operator may say otherwise: `check_limits`).
+            limits: match &b.limits {
+                Some(l) => super::edit::parse_limits(l)?,
+                None => caller.key().map(|k| k.limits.clone()).unwrap_or_default(),
+            },
+            plan: match b.plan {
+                Some(p) => Some(p).filter(|p| !p.is_empty()),
+                None => caller.key().and_then(|k| k.plan.clone()),
+            },
         };
         let policy = self.policy.load_full();
         let rules = self.rules(&policy);
@@ -128,6 +140,7 @@ impl Admin {
         caller.check_owner(&k.business_id, &k.user_id)?;
         caller.check_mint(&policy, &k.scopes, &k.locations, &k.grants)?;
         caller.check_extras(None, &k.metadata, &k.allowed_ips, true)?;
+        caller.check_limits(&k.limits, k.plan.as_deref(), None)?;
         let (record, secret) =
             lifecycle::create_prepared(&*self.store, &self.authn.prefix, prepared, &caller.actor())
                 .await?;

@@ -101,7 +101,7 @@ pub(super) struct ServeArgs {
 #[derive(Subcommand)]
 pub(super) enum KeysCommand {
     /// Create a key and print its secret once
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List keys, newest first (never secrets)
     List(ListArgs),
     /// Show one key's record
@@ -118,7 +118,7 @@ pub(super) enum KeysCommand {
         id: String,
     },
     /// Change a key in place: only the flags given change (a list flag replaces the list)
-    Update(UpdateArgs),
+    Update(Box<UpdateArgs>),
     /// Switch a key off everywhere until `keys resume` (requests get 401 `disabled_api_key`)
     Suspend {
         /// The key's id (from `keys list`)
@@ -191,6 +191,12 @@ pub(super) struct CreateArgs {
     /// An address or CIDR the key may be used from, e.g. 10.0.0.0/8 (repeatable; none: anywhere)
     #[arg(long = "allow-ip", value_name = "CIDR")]
     pub allow_ips: Vec<String>,
+    /// The key's own rate on a route, e.g. orders=1000/s, replacing the route's (repeatable)
+    #[arg(long = "limit", value_name = "ROUTE=RATE")]
+    pub limits: Vec<String>,
+    /// Put the key on a plan of the policy's `plans`
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<String>,
     /// Also write the secret to FILE (mode 0600)
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -227,6 +233,12 @@ pub(super) struct UpdateArgs {
     /// The addresses or CIDRs the key may be used from (repeatable; replaces them; `--allow-ip ''`: anywhere)
     #[arg(long = "allow-ip", value_name = "CIDR")]
     pub allow_ips: Option<Vec<String>>,
+    /// The key's own rates, ROUTE=RATE (repeatable; replaces them all; `--limit ''` drops them)
+    #[arg(long = "limit", value_name = "ROUTE=RATE")]
+    pub limits: Option<Vec<String>>,
+    /// Put the key on a plan (`--plan ''` takes it off its plan)
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<String>,
     /// Print the record after as JSON
     #[arg(long)]
     pub json: bool,

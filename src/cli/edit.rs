@@ -55,6 +55,31 @@ pub(super) fn allow_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, Exit> {
         .collect()
 }
 
+/// `--limit ROUTE=RATE`, each route once; empty values are skipped (`--limit ''`).
+pub(super) fn limits(pairs: &[String]) -> Result<keys::KeyLimits, Exit> {
+    let mut out = keys::KeyLimits::new();
+    for p in pairs.iter().filter(|p| !p.is_empty()) {
+        let (route, rate) = p.split_once('=').ok_or_else(|| {
+            Exit(
+                1,
+                format!("error: --limit `{p}`: write it as ROUTE=RATE, e.g. orders=1000/s"),
+            )
+        })?;
+        let rate = keys::RateLimit::parse(rate.trim())
+            .map_err(|m| Exit(1, format!("error: --limit `{p}`: {m}")))?;
+        if out.insert(route.trim().to_owned(), rate).is_some() {
+            return Err(Exit(
+                1,
+                format!(
+                    "error: --limit: route `{}` is given twice; give each route once",
+                    route.trim()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn non_empty(list: Vec<String>) -> Vec<String> {
     list.into_iter().filter(|s| !s.is_empty()).collect()
 }
@@ -81,6 +106,8 @@ pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> 
         metadata: args.metadata.as_deref().map(metadata).transpose()?,
         allowed_ips: args.allow_ips.as_deref().map(allow_ips).transpose()?,
         enabled: None,
+        limits: args.limits.as_deref().map(limits).transpose()?,
+        plan: args.plan.map(|p| Some(p).filter(|p| !p.is_empty())),
     };
     let id = args.id;
     let grants_given = edit.grants.is_some();

@@ -94,6 +94,8 @@ fn flag_of(field: &str) -> &str {
         "expires_in" | "expires_at" => "--expires",
         "metadata" => "--metadata",
         "allowed_ips" => "--allow-ip",
+        "limits" => "--limit",
+        "plan" => "--plan",
         other => other,
     }
 }
@@ -120,6 +122,8 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
                 expiry,
                 metadata: edit::metadata(&args.metadata)?,
                 allowed_ips: edit::allow_ips(&args.allow_ips)?,
+                limits: edit::limits(&args.limits)?,
+                plan: args.plan.filter(|p| !p.is_empty()),
             };
             let (record, secret) = lifecycle::create(&*env.store, &env.rules(), new, "cli")
                 .await
@@ -172,7 +176,7 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
             Ok(())
         }
         KeysCommand::List(args) => list(&env, args, now).await,
-        KeysCommand::Update(args) => edit::update(&env, args).await,
+        KeysCommand::Update(args) => edit::update(&env, *args).await,
         KeysCommand::Suspend { id } => edit::set_enabled(&env, &id, false).await,
         KeysCommand::Resume { id } => edit::set_enabled(&env, &id, true).await,
         KeysCommand::Import {
@@ -320,6 +324,19 @@ pub(super) fn print_record(r: &KeyRecord, now: Timestamp) {
                     .join(", ")
             },
         ),
+        (
+            "limits",
+            if r.limits.is_empty() {
+                "the routes'".to_owned()
+            } else {
+                r.limits
+                    .iter()
+                    .map(|(route, rate)| format!("{route}={rate}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        ),
+        ("plan", r.plan.clone().unwrap_or_else(|| "-".to_owned())),
     ];
     for (k, v) in rows {
         println!("{k:<12} {v}");

@@ -14,7 +14,7 @@ use super::{
     LifecycleError, Rules, audit, check_allowed_ips, check_description, check_grants,
     check_grants_within, check_locations, check_metadata, check_name, check_scopes, resolve_expiry,
 };
-use crate::keys::{Grant, KeyRecord, Metadata, Timestamp};
+use crate::keys::{Grant, KeyLimits, KeyRecord, Metadata, Timestamp};
 use crate::lifecycle::Expiry;
 use crate::store::{KeyStore, StoreError};
 
@@ -33,6 +33,10 @@ pub struct Edit {
     pub metadata: Option<Metadata>,
     pub allowed_ips: Option<Vec<ipnet::IpNet>>,
     pub enabled: Option<bool>,
+    /// The key's own per-route rates, whole (`{}` clears them).
+    pub limits: Option<KeyLimits>,
+    /// `Some(None)` takes the key off its plan.
+    pub plan: Option<Option<String>>,
 }
 
 impl Edit {
@@ -83,6 +87,14 @@ impl Edit {
         if let Some(on) = self.enabled {
             new.enabled = on;
         }
+        if let Some(l) = &self.limits {
+            super::limits::check_limits(rules.policy, l)?;
+            new.limits.clone_from(l);
+        }
+        if let Some(p) = &self.plan {
+            super::limits::check_plan(rules.policy, p.as_deref())?;
+            new.plan.clone_from(p);
+        }
         new.updated_at = Some(now);
         Ok(new)
     }
@@ -100,6 +112,8 @@ fn changed(old: &KeyRecord, new: &KeyRecord) -> Vec<&'static str> {
         ("metadata", old.metadata != new.metadata),
         ("allowed_ips", old.allowed_ips != new.allowed_ips),
         ("enabled", old.enabled != new.enabled),
+        ("limits", old.limits != new.limits),
+        ("plan", old.plan != new.plan),
     ]
     .into_iter()
     .filter_map(|(f, differs)| differs.then_some(f))

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use super::routes::Routes;
 use super::{Bucket, Exceeded, Seeded, Standing};
 use crate::policy::RateLimit;
 use crate::store::{Grant, SharedBuckets, StoreError};
@@ -37,7 +38,7 @@ use crate::store::{Grant, SharedBuckets, StoreError};
 pub struct Fleet {
     shared: Arc<dyn SharedBuckets>,
     outage: Arc<Outage>,
-    by_route: DashMap<Arc<str>, Arc<RouteLeases>, Seeded>,
+    routes: Routes<RouteLeases>,
     /// Lease times are microseconds since this.
     epoch: Instant,
 }
@@ -76,7 +77,7 @@ impl Outage {
     }
 }
 
-/// One route's leases, for the rate they were taken for.
+/// One route's leases at one rate.
 struct RouteLeases {
     rate: RateLimit,
     batch: u32,
@@ -108,7 +109,7 @@ impl Fleet {
         Self {
             shared,
             outage: Arc::default(),
-            by_route: DashMap::default(),
+            routes: Routes::default(),
             epoch: Instant::now(),
         }
     }
@@ -195,33 +196,20 @@ impl Fleet {
         });
     }
 
-    /// The route's leases: one keyed look-up by borrowed name in the common case; a
-    /// first use, or a reload that changed the rate, starts afresh.
+    /// The route's leases at `rate`.
     fn route(&self, route: &str, rate: RateLimit) -> Arc<RouteLeases> {
-        if let Some(l) = self.by_route.get(route)
-            && l.rate == rate
-        {
-            return Arc::clone(&l);
-        }
-        let fresh = || {
-            Arc::new(RouteLeases {
-                rate,
-                batch: batch(rate),
-                name: format!("{route}:{}/{}", rate.count, rate.per.as_millis()),
-                leases: DashMap::default(),
-            })
-        };
-        let mut entry = self.by_route.entry(Arc::from(route)).or_insert_with(fresh);
-        if entry.rate != rate {
-            *entry = fresh();
-        }
-        Arc::clone(&entry)
+        self.routes.get(route, rate, |rate| RouteLeases {
+            rate,
+            batch: batch(rate),
+            name: format!("{route}:{}/{}", rate.count, rate.per.as_millis()),
+            leases: DashMap::default(),
+        })
     }
 
     /// Forgets leases that hold nothing valid and say nothing, and routes without any.
     pub fn sweep(&self) {
         let now = micros_since(self.epoch);
-        self.by_route.retain(|_, r| {
+        self.routes.sweep(|r| {
             r.leases.retain(|_, l| {
                 now < l.void_at.load(Relaxed)
                     || now < l.empty_until.load(Relaxed)
@@ -234,7 +222,7 @@ impl Fleet {
 
     /// Leases held, across routes.
     pub fn tracked(&self) -> usize {
-        self.by_route.iter().map(|r| r.value().leases.len()).sum()
+        self.routes.total(|r| r.leases.len())
     }
 }
 

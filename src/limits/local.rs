@@ -2,20 +2,19 @@
 //! fallback while Redis cannot be reached): a token bucket per route and bucket, GCRA
 //! via `governor`.
 //!
-//! Invariants: a policy reload that changes a route's rate starts a fresh bucket set;
+//! Invariants: each rate of a route counts in its own buckets ([`Routes`]);
 //! state for buckets idle longer than their period is reclaimed by [`Local::sweep`], so
 //! memory follows active buckets, not all ever seen. Checking takes no global lock
 //! (dashmap shards, atomic state).
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
-use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use super::routes::Routes;
 use super::{Bucket, Exceeded, Seeded, Standing};
 use crate::policy::RateLimit;
 
@@ -26,16 +25,10 @@ type Buckets = RateLimiter<
     StateInformationMiddleware,
 >;
 
-/// A route's buckets, for the rate they were made for.
-struct RouteBuckets {
-    rate: RateLimit,
-    buckets: Buckets,
-}
-
-/// Every route's buckets by route name, created on first use.
+/// Every route's buckets, per rate, created on first use.
 #[derive(Default)]
 pub struct Local {
-    by_route: DashMap<Arc<str>, Arc<RouteBuckets>, Seeded>,
+    routes: Routes<Buckets>,
 }
 
 impl Local {
@@ -46,8 +39,10 @@ impl Local {
         rate: RateLimit,
         bucket: &Bucket,
     ) -> Result<Standing, Exceeded> {
-        let limiter = self.route(route, rate);
-        match limiter.buckets.check_key(bucket) {
+        let buckets = self.routes.get(route, rate, |rate| {
+            RateLimiter::dashmap_with_hasher(quota(rate), Seeded::default()).with_middleware()
+        });
+        match buckets.check_key(bucket) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity().min(rate.count);
                 Ok(Standing {
@@ -63,40 +58,18 @@ impl Local {
         }
     }
 
-    /// The route's buckets: one keyed look-up by borrowed name (no allocation) in the
-    /// common case; a first use, or a reload that changed the rate, starts afresh.
-    fn route(&self, route: &str, rate: RateLimit) -> Arc<RouteBuckets> {
-        if let Some(l) = self.by_route.get(route)
-            && l.rate == rate
-        {
-            return Arc::clone(&l);
-        }
-        let fresh = || {
-            Arc::new(RouteBuckets {
-                rate,
-                buckets: RateLimiter::dashmap_with_hasher(quota(rate), Seeded::default())
-                    .with_middleware(),
-            })
-        };
-        let mut entry = self.by_route.entry(Arc::from(route)).or_insert_with(fresh);
-        if entry.rate != rate {
-            *entry = fresh();
-        }
-        Arc::clone(&entry)
-    }
-
     /// Forgets buckets that are full again, and routes nobody uses.
     pub fn sweep(&self) {
-        self.by_route.retain(|_, l| {
-            l.buckets.retain_recent();
-            l.buckets.shrink_to_fit();
-            !l.buckets.is_empty()
+        self.routes.sweep(|b| {
+            b.retain_recent();
+            b.shrink_to_fit();
+            !b.is_empty()
         });
     }
 
     /// Buckets with live state, across routes.
     pub fn tracked(&self) -> usize {
-        self.by_route.iter().map(|l| l.value().buckets.len()).sum()
+        self.routes.total(Buckets::len)
     }
 }
 
@@ -144,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_rate_starts_a_fresh_bucket_set() {
+    fn another_rate_counts_in_its_own_buckets() {
         let local = Local::default();
         let a = Bucket::Key(KeyHash([7; 32]));
         let one = RateLimit {
@@ -156,9 +129,13 @@ mod tests {
         let two = RateLimit { count: 2, ..one };
         assert!(
             local.check("r", two, &a).is_ok(),
-            "the reloaded rate is counted afresh"
+            "a reloaded or overridden rate is counted afresh"
         );
-        assert_eq!(local.tracked(), 1, "the old buckets are gone");
+        assert!(
+            local.check("r", one, &a).is_err(),
+            "and leaves the first rate's alone"
+        );
+        assert_eq!(local.tracked(), 2);
     }
 
     #[test]

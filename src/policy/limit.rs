@@ -7,58 +7,7 @@
 //! [`super::Permitted`] carries it without allocating. Counting is not done here
 //! (`crate::limits` does it): the policy only says what to count.
 
-use std::fmt;
-use std::time::Duration;
-
-/// `count` requests per `per`, with a burst of `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    pub count: u32,
-    pub per: Duration,
-}
-
-impl RateLimit {
-    /// Parses `N/s`, `N/m` or `N/h` with N ≥ 1.
-    pub fn parse(text: &str) -> Result<RateLimit, String> {
-        let shape = || format!("rate limit `{text}` must look like `100/s`, `10/m` or `1000/h`");
-        let (count, unit) = text.split_once('/').ok_or_else(shape)?;
-        let per = match unit {
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return Err(shape()),
-        };
-        if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(shape());
-        }
-        let count: u32 = count
-            .parse()
-            .map_err(|_| format!("rate limit `{text}` is too large"))?;
-        if count == 0 {
-            return Err(format!(
-                "rate limit `{text}` must allow at least 1 request per period"
-            ));
-        }
-        Ok(RateLimit { count, per })
-    }
-
-    /// The time one token takes to come back: `per / count`, at least a nanosecond.
-    pub fn interval(self) -> Duration {
-        (self.per / self.count.max(1)).max(Duration::from_nanos(1))
-    }
-}
-
-impl fmt::Display for RateLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per.as_secs() {
-            1 => "s",
-            60 => "m",
-            3600 => "h",
-            other => return write!(f, "{}/{other}s", self.count),
-        };
-        write!(f, "{}/{unit}", self.count)
-    }
-}
+pub use crate::keys::RateLimit;
 
 /// Whose requests share a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -121,6 +70,27 @@ impl Scope {
     }
 }
 
+/// A policy plan (`plans:`): the rates its keys get instead of the routes' own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    /// Every route's rate for the plan's keys (routes without `rate_limit` included).
+    pub rate: Option<RateLimit>,
+    /// Per route name, before `rate`.
+    pub limits: Vec<(String, RateLimit)>,
+}
+
+impl Plan {
+    /// The plan's rate on `route`, if it sets one.
+    pub fn rate_on(&self, route: &str) -> Option<RateLimit> {
+        self.limits
+            .iter()
+            .find(|(r, _)| r == route)
+            .map(|(_, l)| *l)
+            .or(self.rate)
+    }
+}
+
 /// A route's `rate_limit:` whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RouteLimit {
@@ -132,6 +102,26 @@ pub struct RouteLimit {
 }
 
 impl RouteLimit {
+    /// The limit a key meets on a route whose own limit is `route`: the key's own rate
+    /// for the route (counted per key), else its plan's (counted as the route says),
+    /// else the route's.
+    pub fn for_key(
+        route: Option<RouteLimit>,
+        own: Option<RateLimit>,
+        plan: Option<RateLimit>,
+    ) -> Option<RouteLimit> {
+        match (own, plan, route) {
+            (Some(rate), _, Some(r)) => Some(RouteLimit {
+                rate,
+                per: Per::Key,
+                ..r
+            }),
+            (Some(rate), _, None) | (None, Some(rate), None) => Some(RouteLimit::of(rate)),
+            (None, Some(rate), Some(r)) => Some(RouteLimit { rate, ..r }),
+            (None, None, r) => r,
+        }
+    }
+
     /// Only a rate: per key, scope by the store.
     pub fn of(rate: RateLimit) -> Self {
         Self {
@@ -141,3 +131,6 @@ impl RouteLimit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

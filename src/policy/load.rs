@@ -22,6 +22,7 @@ use super::{
 use crate::yaml::{self, Diagnostic, Diagnostics, Ordered, Positions, Seg};
 
 mod limit;
+mod plans;
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -34,6 +35,7 @@ struct RawPolicy {
     locations: Option<Vec<String>>,
     businesses: Option<Ordered<String>>,
     routes: Option<Vec<RawRoute>>,
+    plans: Option<Ordered<plans::RawPlan>>,
     default: Option<String>,
 }
 
@@ -177,8 +179,12 @@ fn build(raw: RawPolicy, upstreams: &[&str], c: &mut Check<'_>) -> Policy {
         }
     }
 
+    let mut route_names: Vec<&str> = routes.iter().map(|r| &*r.name).collect();
+    route_names.push(DEFAULT_ROUTE);
+    let plans = plans::check(raw.plans.map(|o| o.0).unwrap_or_default(), &route_names, c);
     let index = super::index::RouteIndex::new(routes.iter().map(|r| r.pattern.first_literal()));
     Policy {
+        plans,
         scopes,
         roles,
         locations,

@@ -125,6 +125,8 @@ impl K {
             metadata: crate::keys::Metadata::new(),
             allowed_ips: Vec::new(),
             updated_at: None,
+            limits: crate::keys::KeyLimits::new(),
+            plan: None,
         })
     }
 }

@@ -9,13 +9,14 @@
 //! - Decoding never panics: an absent, mistyped or malformed field is an
 //!   [`Undecodable`], which the back end wraps in [`StoreError::Corrupt`] naming the
 //!   record.
-//! - Lists and maps (`scopes`, `locations`, `grants`, `metadata`, `allowed_ips`) are
+//! - Lists and maps (`scopes`, `locations`, `grants`, `metadata`, `allowed_ips`, `limits`) are
 //!   JSON text in every back end.
 //! - The fields added after the first schema (`enabled`, `metadata`, `allowed_ips`,
-//!   `updated_at`) may be absent from a record written before them: absent reads as
-//!   enabled, no metadata, anywhere, never edited.
+//!   `updated_at`, `limits`, `plan`) may be absent from a record written before them:
+//!   absent reads as enabled, no metadata, anywhere, never edited, the route's own
+//!   limits, no plan. A stored `plan` of `""` is no plan.
 //!
-//! Why a [`Fields`] trait rather than a decoder per back end: a record's nineteen fields,
+//! Why a [`Fields`] trait rather than a decoder per back end: a record's twenty-one fields,
 //! their order and which of them are optional are stated once, here; a back end only
 //! says how it reads one text, one time and the hash from what it stores.
 
@@ -59,6 +60,9 @@ pub enum Undecodable {
         #[source]
         source: BoxError,
     },
+    /// A `limits` entry is not a rate.
+    #[error("field `limits` holds `{0}`, which is not a rate such as `100/s`")]
+    Rate(String),
     /// An `allowed_ips` entry is not an address or CIDR.
     #[error("field `allowed_ips` holds `{0}`, which is not an address or CIDR")]
     Address(String),
@@ -82,7 +86,8 @@ pub(crate) fn corrupt(record: &str, e: Undecodable) -> StoreError {
 /// them in the record's column order: `id`, `hash`, `name`, `description`, `prefix`,
 /// `user_id`, `business_id`, `scopes`, `locations`, `grants`, `created_at`,
 /// `expires_at`, `revoked_at`, `last_used_at`, `created_by`, `enabled`, `metadata`,
-/// `allowed_ips`, `updated_at`; a back end reading positionally relies on that order.
+/// `allowed_ips`, `updated_at`, `limits`, `plan`; a back end reading positionally relies
+/// on that order.
 pub(crate) trait Fields {
     /// A text field.
     fn text(&mut self, field: &'static str) -> Result<String, Undecodable>;
@@ -130,6 +135,17 @@ pub(crate) fn decode_record(f: &mut impl Fields) -> Result<KeyRecord, Undecodabl
                 .collect::<Result<_, _>>()?,
         },
         updated_at: f.time("updated_at")?,
+        limits: match f.optional_text("limits")? {
+            None => crate::keys::KeyLimits::new(),
+            Some(t) => json::<std::collections::BTreeMap<String, String>>("limits", &t)?
+                .into_iter()
+                .map(|(route, rate)| match crate::keys::RateLimit::parse(&rate) {
+                    Ok(r) => Ok((route, r)),
+                    Err(_) => Err(Undecodable::Rate(rate)),
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        plan: f.optional_text("plan")?.filter(|p| !p.is_empty()),
     })
 }
 
@@ -140,6 +156,7 @@ pub(crate) struct JsonLists {
     pub(crate) grants: String,
     pub(crate) metadata: String,
     pub(crate) allowed_ips: String,
+    pub(crate) limits: String,
 }
 
 impl JsonLists {
@@ -160,6 +177,15 @@ impl JsonLists {
                         .iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>(),
+                ),
+            )?,
+            limits: json(
+                "limits",
+                serde_json::to_string(
+                    &r.limits
+                        .iter()
+                        .map(|(route, rate)| (route, rate.to_string()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
                 ),
             )?,
         })
@@ -188,7 +214,7 @@ pub(crate) fn key_hash(bytes: &[u8]) -> Result<KeyHash, Undecodable> {
 
 /// The fields [`KeyStore::replace`](super::KeyStore::replace) compares and writes, as
 /// the text a Redis hash holds them in (`None`: the field is absent).
-pub(crate) const EDITABLE: [&str; 9] = [
+pub(crate) const EDITABLE: [&str; 11] = [
     "name",
     "description",
     "scopes",
@@ -198,6 +224,8 @@ pub(crate) const EDITABLE: [&str; 9] = [
     "enabled",
     "metadata",
     "allowed_ips",
+    "limits",
+    "plan",
 ];
 
 /// A flag as a Redis hash stores it (`SQLite` stores the integer).
@@ -206,13 +234,14 @@ pub(crate) fn flag_text(on: bool) -> &'static str {
 }
 
 /// `r`'s [`EDITABLE`] fields, in that order, as stored text.
-pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 9], StoreError> {
+pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 11], StoreError> {
     let JsonLists {
         scopes,
         locations,
         grants,
         metadata,
         allowed_ips,
+        limits,
     } = JsonLists::of(r)?;
     Ok([
         Some(r.name.clone()),
@@ -224,5 +253,7 @@ pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 9], StoreError>
         Some(flag_text(r.enabled).to_owned()),
         Some(metadata),
         Some(allowed_ips),
+        Some(limits),
+        Some(r.plan.clone().unwrap_or_default()),
     ])
 }

@@ -166,6 +166,8 @@ pub(crate) fn record(id: &str, business: &str, user: &str, created: i64) -> KeyR
         metadata: crate::keys::Metadata::new(),
         allowed_ips: Vec::new(),
         updated_at: None,
+        limits: crate::keys::KeyLimits::new(),
+        plan: None,
     }
 }
 
@@ -204,6 +206,12 @@ async fn round_trip(store: &dyn KeyStore, run: &str) {
             .map(|a| a.parse().unwrap())
             .to_vec(),
         updated_at: Some(Timestamp(1_745_000_000)),
+        limits: [(
+            "items".to_owned(),
+            crate::keys::RateLimit::parse("7/m").unwrap(),
+        )]
+        .into(),
+        plan: Some("gold".to_owned()),
     };
     store.insert(&full).await.unwrap();
     assert_eq!(store.by_hash(&full.hash).await.unwrap(), Some(full.clone()));

@@ -248,11 +248,11 @@ impl KeyStore for EmbeddedStore {
                 let sql = format!(
                     "UPDATE keys SET name = ?2, description = ?3, scopes = ?4, locations = ?5, \
                      grants = ?6, expires_at = ?7, enabled = ?8, metadata = ?9, \
-                     allowed_ips = ?10, updated_at = ?11 \
-                     WHERE id = ?1 AND revoked_at IS NULL AND name = ?12 AND description = ?13 \
-                     AND scopes = ?14 AND locations = ?15 AND grants = ?16 \
-                     AND expires_at IS ?17 AND enabled = ?18 AND metadata = ?19 \
-                     AND allowed_ips = ?20 RETURNING {KEY_COLUMNS}"
+                     allowed_ips = ?10, updated_at = ?11, limits = ?12, plan = ?13 \
+                     WHERE id = ?1 AND revoked_at IS NULL AND name = ?14 AND description = ?15 \
+                     AND scopes = ?16 AND locations = ?17 AND grants = ?18 \
+                     AND expires_at IS ?19 AND enabled = ?20 AND metadata = ?21 \
+                     AND allowed_ips = ?22 AND limits = ?23 AND plan = ?24 RETURNING {KEY_COLUMNS}"
                 );
                 let raw = tx
                     .prepare_cached(&sql)
@@ -270,6 +270,8 @@ impl KeyStore for EmbeddedStore {
                                 now.metadata,
                                 now.allowed_ips,
                                 after.updated_at.map(|t| t.0),
+                                now.limits,
+                                after.plan.clone().unwrap_or_default(),
                                 before.name,
                                 before.description,
                                 was.scopes,
@@ -279,6 +281,8 @@ impl KeyStore for EmbeddedStore {
                                 before.enabled,
                                 was.metadata,
                                 was.allowed_ips,
+                                was.limits,
+                                before.plan.clone().unwrap_or_default(),
                             ],
                             raw_key_row,
                         )
@@ -439,11 +443,12 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result<(), Store
         grants,
         metadata,
         allowed_ips,
+        limits,
     } = JsonLists::of(r)?;
     let sql = format!(
         "INSERT INTO keys ({KEY_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19)"
+         ?18, ?19, ?20, ?21)"
     );
     let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
     stmt.execute(rusqlite::params![
@@ -466,6 +471,8 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result<(), Store
         metadata,
         allowed_ips,
         r.updated_at.map(|t| t.0),
+        limits,
+        r.plan.clone().unwrap_or_default(),
     ])
     .map_err(classify)?;
     Ok(())

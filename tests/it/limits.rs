@@ -36,6 +36,14 @@ routes:
     path: /v1/head
     scopes: [items:read]
     rate_limit: 5/m
+  - name: unlimited
+    path: /v1/free
+    scopes: [items:read]
+plans:
+  trial:
+    rate: 1/m
+    limits:
+      headers: 3/m
 default: deny
 ";
 
@@ -290,4 +298,174 @@ async fn answers_carry_ratelimit_headers_on_the_fleet_and_on_one_node() {
         let free = get(gw, "/v1/nothing-here", &k).await;
         assert!(free.headers().get("ratelimit-limit").is_none());
     }
+}
+
+/// `RateLimit-Limit` of a GET of `path` with `key` (`None`: no limit), and its status.
+async fn limit_of(gw: &Gateway, path: &str, key: &str) -> (u16, Option<u32>) {
+    let resp = get(gw, path, key).await;
+    let limit = resp
+        .headers()
+        .get("ratelimit-limit")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (resp.status().as_u16(), limit)
+}
+
+#[tokio::test]
+async fn a_keys_own_limit_beats_its_plans_which_beats_the_routes() {
+    use crate::admin::{As, TOKEN, call};
+    use reqwest::Method;
+    use serde_json::json;
+
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let start = || {
+        Gateway::start_with(
+            &up,
+            Options {
+                policy: POLICY,
+                store_yaml: Some(support::redis_store(&redis.url())),
+                admin_token: Some(TOKEN),
+                ..Options::default()
+            },
+        )
+    };
+    let (a, b) = (start().await, start().await);
+    let base = [
+        "--name",
+        "t",
+        "--user",
+        "ann",
+        "--business",
+        "acme",
+        "--location",
+        "*",
+        "--scope",
+        "items:read",
+    ];
+    let with = |more: &[&'static str]| [&base[..], more].concat();
+    let plain = a.create_key(&base).await.1;
+    let (own_id, own) = a
+        .create_key(&with(&["--limit", "headers=2/m", "--plan", "trial"]))
+        .await;
+    let (trial_id, trial) = a.create_key(&with(&["--plan", "trial"])).await;
+
+    assert_eq!(
+        limit_of(&a, "/v1/head", &plain).await,
+        (200, Some(5)),
+        "the route's"
+    );
+    assert_eq!(limit_of(&a, "/v1/free", &plain).await, (200, None));
+    assert_eq!(
+        limit_of(&a, "/v1/head", &trial).await,
+        (200, Some(3)),
+        "the plan's for the route"
+    );
+    assert_eq!(
+        limit_of(&b, "/v1/free", &trial).await,
+        (200, Some(1)),
+        "the plan's everywhere else"
+    );
+    assert_eq!(
+        limit_of(&a, "/v1/free", &trial).await.0,
+        429,
+        "1/m across the fleet"
+    );
+    assert_eq!(
+        limit_of(&a, "/v1/head", &own).await,
+        (200, Some(2)),
+        "the key's own"
+    );
+    assert_eq!(limit_of(&b, "/v1/head", &own).await, (200, Some(2)));
+    assert_eq!(
+        limit_of(&a, "/v1/head", &own).await.0,
+        429,
+        "2/m across the fleet"
+    );
+
+    // The admin API shows them; only the operator changes them.
+    let (status, v) = call(
+        &a,
+        Method::GET,
+        &format!("/v1/keys/{own_id}"),
+        As::Token(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (v["limits"].clone(), v["plan"].clone()),
+        (json!({"headers": "2/m"}), json!("trial"))
+    );
+    let (status, v) = call(
+        &a,
+        Method::POST,
+        "/v1/keys",
+        As::Token(TOKEN),
+        Some(
+            json!({"name": "admin", "user_id": "boss", "business_id": "acme",
+                    "scopes": ["keygate:admin"], "plan": "trial"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let admin = v["key"].as_str().unwrap().to_owned();
+    let (status, v) = call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/keys/{trial_id}"),
+        As::Key(&admin),
+        Some(json!({"plan": ""})),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only the operator"),
+        "{v}"
+    );
+    let (status, v) = call(
+        &a,
+        Method::POST,
+        "/v1/keys",
+        As::Key(&admin),
+        Some(json!({"name": "n", "user_id": "ann", "business_id": "acme"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["plan"].clone()),
+        (201, json!("trial")),
+        "a key caller's keys keep its plan: {v}"
+    );
+    let (status, v) = call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/keys/{trial_id}"),
+        As::Token(TOKEN),
+        Some(json!({"plan": "", "limits": {"headers": "50/m"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["plan"].clone(), v["limits"]["headers"].clone()),
+        (200, json!(null), json!("50/m")),
+        "{v}"
+    );
+    // Bad input names the field.
+    let bad = a
+        .cli(&[&["keys", "create"][..], &with(&["--plan", "gold"])].concat())
+        .await;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("--plan") && err.contains("no plan named `gold`"),
+        "{err}"
+    );
+    let bad = a
+        .cli(&[&["keys", "create"][..], &with(&["--limit", "header=2/m"])].concat())
+        .await;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("no route is named `header`"),
+        "{err}"
+    );
 }

@@ -280,6 +280,8 @@ async fn aged_key(gw: &Gateway, age: i64, left: i64) -> (String, String) {
         metadata: keygate::keys::Metadata::new(),
         allowed_ips: Vec::new(),
         updated_at: None,
+        limits: keygate::keys::KeyLimits::new(),
+        plan: None,
     };
     store.insert(&record).await.unwrap();
     (record.id, secret.expose().to_owned())

@@ -17,7 +17,7 @@ use super::{OpenError, classify};
 use crate::store::StoreError;
 
 /// The schema this code writes. Opening a file with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Created on first open, inside one `BEGIN IMMEDIATE` so two processes starting
 /// together cannot race. `IF NOT EXISTS` everywhere so a later version can add to it.
@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS keys (
     enabled      INTEGER NOT NULL DEFAULT 1, -- 0: suspended (version 2 on)
     metadata     TEXT NOT NULL DEFAULT '{}', -- JSON object of strings
     allowed_ips  TEXT NOT NULL DEFAULT '[]', -- JSON array of addresses and CIDRs
-    updated_at   INTEGER
+    updated_at   INTEGER,
+    limits       TEXT NOT NULL DEFAULT '{}', -- JSON object route -> rate (version 3 on)
+    plan         TEXT NOT NULL DEFAULT ''    -- '' : no plan
 );
 CREATE INDEX IF NOT EXISTS keys_by_created  ON keys (created_at, id);
 CREATE INDEX IF NOT EXISTS keys_by_business ON keys (business_id, created_at, id);
@@ -69,8 +71,8 @@ CREATE INDEX IF NOT EXISTS audit_by_business ON audit (business_id, at);
 /// Columns of `keys` in the order the codec reads them (`codec::decode_key`).
 pub(super) const KEY_COLUMNS: &str = "id, hash, name, description, prefix, user_id, business_id, \
      scopes, locations, grants, created_at, expires_at, revoked_at, last_used_at, created_by, \
-     enabled, metadata, allowed_ips, updated_at";
-pub(super) const KEY_COLUMN_COUNT: usize = 19;
+     enabled, metadata, allowed_ips, updated_at, limits, plan";
+pub(super) const KEY_COLUMN_COUNT: usize = 21;
 
 /// Version 1 → 2: suspension, metadata, IP allowlists and the edit time. `ADD COLUMN`
 /// with defaults: existing keys stay enabled, without metadata, usable anywhere.
@@ -80,6 +82,13 @@ ALTER TABLE keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE keys ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE keys ADD COLUMN updated_at INTEGER;
 UPDATE schema_version SET version = 2;
+";
+
+/// Version 2 → 3: per-key rate limits and plans. Existing keys keep the routes' limits.
+const TO_VERSION_3: &str = "
+ALTER TABLE keys ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE keys ADD COLUMN plan TEXT NOT NULL DEFAULT '';
+UPDATE schema_version SET version = 3;
 ";
 
 /// Creates the schema if the file has none; checks the version of one it has.
@@ -105,7 +114,11 @@ pub(super) fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
             return Err(StoreError::unavailable(OpenError::NewerSchema { found: v }));
         }
         // Older versions are migrated here, step by step, in this transaction.
-        Some(1) => tx.execute_batch(TO_VERSION_2).map_err(classify)?,
+        Some(1) => {
+            tx.execute_batch(TO_VERSION_2).map_err(classify)?;
+            tx.execute_batch(TO_VERSION_3).map_err(classify)?;
+        }
+        Some(2) => tx.execute_batch(TO_VERSION_3).map_err(classify)?,
         Some(_) => {}
     }
     tx.commit().map_err(classify)

@@ -24,6 +24,7 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         grants,
         metadata,
         allowed_ips,
+        limits,
     } = JsonLists::of(r)?;
     let mut f = vec![
         ("id", r.id.clone()),
@@ -40,6 +41,8 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         ("enabled", flag_text(r.enabled).to_owned()),
         ("metadata", metadata),
         ("allowed_ips", allowed_ips),
+        ("limits", limits),
+        ("plan", r.plan.clone().unwrap_or_default()),
     ];
     for (name, t) in [
         ("expires_at", r.expires_at),

@@ -47,7 +47,7 @@ return redis.call('HGETALL', KEYS[1])";
 /// (field, new value). A value is `=` and the text, or `-` for an absent field. A field
 /// added after the first layout and absent from an older record compares as its default.
 const REPLACE: &str = r"
-local defaults = {enabled = '1', metadata = '{}', allowed_ips = '[]'}
+local defaults = {enabled = '1', metadata = '{}', allowed_ips = '[]', limits = '{}', plan = ''}
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return false end
 if t ~= 'hash' then return redis.error_reply('WRONGTYPE keygate record is a ' .. t) end
