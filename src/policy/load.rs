@@ -12,16 +12,15 @@
 
 use std::path::Path;
 
-use http::{HeaderName, Method};
+use http::Method;
 use serde::Deserialize;
 
 use super::path::{Pattern, PatternError, is_unreserved};
-use super::{
-    BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, LocationSource, Policy, Role, Route, RouteName,
-};
+use super::{BUILT_IN_PREFIX, DEFAULT_ROUTE, DefaultRule, Policy, Role, Route, RouteName};
 use crate::yaml::{self, Diagnostic, Diagnostics, Ordered, Positions, Seg};
 
 mod limit;
+mod location;
 mod plans;
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -48,17 +47,10 @@ struct RawRoute {
     public: Option<bool>,
     scopes: Option<Vec<String>>,
     roles: Option<Vec<String>>,
-    location: Option<RawLocation>,
+    location: Option<location::RawLocation>,
     rate_limit: Option<limit::RawRateLimit>,
     upstream: Option<String>,
     strip_prefix: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLocation {
-    from: String,
-    name: String,
 }
 
 /// Collects diagnostics with positions.
@@ -388,7 +380,7 @@ fn check_route(
     let scopes = check_required(i, &label, raw.scopes.unwrap_or_default(), &roles, known, c);
     let location = raw
         .location
-        .and_then(|loc| check_location(i, &label, loc, pattern.as_ref(), c));
+        .and_then(|loc| location::check(i, &label, loc, pattern.as_ref(), c));
     let rate_limit = raw
         .rate_limit
         .and_then(|l| limit::check(i, &label, l, public, c));
@@ -580,85 +572,6 @@ fn check_required(
         }
     }
     scopes
-}
-
-fn check_location(
-    i: usize,
-    label: &str,
-    loc: RawLocation,
-    pattern: Option<&Pattern>,
-    c: &mut Check<'_>,
-) -> Option<LocationSource> {
-    let at = |f: &'static str| {
-        [
-            Seg::Key("routes"),
-            Seg::Index(i),
-            Seg::Key("location"),
-            Seg::Key(f),
-        ]
-    };
-    let name = loc.name;
-    match loc.from.as_str() {
-        "path" => {
-            // Without a valid pattern (already reported) the name cannot be checked.
-            if let Some(p) = pattern {
-                if p.has_catch_all(&name) {
-                    c.at(
-                        &at("name"),
-                        format!(
-                            "{label}: location parameter `{name}` is a catch-all; a location must be one `{{{name}}}` segment"
-                        ),
-                    );
-                    return None;
-                }
-                if !p.has_param(&name) {
-                    c.at(
-                        &at("name"),
-                        format!(
-                            "{label}: location parameter `{name}` is not in path `{}`",
-                            p.as_str()
-                        ),
-                    );
-                    return None;
-                }
-            }
-            Some(LocationSource::Path(name))
-        }
-        "header" => {
-            if let Ok(h) = HeaderName::from_bytes(name.as_bytes()) {
-                Some(LocationSource::Header(h))
-            } else {
-                c.at(
-                    &at("name"),
-                    format!("{label}: `{name}` is not a valid header name"),
-                );
-                None
-            }
-        }
-        "query" => {
-            if name.is_empty() || !name.bytes().all(is_unreserved) {
-                c.at(
-                    &at("name"),
-                    format!(
-                        "{label}: query parameter name `{}` may use only letters, digits, `-`, `.`, `_` and `~`",
-                        name.escape_debug()
-                    ),
-                );
-                return None;
-            }
-            Some(LocationSource::Query(name))
-        }
-        other => {
-            c.at(
-                &at("from"),
-                format!(
-                    "{label}: unknown `location.from: {other}`: use `path`, `header` or `query`{}",
-                    suggest(other, ["path", "header", "query"])
-                ),
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]
