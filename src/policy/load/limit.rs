@@ -79,18 +79,7 @@ pub(super) fn check(
         None
     };
     let per = full.per.as_deref().map_or(Some(Per::Key), |text| {
-        let per = Per::parse(text);
-        if per.is_none() {
-            c.at(
-                &at("per"),
-                format!(
-                    "{label}: unknown `per: {text}`: one of {}{}",
-                    Per::NAMES.join(", "),
-                    suggest(text, Per::NAMES)
-                ),
-            );
-        }
-        per
+        one_of(text, "per", &Per::NAMES, Per::parse, &at("per"), label, c)
     });
     if public && per.is_some_and(|p| p != Per::Key) {
         c.at(
@@ -102,18 +91,15 @@ pub(super) fn check(
         );
     }
     let scope = full.scope.as_deref().and_then(|text| {
-        let scope = Scope::parse(text);
-        if scope.is_none() {
-            c.at(
-                &at("scope"),
-                format!(
-                    "{label}: unknown `scope: {text}`: one of {}{}",
-                    Scope::NAMES.join(", "),
-                    suggest(text, Scope::NAMES)
-                ),
-            );
-        }
-        scope
+        one_of(
+            text,
+            "scope",
+            &Scope::NAMES,
+            Scope::parse,
+            &at("scope"),
+            label,
+            c,
+        )
     });
     if c.errors.len() > errors_before {
         return None;
@@ -123,6 +109,30 @@ pub(super) fn check(
         per: per?,
         scope,
     })
+}
+
+/// `text` as one of `names` (`parse` reads it), or an error naming them.
+fn one_of<T>(
+    text: &str,
+    field: &str,
+    names: &[&'static str],
+    parse: impl Fn(&str) -> Option<T>,
+    at: &[Seg<'_>],
+    label: &str,
+    c: &mut Check<'_>,
+) -> Option<T> {
+    let value = parse(text);
+    if value.is_none() {
+        c.at(
+            at,
+            format!(
+                "{label}: unknown `{field}: {text}`: one of {}{}",
+                names.join(", "),
+                suggest(text, names.iter().copied())
+            ),
+        );
+    }
+    value
 }
 
 fn rate(text: &str, at: &[Seg<'_>], label: &str, c: &mut Check<'_>) -> Option<RateLimit> {
