@@ -26,6 +26,12 @@ pub use rate::RateLimit;
 /// route name.
 pub type KeyLimits = std::collections::BTreeMap<String, RateLimit>;
 
+/// A plan name as given: empty means no plan (how the CLI, the admin API, import lines
+/// and the stores all say "none").
+pub fn plan_named(name: String) -> Option<String> {
+    Some(name).filter(|n| !n.is_empty())
+}
+
 /// Base62 characters in a secret's body: ceil(128 / log2(62)).
 pub const BODY_LEN: usize = 22;
 /// Base62 characters in a secret's checksum: ceil(32 / log2(62)).
@@ -439,7 +445,7 @@ impl KeyRecord {
             "metadata": self.metadata,
             "allowed_ips": self.allowed_ips.iter().map(ip_net_text).collect::<Vec<_>>(),
             "updated_at": self.updated_at.unwrap_or(self.created_at),
-            "limits": self.limits.iter().map(|(r, l)| (r.clone(), serde_json::Value::from(l.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "limits": self.limits,
             "plan": self.plan,
         })
     }

@@ -564,7 +564,7 @@ impl Policy {
             "plans": self.plans.iter().map(|p| json!({
                 "name": p.name,
                 "rate": p.rate.map(|r| r.to_string()),
-                "limits": p.limits.iter().map(|(r, l)| (r.clone(), serde_json::Value::from(l.to_string()))).collect::<serde_json::Map<_, _>>(),
+                "limits": p.limits.iter().map(|(r, l)| (r.as_str(), l)).collect::<std::collections::BTreeMap<_, _>>(),
             })).collect::<Vec<_>>(),
             "default": self.default.as_str(),
         })

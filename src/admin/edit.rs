@@ -39,7 +39,7 @@ struct PatchBody {
     metadata: Option<Metadata>,
     allowed_ips: Option<Vec<String>>,
     enabled: Option<bool>,
-    limits: Option<std::collections::BTreeMap<String, String>>,
+    limits: Option<crate::keys::KeyLimits>,
     plan: Option<String>,
 }
 
@@ -57,9 +57,9 @@ impl PatchBody {
             metadata: self.metadata,
             allowed_ips,
             enabled: self.enabled,
-            limits: self.limits.as_ref().map(parse_limits).transpose()?,
+            limits: self.limits,
             // `""` takes the key off its plan.
-            plan: self.plan.map(|p| Some(p).filter(|p| !p.is_empty())),
+            plan: self.plan.map(crate::keys::plan_named),
         })
     }
 }
@@ -98,19 +98,6 @@ pub(super) fn parse_ips(list: &[String]) -> Result<Vec<ipnet::IpNet>, AdminError
         .map(|(i, a)| {
             crate::keys::parse_ip_net(a)
                 .map_err(|m| AdminError::invalid(format!("allowed_ips[{i}]"), m))
-        })
-        .collect()
-}
-
-/// `limits`: route name → rate (`100/s`); a bad rate is named by its route.
-pub(super) fn parse_limits(
-    map: &std::collections::BTreeMap<String, String>,
-) -> Result<crate::keys::KeyLimits, AdminError> {
-    map.iter()
-        .map(|(route, text)| {
-            crate::keys::RateLimit::parse(text)
-                .map(|r| (route.clone(), r))
-                .map_err(|m| AdminError::invalid(format!("limits.{route}"), m))
         })
         .collect()
 }

@@ -70,13 +70,15 @@ impl Caller {
         };
         if limits != want_limits {
             return Err(AdminError::Forbidden(
-                "limits: only the operator (the admin token or the CLI) sets a key's own                  limits; an admin-API key's keys keep its own"
+                "limits: only the operator (the admin token or the CLI) sets a key's own \
+                 limits; an admin-API key's keys keep its own"
                     .to_owned(),
             ));
         }
         if plan != want_plan {
             return Err(AdminError::Forbidden(
-                "plan: only the operator (the admin token or the CLI) puts a key on a plan;                  an admin-API key's keys keep its own"
+                "plan: only the operator (the admin token or the CLI) puts a key on a plan; \
+                 an admin-API key's keys keep its own"
                     .to_owned(),
             ));
         }

@@ -41,7 +41,7 @@ struct CreateBody {
     expires_at: Option<String>,
     metadata: Option<crate::keys::Metadata>,
     allowed_ips: Option<Vec<String>>,
-    limits: Option<std::collections::BTreeMap<String, String>>,
+    limits: Option<crate::keys::KeyLimits>,
     plan: Option<String>,
 }
 
@@ -124,12 +124,12 @@ impl Admin {
             allowed_ips: super::edit::parse_ips(&b.allowed_ips.unwrap_or_default())?,
             // A key caller's new keys meet its own limits unless it says otherwise
             // (and only the operator may say otherwise: `check_limits`).
-            limits: match &b.limits {
-                Some(l) => super::edit::parse_limits(l)?,
+            limits: match b.limits {
+                Some(l) => l,
                 None => caller.key().map(|k| k.limits.clone()).unwrap_or_default(),
             },
             plan: match b.plan {
-                Some(p) => Some(p).filter(|p| !p.is_empty()),
+                Some(p) => crate::keys::plan_named(p),
                 None => caller.key().and_then(|k| k.plan.clone()),
             },
         };

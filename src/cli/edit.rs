@@ -107,7 +107,7 @@ pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> 
         allowed_ips: args.allow_ips.as_deref().map(allow_ips).transpose()?,
         enabled: None,
         limits: args.limits.as_deref().map(limits).transpose()?,
-        plan: args.plan.map(|p| Some(p).filter(|p| !p.is_empty())),
+        plan: args.plan.map(keys::plan_named),
     };
     let id = args.id;
     let grants_given = edit.grants.is_some();

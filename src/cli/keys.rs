@@ -123,7 +123,7 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
                 metadata: edit::metadata(&args.metadata)?,
                 allowed_ips: edit::allow_ips(&args.allow_ips)?,
                 limits: edit::limits(&args.limits)?,
-                plan: args.plan.filter(|p| !p.is_empty()),
+                plan: args.plan.and_then(crate::keys::plan_named),
             };
             let (record, secret) = lifecycle::create(&*env.store, &env.rules(), new, "cli")
                 .await

@@ -2,10 +2,13 @@
 //! and a key's per-route `limits` are written in.
 //!
 //! Invariants: a [`RateLimit`] that parsed allows at least one request per period; it
-//! prints as it was written.
+//! prints as it was written, and (de)serialises as that text, so the admin API, import
+//! lines and both stores read and write a key's `limits` one way.
 
 use std::fmt;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `count` requests per `per`, with a burst of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,5 +57,18 @@ impl fmt::Display for RateLimit {
             other => return write!(f, "{}/{other}s", self.count),
         };
         write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl Serialize for RateLimit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        RateLimit::parse(&text).map_err(serde::de::Error::custom)
     }
 }

@@ -35,7 +35,7 @@ struct Line {
     expires_at: Option<String>,
     metadata: Option<Metadata>,
     allowed_ips: Option<Vec<String>>,
-    limits: Option<std::collections::BTreeMap<String, String>>,
+    limits: Option<keys::KeyLimits>,
     plan: Option<String>,
     enabled: Option<bool>,
 }
@@ -167,17 +167,8 @@ async fn one(
         expiry,
         metadata: line.metadata.unwrap_or_default(),
         allowed_ips,
-        limits: line
-            .limits
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(route, rate)| {
-                keys::RateLimit::parse(&rate)
-                    .map(|r| (route, r))
-                    .map_err(|m| bad("limits", m))
-            })
-            .collect::<Result<_, _>>()?,
-        plan: line.plan.filter(|p| !p.is_empty()),
+        limits: line.limits.unwrap_or_default(),
+        plan: line.plan.and_then(keys::plan_named),
     };
     let prepared = prepare(opts.rules, new).map_err(|e| Refused::Line(e.to_string()))?;
     if opts.dry_run {

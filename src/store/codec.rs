@@ -60,9 +60,6 @@ pub enum Undecodable {
         #[source]
         source: BoxError,
     },
-    /// A `limits` entry is not a rate.
-    #[error("field `limits` holds `{0}`, which is not a rate such as `100/s`")]
-    Rate(String),
     /// An `allowed_ips` entry is not an address or CIDR.
     #[error("field `allowed_ips` holds `{0}`, which is not an address or CIDR")]
     Address(String),
@@ -135,17 +132,12 @@ pub(crate) fn decode_record(f: &mut impl Fields) -> Result<KeyRecord, Undecodabl
                 .collect::<Result<_, _>>()?,
         },
         updated_at: f.time("updated_at")?,
-        limits: match f.optional_text("limits")? {
-            None => crate::keys::KeyLimits::new(),
-            Some(t) => json::<std::collections::BTreeMap<String, String>>("limits", &t)?
-                .into_iter()
-                .map(|(route, rate)| match crate::keys::RateLimit::parse(&rate) {
-                    Ok(r) => Ok((route, r)),
-                    Err(_) => Err(Undecodable::Rate(rate)),
-                })
-                .collect::<Result<_, _>>()?,
-        },
-        plan: f.optional_text("plan")?.filter(|p| !p.is_empty()),
+        limits: f
+            .optional_text("limits")?
+            .map(|t| json("limits", &t))
+            .transpose()?
+            .unwrap_or_default(),
+        plan: f.optional_text("plan")?.and_then(crate::keys::plan_named),
     })
 }
 
@@ -179,15 +171,7 @@ impl JsonLists {
                         .collect::<Vec<_>>(),
                 ),
             )?,
-            limits: json(
-                "limits",
-                serde_json::to_string(
-                    &r.limits
-                        .iter()
-                        .map(|(route, rate)| (route, rate.to_string()))
-                        .collect::<std::collections::BTreeMap<_, _>>(),
-                ),
-            )?,
+            limits: json("limits", serde_json::to_string(&r.limits))?,
         })
     }
 }

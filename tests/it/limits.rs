@@ -411,12 +411,10 @@ async fn a_keys_own_limit_beats_its_plans_which_beats_the_routes() {
     )
     .await;
     assert_eq!(status, 403, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("only the operator"),
-        "{v}"
+    assert_eq!(
+        v["error"]["message"],
+        "plan: only the operator (the admin token or the CLI) puts a key on a plan; an \
+         admin-API key's keys keep its own",
     );
     let (status, v) = call(
         &a,
@@ -445,6 +443,19 @@ async fn a_keys_own_limit_beats_its_plans_which_beats_the_routes() {
         "{v}"
     );
     // Bad input names the field.
+    let (status, v) = call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/keys/{trial_id}"),
+        As::Token(TOKEN),
+        Some(json!({"limits": {"headers": "5/d"}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "limits.headers: rate limit `5/d` must look like `100/s`, `10/m` or `1000/h`"
+    );
     let bad = a
         .cli(&[&["keys", "create"][..], &with(&["--plan", "gold"])].concat())
         .await;
