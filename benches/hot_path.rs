@@ -66,6 +66,8 @@ fn record(secret: &keys::Secret) -> KeyRecord {
         updated_at: None,
         limits: keygate::keys::KeyLimits::new(),
         plan: None,
+        quota: None,
+        quota_counter: String::new(),
     }
 }
 

@@ -39,6 +39,8 @@ fn record(n: usize) -> KeyRecord {
         updated_at: None,
         limits: keygate::keys::KeyLimits::new(),
         plan: None,
+        quota: None,
+        quota_counter: String::new(),
     }
 }
 

@@ -61,6 +61,8 @@ impl KeyStore for Synthetic {
             updated_at: None,
             limits: keygate::keys::KeyLimits::new(),
             plan: None,
+            quota: None,
+            quota_counter: String::new(),
         }))
     }
     async fn by_id(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -97,6 +99,21 @@ impl KeyStore for Synthetic {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    async fn quota_take(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: Option<Timestamp>,
+    ) -> Result<keygate::store::QuotaGrant, StoreError> {
+        unused()
+    }
+    async fn quota_give_back(&self, _: &str, _: u64) -> Result<(), StoreError> {
+        unused()
+    }
+    async fn quota_used(&self, _: &str) -> Result<u64, StoreError> {
+        unused()
     }
     fn invalidations(&self) -> tokio::sync::broadcast::Receiver<Invalidation> {
         tokio::sync::broadcast::channel(1).1

@@ -46,6 +46,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::proxy::forward_auth::ForwardAuth;
 use crate::proxy::framing::Guarded;
 use crate::proxy::{Ambiguous, Downstream, Proxy, Upstream};
+use crate::quotas::Quotas;
 use crate::report::Chain;
 use crate::store::deferred::DeferredEmbedded;
 use crate::store::embedded::EmbeddedStore;
@@ -155,6 +156,7 @@ impl App {
             config.trusted_proxies.clone(),
         );
         let usage = Arc::new(Usage::default());
+        let quotas = Arc::new(Quotas::new(Arc::clone(&store), config.store.quotas_fail));
         let expiring = Arc::new(Expiring::new(config.keys.expiry_warning));
         let authn = Arc::new(Authn {
             header: config.keys.header.clone(),
@@ -171,6 +173,7 @@ impl App {
             cache: Arc::clone(&cache),
             usage: Arc::clone(&usage),
             limits: Arc::new(limits),
+            quotas,
             expiring: Arc::clone(&expiring),
             upstream,
             authn: Arc::clone(&authn),
@@ -304,6 +307,7 @@ impl App {
             task.abort();
         }
         flush_usage(&self.proxy).await;
+        self.proxy.quotas.give_back().await;
         Ok(())
     }
 
@@ -354,6 +358,7 @@ impl App {
                 tick.tick().await;
                 p.cache.sweep();
                 p.limits.sweep();
+                p.quotas.sweep();
                 p.expiring.sweep(crate::keys::Timestamp::now());
             }
         }));

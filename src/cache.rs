@@ -227,6 +227,8 @@ mod tests {
             updated_at: None,
             limits: crate::keys::KeyLimits::new(),
             plan: None,
+            quota: None,
+            quota_counter: String::new(),
         }
     }
 

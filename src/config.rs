@@ -194,6 +194,20 @@ struct RawStore {
     url: Option<String>,
     cluster: Option<Vec<String>>,
     timeout: Option<Dur>,
+    #[serde(default)]
+    quotas_fail: QuotasFail,
+}
+
+/// `store.quotas_fail`: what a key with a quota meets when the store cannot be asked
+/// and this gateway's lease of the quota is spent.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotasFail {
+    /// 503 `auth_unavailable` (the default): nothing is served uncounted.
+    #[default]
+    Closed,
+    /// Served, uncounted, until the store answers again (one warning per outage).
+    Open,
 }
 
 #[derive(Deserialize, Default)]
@@ -306,6 +320,7 @@ pub struct StoreSettings {
     pub backend: Store,
     /// The longest a request waits for the registry before it is refused with 503.
     pub timeout: Duration,
+    pub quotas_fail: QuotasFail,
 }
 
 /// `cache:`: the key-record cache in front of the store.
@@ -399,6 +414,7 @@ impl Config {
         let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
 
         let store_timeout = or(raw.store.timeout, Duration::from_millis(500));
+        let quotas_fail = raw.store.quotas_fail;
         let store = store(raw.store, &here, &mut err);
 
         let (key_prefix, key_header, key_header_display) = key_settings(&raw.keys, &mut err);
@@ -449,6 +465,7 @@ impl Config {
             store: StoreSettings {
                 backend: store,
                 timeout: store_timeout,
+                quotas_fail,
             },
             cache: CacheSettings {
                 ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),

@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::headers::Memo;
 
+mod quota;
 mod rate;
+pub use quota::{Quota, QuotaInput, QuotaSpec, Window, now_ms};
 pub use rate::RateLimit;
 
 /// A key's own rate per route name, overriding the route's (and its plan's); sorted by
@@ -303,6 +305,10 @@ pub struct KeyRecord {
     pub limits: KeyLimits,
     /// The policy plan (`plans:`) whose limits apply to this key, if any.
     pub plan: Option<String>,
+    /// The key's own quota (beats its plan's), if any.
+    pub quota: Option<Quota>,
+    /// Where the key's quota use is counted: its first id; rotation keeps it.
+    pub quota_counter: String,
 }
 
 /// A key's metadata: at most [`MAX_META_ENTRIES`] entries, names `[a-z0-9-]{1,32}`,
@@ -447,6 +453,7 @@ impl KeyRecord {
             "updated_at": self.updated_at.unwrap_or(self.created_at),
             "limits": self.limits,
             "plan": self.plan,
+            "quota": self.quota.as_ref().map(Quota::to_json),
         })
     }
 }

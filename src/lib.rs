@@ -134,6 +134,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod quotas;
 pub mod report;
 pub mod store;
 pub mod tls;

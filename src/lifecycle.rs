@@ -108,6 +108,11 @@ pub struct NewKey {
     pub limits: crate::keys::KeyLimits,
     /// A plan of the policy's `plans`.
     pub plan: Option<String>,
+    /// The key's own quota.
+    pub quota: Option<keys::QuotaSpec>,
+    /// The quota and counter of the admin-API key creating this one, which its new keys
+    /// share: keys it mints spend its quota rather than add to it. `None`: `quota`.
+    pub shared_quota: Option<(Option<keys::Quota>, String)>,
 }
 
 /// The settings creation depends on.
@@ -209,6 +214,8 @@ pub fn prepare(rules: &Rules<'_>, new: NewKey) -> Result<Prepared, LifecycleErro
             allowed_ips,
             limits: new.limits,
             plan: new.plan,
+            quota: new.quota,
+            shared_quota: new.shared_quota,
         },
         expires_at,
         now,
@@ -261,6 +268,13 @@ fn assemble(
         expires_at,
         now,
     } = prepared;
+    let (quota, quota_counter) = match new.shared_quota {
+        Some(shared) => shared,
+        None => (
+            new.quota.map(|q| q.to_quota(keys::now_ms(), None)),
+            id.clone(),
+        ),
+    };
     KeyRecord {
         identity: crate::headers::Memo::default(),
         id,
@@ -284,6 +298,8 @@ fn assemble(
         updated_at: None,
         limits: new.limits,
         plan: new.plan,
+        quota,
+        quota_counter,
     }
 }
 

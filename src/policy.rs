@@ -421,6 +421,18 @@ impl Policy {
         RouteLimit::for_key(own, key.limits.get(route).copied(), plan)
     }
 
+    /// The quota `key` spends: its own, else its plan's. A key with neither a quota nor
+    /// a plan costs two tests.
+    pub fn quota_for<'a>(&'a self, key: &'a KeyRecord) -> Option<&'a crate::keys::Quota> {
+        if let Some(q) = &key.quota {
+            return Some(q);
+        }
+        key.plan
+            .as_deref()
+            .and_then(|p| self.plan(p))
+            .and_then(|p| p.quota.as_ref())
+    }
+
     /// The plan named `name`; a key naming a plan the policy no longer has meets the
     /// routes' own limits.
     pub fn plan(&self, name: &str) -> Option<&Plan> {
@@ -565,6 +577,7 @@ impl Policy {
                 "name": p.name,
                 "rate": p.rate.map(|r| r.to_string()),
                 "limits": p.limits.iter().map(|(r, l)| (r.as_str(), l)).collect::<std::collections::BTreeMap<_, _>>(),
+                "quota": p.quota.as_ref().map(crate::keys::Quota::to_json),
             })).collect::<Vec<_>>(),
             "default": self.default.as_str(),
         })

@@ -18,6 +18,8 @@
 //!       business's; the client address's on public routes), counted by this gateway
 //!       or the fleet ([`Limits::check`]); where the bucket stands goes out as
 //!       `RateLimit-*` headers on the answer, refused or not;
+//!    6. the key's quota (its own or its plan's), spent from this gateway's lease
+//!       ([`Quotas::spend`]): only a request every other check let through spends one;
 //! 3. forward what the [`Permitted`] allows, nothing else.
 //!
 //! [`Proxy::serve`] wraps it: a refusal becomes its JSON answer, and every request,
@@ -56,6 +58,7 @@ use crate::logging;
 use crate::metrics;
 use crate::policy::path;
 use crate::policy::{Facts, Permitted, Policy};
+use crate::quotas::Quotas;
 use crate::store::KeyStore;
 use crate::upstream::Target;
 use crate::upstream::cause::{self, Class};
@@ -77,6 +80,7 @@ pub struct Proxy {
     pub cache: Arc<Cache>,
     pub usage: Arc<Usage>,
     pub limits: Arc<Limits>,
+    pub quotas: Arc<Quotas>,
     pub expiring: Arc<Expiring>,
     pub upstream: Upstream,
     /// Key header, parse and look-up: shared with the admin API.
@@ -298,6 +302,14 @@ impl Proxy {
                     });
                 }
             }
+        }
+        if let Some(key) = &trace.key
+            && let Some(quota) = policy.quota_for(key)
+        {
+            let spent = self
+                .quotas
+                .spend(&key.quota_counter, quota, Timestamp::now());
+            spent.await?;
         }
         Ok(permit)
     }

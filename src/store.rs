@@ -104,6 +104,26 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Readiness: a real round trip to the back end.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Takes up to `want` units of the quota window `window` (a [`keys::Window`] name)
+    /// such that at most `limit` are ever used, in one atomic step; the window's count
+    /// may be forgotten after `expires_at` (`None`: kept, as credits are).
+    ///
+    /// [`keys::Window`]: crate::keys::Window
+    async fn quota_take(
+        &self,
+        window: &str,
+        limit: u64,
+        want: u64,
+        expires_at: Option<Timestamp>,
+    ) -> Result<QuotaGrant, StoreError>;
+
+    /// Gives back `n` units taken from `window` and never spent (a gateway stopping
+    /// with part of a lease), never below zero.
+    async fn quota_give_back(&self, window: &str, n: u64) -> Result<(), StoreError>;
+
+    /// Units used of `window` so far (taken by gateways, spent or leased); 0 if none.
+    async fn quota_used(&self, window: &str) -> Result<u64, StoreError>;
+
     /// Cache invalidations from every writer, other processes included, within about
     /// a second of the write (this process's own writes: at once).
     ///
@@ -143,6 +163,15 @@ pub struct Grant {
     pub wait: std::time::Duration,
     /// How long until the bucket is full again.
     pub full_in: std::time::Duration,
+}
+
+/// What [`KeyStore::quota_take`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaGrant {
+    /// Units taken: `0..=want`.
+    pub granted: u64,
+    /// Units used of the window after this take.
+    pub used: u64,
 }
 
 /// What a cache must forget.

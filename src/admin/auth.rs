@@ -311,6 +311,8 @@ routes: []
             updated_at: None,
             limits: crate::keys::KeyLimits::new(),
             plan: None,
+            quota: None,
+            quota_counter: String::new(),
         }
     }
 

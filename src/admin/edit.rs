@@ -41,6 +41,7 @@ struct PatchBody {
     enabled: Option<bool>,
     limits: Option<crate::keys::KeyLimits>,
     plan: Option<String>,
+    quota: Option<crate::keys::QuotaInput>,
 }
 
 impl PatchBody {
@@ -60,6 +61,12 @@ impl PatchBody {
             limits: self.limits,
             // `""` takes the key off its plan.
             plan: self.plan.map(crate::keys::plan_named),
+            // `{}` removes the key's quota; credits given again are a refill.
+            quota: self
+                .quota
+                .as_ref()
+                .map(super::keys::quota_input)
+                .transpose()?,
         })
     }
 }
@@ -81,6 +88,7 @@ fn refuse_nulls(body: &[u8]) -> Result<(), AdminError> {
             "allowed_ips" => "to allow every address send `[]`",
             "limits" => "to drop the key's own limits send `{}`",
             "plan" => "to take the key off its plan send `\"plan\": \"\"`",
+            "quota" => "to remove the key's quota send `{}`",
             _ => "leave the field out to keep its value",
         };
         return Err(AdminError::invalid(
@@ -154,7 +162,11 @@ impl Admin {
                 caller.check_mint(&policy, &scopes, &locations, &grants)?;
             }
             caller.check_extras(Some(old), &new.metadata, &new.allowed_ips, new.enabled)?;
-            caller.check_limits(&new.limits, new.plan.as_deref(), Some(old))
+            caller.check_limits(&new.limits, new.plan.as_deref(), Some(old))?;
+            if caller.key().is_some() && new.quota != old.quota {
+                return Err(super::give::quota_forbidden());
+            }
+            Ok(())
         };
         lifecycle::update(&*self.store, &rules, id, edit, &caller.actor(), allow).await
     }

@@ -51,6 +51,15 @@ pub(super) fn added(old: &KeyRecord, new: &KeyRecord) -> (Vec<String>, Vec<Strin
     (scopes, locations, grants)
 }
 
+/// A key caller setting a quota: refused, as limits are.
+pub(super) fn quota_forbidden() -> AdminError {
+    AdminError::Forbidden(
+        "quota: only the operator (the admin token or the CLI) sets a key's quota; an \
+         admin-API key's keys spend its own"
+            .to_owned(),
+    )
+}
+
 impl Caller {
     /// The rule for limits and plans: they are the operator's (the bootstrap token, the
     /// CLI). A key caller's keys keep its own limits and plan (new keys get them), so no

@@ -43,6 +43,7 @@ struct CreateBody {
     allowed_ips: Option<Vec<String>>,
     limits: Option<crate::keys::KeyLimits>,
     plan: Option<String>,
+    quota: Option<crate::keys::QuotaInput>,
 }
 
 /// `POST /v1/keys/{id}/rotate`.
@@ -52,6 +53,13 @@ struct RotateBody {
     grace: Option<String>,
     expires_in: Option<String>,
     expires_at: Option<String>,
+}
+
+/// A body's `quota`, checked: `None` for `{}`.
+pub(super) fn quota_input(
+    q: &crate::keys::QuotaInput,
+) -> Result<Option<crate::keys::QuotaSpec>, AdminError> {
+    q.check().map_err(|m| AdminError::invalid("quota", m))
 }
 
 fn required(field: &'static str, value: Option<String>) -> Result<String, AdminError> {
@@ -132,6 +140,11 @@ impl Admin {
                 Some(p) => crate::keys::plan_named(p),
                 None => caller.key().and_then(|k| k.plan.clone()),
             },
+            quota: b.quota.as_ref().map(quota_input).transpose()?.flatten(),
+            // A key caller's new keys spend its quota (`check_limits` refuses another).
+            shared_quota: caller
+                .key()
+                .map(|k| (k.quota.clone(), k.quota_counter.clone())),
         };
         let policy = self.policy.load_full();
         let rules = self.rules(&policy);
@@ -141,6 +154,9 @@ impl Admin {
         caller.check_mint(&policy, &k.scopes, &k.locations, &k.grants)?;
         caller.check_extras(None, &k.metadata, &k.allowed_ips, true)?;
         caller.check_limits(&k.limits, k.plan.as_deref(), None)?;
+        if b.quota.is_some() && caller.key().is_some() {
+            return Err(super::give::quota_forbidden());
+        }
         let (record, secret) =
             lifecycle::create_prepared(&*self.store, &self.authn.prefix, prepared, &caller.actor())
                 .await?;
@@ -206,7 +222,14 @@ impl Admin {
     /// `GET /v1/keys/{id}`.
     pub(super) async fn show_key(&self, caller: &Caller, id: &str) -> Answer {
         let record = self.visible(caller, id).await?;
-        Ok(json(StatusCode::OK, &record.to_json(Timestamp::now())))
+        let now = Timestamp::now();
+        let mut body = record.to_json(now);
+        let policy = self.policy.load_full();
+        if let Some(quota) = policy.quota_for(&record) {
+            let standing = crate::quotas::standing(&*self.store, quota, &record, now).await?;
+            body["quota"] = standing;
+        }
+        Ok(json(StatusCode::OK, &body))
     }
 
     /// `DELETE /v1/keys/{id}`: revoked everywhere; revoking twice is fine (still 204).

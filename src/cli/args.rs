@@ -197,6 +197,10 @@ pub(super) struct CreateArgs {
     /// Put the key on a plan of the policy's `plans`
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<String>,
+    /// The key's quota: 1000/1d (refills each period, on UTC boundaries) or credits=5000
+    /// (refilled only by an admin)
+    #[arg(long, value_name = "QUOTA")]
+    pub quota: Option<String>,
     /// Also write the secret to FILE (mode 0600)
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -239,6 +243,10 @@ pub(super) struct UpdateArgs {
     /// Put the key on a plan (`--plan ''` takes it off its plan)
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<String>,
+    /// The key's quota: 1000/1d or credits=5000 (credits given again refill them;
+    /// `--quota ''` removes it)
+    #[arg(long, value_name = "QUOTA")]
+    pub quota: Option<String>,
     /// Print the record after as JSON
     #[arg(long)]
     pub json: bool,

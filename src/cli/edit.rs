@@ -80,6 +80,28 @@ pub(super) fn limits(pairs: &[String]) -> Result<keys::KeyLimits, Exit> {
     Ok(out)
 }
 
+/// `--quota`: `1000/1d` (requests per period), `credits=5000`, or `''` (none).
+pub(super) fn quota(text: &str) -> Result<Option<keys::QuotaSpec>, Exit> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let spec = match t.strip_prefix("credits=") {
+        Some(n) => n
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{n}` is not a whole number of credits"))
+            .and_then(keys::QuotaSpec::credits),
+        None => keys::QuotaSpec::parse(t),
+    };
+    spec.map(Some).map_err(|m| {
+        Exit(
+            1,
+            format!("error: --quota `{t}`: {m} (or credits=N for credits an admin refills)"),
+        )
+    })
+}
+
 fn non_empty(list: Vec<String>) -> Vec<String> {
     list.into_iter().filter(|s| !s.is_empty()).collect()
 }
@@ -108,6 +130,7 @@ pub(super) async fn update(env: &KeysEnv, args: UpdateArgs) -> Result<(), Exit> 
         enabled: None,
         limits: args.limits.as_deref().map(limits).transpose()?,
         plan: args.plan.map(keys::plan_named),
+        quota: args.quota.as_deref().map(quota).transpose()?,
     };
     let id = args.id;
     let grants_given = edit.grants.is_some();

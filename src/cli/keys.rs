@@ -124,6 +124,13 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
                 allowed_ips: edit::allow_ips(&args.allow_ips)?,
                 limits: edit::limits(&args.limits)?,
                 plan: args.plan.and_then(crate::keys::plan_named),
+                quota: args
+                    .quota
+                    .as_deref()
+                    .map(edit::quota)
+                    .transpose()?
+                    .flatten(),
+                shared_quota: None,
             };
             let (record, secret) = lifecycle::create(&*env.store, &env.rules(), new, "cli")
                 .await
@@ -161,20 +168,7 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
             eprintln!("revoked {} ({})", record.id, record.name);
             Ok(())
         }
-        KeysCommand::Show { id, json } => {
-            let record = env
-                .store
-                .by_id(&id)
-                .await
-                .map_err(fail)?
-                .ok_or_else(|| Exit(1, format!("error: no key with id `{id}`")))?;
-            if json {
-                println!("{}", record.to_json(now));
-            } else {
-                print_record(&record, now);
-            }
-            Ok(())
-        }
+        KeysCommand::Show { id, json } => show(&env, &id, json, now).await,
         KeysCommand::List(args) => list(&env, args, now).await,
         KeysCommand::Update(args) => edit::update(&env, *args).await,
         KeysCommand::Suspend { id } => edit::set_enabled(&env, &id, false).await,
@@ -279,6 +273,44 @@ fn write_secret_file(file: &Path, secret: &Secret) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keys show ID`: the record, and its quota as the gateways count it.
+async fn show(env: &KeysEnv, id: &str, json: bool, now: Timestamp) -> Result<(), Exit> {
+    let record = env
+        .store
+        .by_id(id)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| Exit(1, format!("error: no key with id `{id}`")))?;
+    // The quota as the gateways count it: the admin API's `GET` answer.
+    let standing = match env.policy.quota_for(&record) {
+        Some(q) => Some(
+            crate::quotas::standing(&*env.store, q, &record, now)
+                .await
+                .map_err(fail)?,
+        ),
+        None => None,
+    };
+    if json {
+        let mut v = record.to_json(now);
+        if let Some(s) = standing {
+            v["quota"] = s;
+        }
+        println!("{v}");
+    } else {
+        print_record(&record, now);
+        if let Some(s) = standing {
+            let resets = s["resets_at"]
+                .as_str()
+                .unwrap_or("when an admin refills it");
+            println!(
+                "{:<12} {} left, refills {resets}",
+                "quota left", s["remaining"]
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn print_record(r: &KeyRecord, now: Timestamp) {
     let when =
         |t: Option<Timestamp>, none: &str| t.map_or_else(|| none.to_owned(), Timestamp::to_rfc3339);
@@ -337,6 +369,12 @@ pub(super) fn print_record(r: &KeyRecord, now: Timestamp) {
             },
         ),
         ("plan", r.plan.clone().unwrap_or_else(|| "-".to_owned())),
+        (
+            "quota",
+            r.quota
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), crate::keys::Quota::text),
+        ),
     ];
     for (k, v) in rows {
         println!("{k:<12} {v}");

@@ -31,6 +31,19 @@ fn only_upstream_is_required_and_defaults_apply() {
     assert_eq!(c.policy, PathBuf::from("/etc/kg/policy.yaml"));
     assert_eq!(c.log.format, LogFormat::Text);
     assert_eq!(c.keys.header, "x-api-key");
+    assert_eq!(c.store.quotas_fail, QuotasFail::Closed);
+}
+
+#[test]
+fn quotas_fail_is_closed_or_open_and_says_so_at_its_line() {
+    let up = "upstream:\n  url: http://127.0.0.1:9000\n";
+    let c = parse(&format!("{up}store:\n  quotas_fail: open\n")).unwrap();
+    assert_eq!(c.store.quotas_fail, QuotasFail::Open);
+    assert_eq!(
+        first_error(&format!("{up}store:\n  quotas_fail: maybe\n")),
+        "/etc/kg/keygate.yaml:4:16: store.quotas_fail: unknown variant `maybe`, expected \
+         `closed` or `open`"
+    );
 }
 
 #[test]

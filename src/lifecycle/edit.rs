@@ -14,7 +14,7 @@ use super::{
     LifecycleError, Rules, audit, check_allowed_ips, check_description, check_grants,
     check_grants_within, check_locations, check_metadata, check_name, check_scopes, resolve_expiry,
 };
-use crate::keys::{Grant, KeyLimits, KeyRecord, Metadata, Timestamp};
+use crate::keys::{Grant, KeyLimits, KeyRecord, Metadata, QuotaSpec, Timestamp};
 use crate::lifecycle::Expiry;
 use crate::store::{KeyStore, StoreError};
 
@@ -37,6 +37,9 @@ pub struct Edit {
     pub limits: Option<KeyLimits>,
     /// `Some(None)` takes the key off its plan.
     pub plan: Option<Option<String>>,
+    /// `Some(None)` removes the key's own quota. Credits set again are a refill: they
+    /// count afresh.
+    pub quota: Option<Option<QuotaSpec>>,
 }
 
 impl Edit {
@@ -95,6 +98,9 @@ impl Edit {
             super::limits::check_plan(rules.policy, p.as_deref())?;
             new.plan.clone_from(p);
         }
+        if let Some(q) = self.quota {
+            new.quota = q.map(|q| q.to_quota(crate::keys::now_ms(), old.quota.as_ref()));
+        }
         new.updated_at = Some(now);
         Ok(new)
     }
@@ -114,6 +120,7 @@ fn changed(old: &KeyRecord, new: &KeyRecord) -> Vec<&'static str> {
         ("enabled", old.enabled != new.enabled),
         ("limits", old.limits != new.limits),
         ("plan", old.plan != new.plan),
+        ("quota", old.quota != new.quota),
     ]
     .into_iter()
     .filter_map(|(f, differs)| differs.then_some(f))

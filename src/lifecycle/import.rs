@@ -37,6 +37,7 @@ struct Line {
     allowed_ips: Option<Vec<String>>,
     limits: Option<keys::KeyLimits>,
     plan: Option<String>,
+    quota: Option<keys::QuotaInput>,
     enabled: Option<bool>,
 }
 
@@ -169,6 +170,13 @@ async fn one(
         allowed_ips,
         limits: line.limits.unwrap_or_default(),
         plan: line.plan.and_then(keys::plan_named),
+        quota: line
+            .quota
+            .map(|q| q.check())
+            .transpose()
+            .map_err(|m| bad("quota", m))?
+            .flatten(),
+        shared_quota: None,
     };
     let prepared = prepare(opts.rules, new).map_err(|e| Refused::Line(e.to_string()))?;
     if opts.dry_run {

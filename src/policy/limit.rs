@@ -78,6 +78,8 @@ pub struct Plan {
     pub rate: Option<RateLimit>,
     /// Per route name, before `rate`.
     pub limits: Vec<(String, RateLimit)>,
+    /// Each of the plan's keys' quota, unless the key has its own.
+    pub quota: Option<crate::keys::Quota>,
 }
 
 impl Plan {

@@ -127,6 +127,8 @@ impl K {
             updated_at: None,
             limits: crate::keys::KeyLimits::new(),
             plan: None,
+            quota: None,
+            quota_counter: String::new(),
         })
     }
 }

@@ -54,6 +54,9 @@ pub enum Refusal {
     PayloadTooLarge,
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// `retry_after`: seconds until the quota refills; `None` for spent credits.
+    #[error("{}", quota_message(*.retry_after))]
+    QuotaExceeded { retry_after: Option<u64> },
     #[error("the key registry cannot be reached")]
     AuthUnavailable(#[source] StoreError),
     #[error("the upstream could not be reached")]
@@ -87,6 +90,28 @@ impl From<AuthnError> for Refusal {
     }
 }
 
+fn quota_message(retry_after: Option<u64>) -> String {
+    match retry_after {
+        Some(s) => format!("the API key's quota is used up; it refills in {s} s"),
+        None => "the API key's credits are used up; an admin can refill them".to_owned(),
+    }
+}
+
+impl From<crate::quotas::Refused> for Refusal {
+    fn from(r: crate::quotas::Refused) -> Self {
+        match r {
+            crate::quotas::Refused::Exceeded { resets_at } => Self::QuotaExceeded {
+                retry_after: resets_at.map(|t| {
+                    u64::try_from(t.0 - crate::keys::Timestamp::now().0)
+                        .unwrap_or(0)
+                        .max(1)
+                }),
+            },
+            crate::quotas::Refused::Unavailable(e) => Self::AuthUnavailable(e),
+        }
+    }
+}
+
 impl From<BadPath> for Refusal {
     fn from(e: BadPath) -> Self {
         Self::BadPath(e)
@@ -110,7 +135,7 @@ impl Refusal {
             | Self::BusinessDisabled
             | Self::NoRoute => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -135,6 +160,7 @@ impl Refusal {
             Self::NoRoute => "no_route",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::AuthUnavailable(_) => "auth_unavailable",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -169,7 +195,10 @@ impl Refusal {
                     h.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after }
+            | Self::QuotaExceeded {
+                retry_after: Some(retry_after),
+            } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}

@@ -9,12 +9,13 @@
 //! - Decoding never panics: an absent, mistyped or malformed field is an
 //!   [`Undecodable`], which the back end wraps in [`StoreError::Corrupt`] naming the
 //!   record.
-//! - Lists and maps (`scopes`, `locations`, `grants`, `metadata`, `allowed_ips`, `limits`) are
-//!   JSON text in every back end.
+//! - Lists and maps (`scopes`, `locations`, `grants`, `metadata`, `allowed_ips`, `limits`,
+//!   `quota`) are JSON text in every back end.
 //! - The fields added after the first schema (`enabled`, `metadata`, `allowed_ips`,
-//!   `updated_at`, `limits`, `plan`) may be absent from a record written before them:
-//!   absent reads as enabled, no metadata, anywhere, never edited, the route's own
-//!   limits, no plan. A stored `plan` of `""` is no plan.
+//!   `updated_at`, `limits`, `plan`, `quota`, `quota_counter`) may be absent from a
+//!   record written before them: absent reads as enabled, no metadata, anywhere, never
+//!   edited, the route's own limits, no plan, no quota, counted under the key's id. A
+//!   stored `plan` of `""` is no plan; a stored `quota` of `null`, none.
 //!
 //! Why a [`Fields`] trait rather than a decoder per back end: a record's twenty-one fields,
 //! their order and which of them are optional are stated once, here; a back end only
@@ -83,7 +84,7 @@ pub(crate) fn corrupt(record: &str, e: Undecodable) -> StoreError {
 /// them in the record's column order: `id`, `hash`, `name`, `description`, `prefix`,
 /// `user_id`, `business_id`, `scopes`, `locations`, `grants`, `created_at`,
 /// `expires_at`, `revoked_at`, `last_used_at`, `created_by`, `enabled`, `metadata`,
-/// `allowed_ips`, `updated_at`, `limits`, `plan`; a back end reading positionally relies
+/// `allowed_ips`, `updated_at`, `limits`, `plan`, `quota`, `quota_counter`; a back end reading positionally relies
 /// on that order.
 pub(crate) trait Fields {
     /// A text field.
@@ -101,7 +102,7 @@ pub(crate) trait Fields {
 /// The record `fields` hold.
 pub(crate) fn decode_record(f: &mut impl Fields) -> Result<KeyRecord, Undecodable> {
     // Field by field in the documented order (a struct literal evaluates in source order).
-    Ok(KeyRecord {
+    let mut r = KeyRecord {
         identity: crate::headers::Memo::default(),
         id: f.text("id")?,
         hash: f.hash()?,
@@ -138,7 +139,17 @@ pub(crate) fn decode_record(f: &mut impl Fields) -> Result<KeyRecord, Undecodabl
             .transpose()?
             .unwrap_or_default(),
         plan: f.optional_text("plan")?.and_then(crate::keys::plan_named),
-    })
+        quota: f
+            .optional_text("quota")?
+            .map(|t| json("quota", &t))
+            .transpose()?
+            .flatten(),
+        quota_counter: f.optional_text("quota_counter")?.unwrap_or_default(),
+    };
+    if r.quota_counter.is_empty() {
+        r.quota_counter.clone_from(&r.id);
+    }
+    Ok(r)
 }
 
 /// A record's lists as the JSON text every back end stores them as.
@@ -149,6 +160,7 @@ pub(crate) struct JsonLists {
     pub(crate) metadata: String,
     pub(crate) allowed_ips: String,
     pub(crate) limits: String,
+    pub(crate) quota: String,
 }
 
 impl JsonLists {
@@ -172,6 +184,7 @@ impl JsonLists {
                 ),
             )?,
             limits: json("limits", serde_json::to_string(&r.limits))?,
+            quota: json("quota", serde_json::to_string(&r.quota))?,
         })
     }
 }
@@ -198,7 +211,7 @@ pub(crate) fn key_hash(bytes: &[u8]) -> Result<KeyHash, Undecodable> {
 
 /// The fields [`KeyStore::replace`](super::KeyStore::replace) compares and writes, as
 /// the text a Redis hash holds them in (`None`: the field is absent).
-pub(crate) const EDITABLE: [&str; 11] = [
+pub(crate) const EDITABLE: [&str; 12] = [
     "name",
     "description",
     "scopes",
@@ -210,6 +223,7 @@ pub(crate) const EDITABLE: [&str; 11] = [
     "allowed_ips",
     "limits",
     "plan",
+    "quota",
 ];
 
 /// A flag as a Redis hash stores it (`SQLite` stores the integer).
@@ -218,7 +232,7 @@ pub(crate) fn flag_text(on: bool) -> &'static str {
 }
 
 /// `r`'s [`EDITABLE`] fields, in that order, as stored text.
-pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 11], StoreError> {
+pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 12], StoreError> {
     let JsonLists {
         scopes,
         locations,
@@ -226,6 +240,7 @@ pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 11], StoreError
         metadata,
         allowed_ips,
         limits,
+        quota,
     } = JsonLists::of(r)?;
     Ok([
         Some(r.name.clone()),
@@ -239,5 +254,6 @@ pub(crate) fn editable(r: &KeyRecord) -> Result<[Option<String>; 11], StoreError
         Some(allowed_ips),
         Some(limits),
         Some(r.plan.clone().unwrap_or_default()),
+        Some(quota),
     ])
 }

@@ -15,6 +15,7 @@
 
 mod edit;
 mod listing;
+mod quotas;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub(crate) async fn contract_suite(store: &dyn KeyStore) {
     edit::replace(store, &run).await;
     listing::list(store, &run).await;
     audit(store, &run).await;
+    quotas::quota_windows(store, &run).await;
 }
 
 /// Waits (at most `within`) for `want` on `rx`, skipping other invalidations. Shared by
@@ -168,6 +170,8 @@ pub(crate) fn record(id: &str, business: &str, user: &str, created: i64) -> KeyR
         updated_at: None,
         limits: crate::keys::KeyLimits::new(),
         plan: None,
+        quota: None,
+        quota_counter: id.to_owned(),
     }
 }
 
@@ -212,6 +216,12 @@ async fn round_trip(store: &dyn KeyStore, run: &str) {
         )]
         .into(),
         plan: Some("gold".to_owned()),
+        quota: Some(crate::keys::Quota {
+            limit: 5000,
+            period_secs: None,
+            set_ms: 1_745_000_000_123,
+        }),
+        quota_counter: "kid_its_first_id".to_owned(),
     };
     store.insert(&full).await.unwrap();
     assert_eq!(store.by_hash(&full.hash).await.unwrap(), Some(full.clone()));

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use super::embedded::EmbeddedStore;
-use super::{AuditEvent, CHANNEL_CAPACITY, Invalidation, KeyStore, ListQuery, Page, StoreError};
+use super::{
+    AuditEvent, CHANNEL_CAPACITY, Invalidation, KeyStore, ListQuery, Page, QuotaGrant, StoreError,
+};
 use crate::keys::{KeyHash, KeyRecord, Timestamp};
 use crate::report::Chain;
 
@@ -195,6 +197,26 @@ impl KeyStore for DeferredEmbedded {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.get()?.ping().await
+    }
+
+    async fn quota_take(
+        &self,
+        window: &str,
+        limit: u64,
+        want: u64,
+        expires_at: Option<Timestamp>,
+    ) -> Result<QuotaGrant, StoreError> {
+        self.get()?
+            .quota_take(window, limit, want, expires_at)
+            .await
+    }
+
+    async fn quota_give_back(&self, window: &str, n: u64) -> Result<(), StoreError> {
+        self.get()?.quota_give_back(window, n).await
+    }
+
+    async fn quota_used(&self, window: &str) -> Result<u64, StoreError> {
+        self.get()?.quota_used(window).await
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

@@ -31,6 +31,7 @@ mod codec;
 mod connections;
 mod listing;
 mod poller;
+mod quotas;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -52,7 +53,8 @@ use self::poller::Poller;
 use self::schema::KEY_COLUMNS;
 use super::codec::JsonLists;
 use super::{
-    AuditEvent, CHANNEL_CAPACITY, Cursor, Invalidation, KeyStore, ListQuery, Page, StoreError,
+    AuditEvent, CHANNEL_CAPACITY, Cursor, Invalidation, KeyStore, ListQuery, Page, QuotaGrant,
+    StoreError,
 };
 use crate::keys::{KeyHash, KeyRecord, Timestamp};
 
@@ -248,11 +250,12 @@ impl KeyStore for EmbeddedStore {
                 let sql = format!(
                     "UPDATE keys SET name = ?2, description = ?3, scopes = ?4, locations = ?5, \
                      grants = ?6, expires_at = ?7, enabled = ?8, metadata = ?9, \
-                     allowed_ips = ?10, updated_at = ?11, limits = ?12, plan = ?13 \
-                     WHERE id = ?1 AND revoked_at IS NULL AND name = ?14 AND description = ?15 \
-                     AND scopes = ?16 AND locations = ?17 AND grants = ?18 \
-                     AND expires_at IS ?19 AND enabled = ?20 AND metadata = ?21 \
-                     AND allowed_ips = ?22 AND limits = ?23 AND plan = ?24 RETURNING {KEY_COLUMNS}"
+                     allowed_ips = ?10, updated_at = ?11, limits = ?12, plan = ?13, quota = ?14 \
+                     WHERE id = ?1 AND revoked_at IS NULL AND name = ?15 AND description = ?16 \
+                     AND scopes = ?17 AND locations = ?18 AND grants = ?19 \
+                     AND expires_at IS ?20 AND enabled = ?21 AND metadata = ?22 \
+                     AND allowed_ips = ?23 AND limits = ?24 AND plan = ?25 AND quota = ?26 \
+                     RETURNING {KEY_COLUMNS}"
                 );
                 let raw = tx
                     .prepare_cached(&sql)
@@ -272,6 +275,7 @@ impl KeyStore for EmbeddedStore {
                                 after.updated_at.map(|t| t.0),
                                 now.limits,
                                 after.plan.clone().unwrap_or_default(),
+                                now.quota,
                                 before.name,
                                 before.description,
                                 was.scopes,
@@ -283,6 +287,7 @@ impl KeyStore for EmbeddedStore {
                                 was.allowed_ips,
                                 was.limits,
                                 before.plan.clone().unwrap_or_default(),
+                                was.quota,
                             ],
                             raw_key_row,
                         )
@@ -399,6 +404,24 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
+    async fn quota_take(
+        &self,
+        window: &str,
+        limit: u64,
+        want: u64,
+        expires_at: Option<Timestamp>,
+    ) -> Result<QuotaGrant, StoreError> {
+        self.take_quota(window, limit, want, expires_at).await
+    }
+
+    async fn quota_give_back(&self, window: &str, n: u64) -> Result<(), StoreError> {
+        self.give_back_quota(window, n).await
+    }
+
+    async fn quota_used(&self, window: &str) -> Result<u64, StoreError> {
+        self.quota_used_in(window).await
+    }
+
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
         self.invalidations.subscribe()
     }
@@ -444,11 +467,12 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result<(), Store
         metadata,
         allowed_ips,
         limits,
+        quota,
     } = JsonLists::of(r)?;
     let sql = format!(
         "INSERT INTO keys ({KEY_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21)"
+         ?18, ?19, ?20, ?21, ?22, ?23)"
     );
     let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
     stmt.execute(rusqlite::params![
@@ -473,6 +497,8 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result<(), Store
         r.updated_at.map(|t| t.0),
         limits,
         r.plan.clone().unwrap_or_default(),
+        quota,
+        r.quota_counter,
     ])
     .map_err(classify)?;
     Ok(())

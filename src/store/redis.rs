@@ -36,6 +36,7 @@ mod buckets;
 mod codec;
 mod health;
 mod link;
+mod quotas;
 mod schema;
 mod scripts;
 mod subscriber;
@@ -64,8 +65,8 @@ use self::schema::{
 use self::scripts::Scripts;
 use super::codec::{EDITABLE, corrupt, editable};
 use super::{
-    AuditEvent, CHANNEL_CAPACITY, Cursor, Invalidation, KeyStore, ListQuery, Page, StoreError,
-    Undecodable,
+    AuditEvent, CHANNEL_CAPACITY, Cursor, Invalidation, KeyStore, ListQuery, Page, QuotaGrant,
+    StoreError, Undecodable,
 };
 use crate::keys::{KeyHash, KeyRecord, Timestamp};
 
@@ -468,6 +469,24 @@ impl KeyStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let _: Value = self.inner.link.cmd(::redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    async fn quota_take(
+        &self,
+        window: &str,
+        limit: u64,
+        want: u64,
+        expires_at: Option<Timestamp>,
+    ) -> Result<QuotaGrant, StoreError> {
+        self.take_quota(window, limit, want, expires_at).await
+    }
+
+    async fn quota_give_back(&self, window: &str, n: u64) -> Result<(), StoreError> {
+        self.give_back_quota(window, n).await
+    }
+
+    async fn quota_used(&self, window: &str) -> Result<u64, StoreError> {
+        self.quota_used_in(window).await
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

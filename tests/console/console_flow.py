@@ -56,6 +56,15 @@ def proxy_get(path, key):
         return e.code, body.get("error", {}).get("code")
 
 
+def admin_patch(path, body):
+    """PATCH on the admin API with the token; the answer's JSON (fails on an error)."""
+    req = urllib.request.Request(ADMIN + path, data=json.dumps(body).encode(), method="PATCH",
+                                 headers={"Authorization": f"Bearer {TOKEN}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
@@ -281,8 +290,11 @@ def main():
         expect(row.get_by_role("button", name="Revoke")).to_be_in_viewport()
         page.set_viewport_size({"width": 1280, "height": 900})
 
-        # The key's detail view, by keyboard: its record, grants as a matrix, a countdown.
+        # The key's detail view, by keyboard: its record, grants as a matrix, a countdown,
+        # and the quota the operator set through the admin API, spent once since.
         key_id = row.get_attribute("data-id")
+        admin_patch(f"/v1/keys/{key_id}", {"quota": {"limit": 1000, "period": "1d"}})
+        check(proxy_get("/v1/items/1", secret)[0] == 200, "the key spends one unit of its quota")
         row.get_by_role("link", name=name).focus()
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
@@ -296,7 +308,9 @@ def main():
                              ("Last used", re.compile(r"never|\d{4}-\d\d-\d\d \d\d:\d\d UTC")),
                              ("Scopes", "items:read"),
                              ("Locations", "hq, plant-1"), ("Description", "made in the console test"),
-                             ("Status", "active"), ("Key prefix", secret[:6])):
+                             ("Status", "active"), ("Key prefix", secret[:6]),
+                             ("Plan", "none"), ("Own rate limits", "the routes"),
+                             ("Quota", re.compile(r"99\d of 1000 per 1d left, refills \d{4}-\d\d-\d\d 00:00 UTC"))):
             pair = fields.locator(".pair", has=page.locator("dt", has_text=label))
             expect(pair.first).to_contain_text(value)
         countdown = page.locator("#detail-countdown")
@@ -354,8 +368,9 @@ def main():
         expect(page.get_by_role("link", name="Audit log")).to_have_attribute("aria-current", "page")
         expect(page.get_by_role("link", name="Keys", exact=True)).not_to_have_attribute("aria-current", "page")
         events = page.locator("#audit-body tr", has_text=key_id)
-        expect(events).to_have_count(2)
+        expect(events).to_have_count(3)  # created, updated (its quota), revoked
         expect(events.first).to_contain_text("revoked")
+        expect(events.nth(1)).to_contain_text("changed quota")
         expect(events.last).to_contain_text("created")
         expect(events.last).to_contain_text("token")
         views(page, "audit-log")

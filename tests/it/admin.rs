@@ -175,6 +175,7 @@ async fn admin_token_creates_shows_lists_and_revokes_and_the_proxy_follows() {
             "name",
             "plan",
             "prefix",
+            "quota",
             "revoked_at",
             "scopes",
             "status",

@@ -264,3 +264,37 @@ async fn an_import_says_what_is_in_the_way() {
         "a secret was printed"
     );
 }
+
+#[tokio::test]
+async fn imported_lines_carry_quotas_and_a_bad_one_is_named() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        Options {
+            extra: "keys:\n  accept_imported: true\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let owner =
+        r#""user_id": "u1", "business_id": "acme", "scopes": ["items:read"], "locations": ["*"]"#;
+    let text = format!(
+        "{{\"key\": \"legacy-quota-000000001\", {owner}, \"quota\": {{\"credits\": 2}}}}\n\
+         {{\"key\": \"legacy-quota-000000002\", {owner}, \"quota\": {{\"limit\": 3}}}}\n"
+    );
+    let file = gw.config.with_file_name("quota.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let out = gw.cli(&["keys", "import", file.to_str().unwrap()]).await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("quota.jsonl:1: created kid_"), "{report}");
+    assert!(
+        report.contains("quota.jsonl:2: error: quota: needs a `period`"),
+        "{report}"
+    );
+    let key = "legacy-quota-000000001".to_owned();
+    let twice = [key.clone(), key.clone(), key];
+    // Two credits: the first two served, the third refused.
+    assert_eq!(served(&gw, &twice[..2]).await, 2);
+    assert_eq!(served(&gw, &twice[2..]).await, 0);
+}

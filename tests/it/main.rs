@@ -19,6 +19,7 @@ mod limits;
 mod openapi;
 mod ops;
 mod proxy;
+mod quotas;
 mod redis;
 mod reload;
 mod setup;

@@ -282,6 +282,8 @@ async fn aged_key(gw: &Gateway, age: i64, left: i64) -> (String, String) {
         updated_at: None,
         limits: keygate::keys::KeyLimits::new(),
         plan: None,
+        quota: None,
+        quota_counter: String::new(),
     };
     store.insert(&record).await.unwrap();
     (record.id, secret.expose().to_owned())

@@ -572,6 +572,12 @@
     field(dl, 'Allowed IPs', ...(k.allowed_ips.length
       ? k.allowed_ips.map((a) => el('div', {}, el('code', { text: a })))
       : ['anywhere']));
+    field(dl, 'Plan', k.plan || 'none');
+    const own = Object.entries(k.limits || {});
+    field(dl, 'Own rate limits', ...(own.length
+      ? own.map(([route, rate]) => el('div', {}, el('code', { text: `${route}: ${rate}` })))
+      : ['the routes\u2019 (and the plan\u2019s)']));
+    field(dl, 'Quota', quotaText(k.quota));
     clearInterval(countdown);
     if (k.expires_at) {
       const tick = () => { left.textContent = remaining(k.expires_at); };
@@ -581,6 +587,16 @@
     grantMatrix(k);
     $('detail-actions').replaceChildren(...keyActions(k, null));
     if (focus) $('detail-title').focus();
+  }
+
+  // A quota as GET /v1/keys/{id} shows it: what is left, of what, until when.
+  function quotaText(q) {
+    if (!q) return 'none';
+    const from = q.plan ? ` (plan ${q.plan})` : '';
+    if (q.credits !== undefined) {
+      return `${q.remaining ?? '?'} of ${q.credits} credits left${from}; an admin refills them`;
+    }
+    return `${q.remaining ?? '?'} of ${q.limit} per ${q.period} left, refills ${when(q.resets_at, '')}${from}`;
   }
 
   // Grants as a small matrix: a row per granted role, a column per location.

@@ -105,7 +105,7 @@ fn a_key_meets_its_own_rate_then_its_plans_then_the_routes() {
     assert_eq!(p.plan("pro").unwrap().rate_on("items"), None);
     assert_eq!(
         p.to_json()["plans"][0],
-        serde_json::json!({"name": "trial", "rate": "10/s", "limits": {"orders": "2/s"}})
+        serde_json::json!({"name": "trial", "rate": "10/s", "limits": {"orders": "2/s"}, "quota": null})
     );
 }
 
@@ -131,9 +131,19 @@ fn plan_errors_name_their_line_and_the_fix() {
         m.contains("plan `trial`: rate limit `10/d` must look like"),
         "{m}"
     );
-    let (line, m) = one("  trial:\n    quota: 1000/1d\n");
+    let (line, m) = one("  trial:\n    quota: 1000/1q\n");
     assert_eq!(line, 4);
-    assert!(m.contains("quotas are not supported"), "{m}");
+    assert!(m.contains("plan `trial`: invalid duration `1q`"), "{m}");
+    let (line, m) = one("  trial:\n    quota: {credits: 50}\n");
+    assert_eq!(line, 4);
+    assert!(m.contains("credits belong to a key"), "{m}");
+    let (_, m) = one("  trial:\n    quota: {limit: 5, period: 1d, refil: true}\n");
+    assert!(m.contains("unknown field `refil`"), "{m}");
+    for text in ["1000/1d", "{limit: 1000, period: 1d}"] {
+        let p = policy(&with(&format!("  trial:\n    quota: {text}\n"))).unwrap();
+        let q = p.plan("trial").unwrap().quota.clone().unwrap();
+        assert_eq!((q.limit, q.period_secs), (1000, Some(86_400)), "{text}");
+    }
     let (_, m) = one("  trial:\n    burst: 5\n");
     assert!(m.contains("unknown field `burst`"), "{m}");
     assert_eq!(

@@ -6,6 +6,7 @@
 //!     rate: 10/s          # replaces every route's rate for the plan's keys
 //!     limits:             # or per route, by route name
 //!       orders: 2/s
+//!     quota: 1000/1d      # or {limit: 1000, period: 1d}: per key, refilled each period
 //! ```
 //!
 //! Invariants: a plan that loaded names only routes the policy has; every error is at
@@ -14,6 +15,7 @@
 use serde::Deserialize;
 
 use super::{Check, bad_name, suggest};
+use crate::keys::{Quota, QuotaInput, QuotaSpec};
 use crate::policy::{Plan, RateLimit};
 use crate::yaml::{Ordered, Seg};
 
@@ -36,15 +38,12 @@ pub(super) fn check(raw: Vec<(String, RawPlan)>, routes: &[&str], c: &mut Check<
                 format!("plan name `{name}` {why}"),
             );
         }
-        if p.quota.is_some() {
-            c.at(
-                &at("quota"),
-                format!(
-                    "plan `{name}`: quotas are not supported by this keygate yet; remove \
-                     `quota` (rates work: `rate`, `limits`)"
-                ),
-            );
-        }
+        let quota = p.quota.and_then(|v| {
+            plan_quota(v)
+                .map_err(|e| c.at(&at("quota"), format!("plan `{name}`: {e}")))
+                .ok()
+                .flatten()
+        });
         let rate = p.rate.and_then(|text| {
             RateLimit::parse(&text)
                 .map_err(|e| c.at(&at("rate"), format!("plan `{name}`: {e}")))
@@ -73,7 +72,33 @@ pub(super) fn check(raw: Vec<(String, RawPlan)>, routes: &[&str], c: &mut Check<
                 Err(e) => c.at(&here, format!("plan `{name}`, route `{route}`: {e}")),
             }
         }
-        plans.push(Plan { name, rate, limits });
+        plans.push(Plan {
+            name,
+            rate,
+            limits,
+            quota,
+        });
     }
     plans
+}
+
+/// A plan's `quota`: `1000/1d` or `{limit: 1000, period: 1d}`; credits belong to keys.
+fn plan_quota(v: serde_yaml::Value) -> Result<Option<Quota>, String> {
+    let spec = match v {
+        serde_yaml::Value::String(text) => Some(QuotaSpec::parse(&text)?),
+        v @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<QuotaInput>(v)
+            .map_err(|e| format!("quota: {e}"))?
+            .check()?,
+        _ => {
+            return Err("quota must look like `1000/1d` or `{limit: 1000, period: 1d}`".to_owned());
+        }
+    };
+    match spec {
+        Some(s) if s.period.is_none() => Err(
+            "credits belong to a key (an admin refills them): give a plan `limit` per `period`, \
+             and a key its credits with `--quota credits=N`"
+                .to_owned(),
+        ),
+        s => Ok(s.map(|s| s.to_quota(0, None))),
+    }
 }

@@ -17,7 +17,7 @@ use super::{OpenError, classify};
 use crate::store::StoreError;
 
 /// The schema this code writes. Opening a file with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Created on first open, inside one `BEGIN IMMEDIATE` so two processes starting
 /// together cannot race. `IF NOT EXISTS` everywhere so a later version can add to it.
@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS keys (
     allowed_ips  TEXT NOT NULL DEFAULT '[]', -- JSON array of addresses and CIDRs
     updated_at   INTEGER,
     limits       TEXT NOT NULL DEFAULT '{}', -- JSON object route -> rate (version 3 on)
-    plan         TEXT NOT NULL DEFAULT ''    -- '' : no plan
+    plan         TEXT NOT NULL DEFAULT '',   -- '' : no plan
+    quota        TEXT NOT NULL DEFAULT 'null', -- JSON quota or null (version 4 on)
+    quota_counter TEXT NOT NULL DEFAULT ''   -- '' : the key's id
 );
 CREATE INDEX IF NOT EXISTS keys_by_created  ON keys (created_at, id);
 CREATE INDEX IF NOT EXISTS keys_by_business ON keys (business_id, created_at, id);
@@ -66,13 +68,19 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_by_at       ON audit (at);
 CREATE INDEX IF NOT EXISTS audit_by_business ON audit (business_id, at);
+CREATE TABLE IF NOT EXISTS quota_use (
+    name       TEXT PRIMARY KEY NOT NULL,   -- a quota window (keys::Window::name)
+    used       INTEGER NOT NULL,
+    expires_at INTEGER                      -- Unix seconds; NULL: credits, kept
+);
+CREATE INDEX IF NOT EXISTS quota_use_by_expiry ON quota_use (expires_at);
 ";
 
 /// Columns of `keys` in the order the codec reads them (`codec::decode_key`).
 pub(super) const KEY_COLUMNS: &str = "id, hash, name, description, prefix, user_id, business_id, \
      scopes, locations, grants, created_at, expires_at, revoked_at, last_used_at, created_by, \
-     enabled, metadata, allowed_ips, updated_at, limits, plan";
-pub(super) const KEY_COLUMN_COUNT: usize = 21;
+     enabled, metadata, allowed_ips, updated_at, limits, plan, quota, quota_counter";
+pub(super) const KEY_COLUMN_COUNT: usize = 23;
 
 /// Version 1 → 2: suspension, metadata, IP allowlists and the edit time. `ADD COLUMN`
 /// with defaults: existing keys stay enabled, without metadata, usable anywhere.
@@ -89,6 +97,13 @@ const TO_VERSION_3: &str = "
 ALTER TABLE keys ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE keys ADD COLUMN plan TEXT NOT NULL DEFAULT '';
 UPDATE schema_version SET version = 3;
+";
+
+/// Version 3 → 4: quotas. Existing keys have none and count under their own id.
+const TO_VERSION_4: &str = "
+ALTER TABLE keys ADD COLUMN quota TEXT NOT NULL DEFAULT 'null';
+ALTER TABLE keys ADD COLUMN quota_counter TEXT NOT NULL DEFAULT '';
+UPDATE schema_version SET version = 4;
 ";
 
 /// Creates the schema if the file has none; checks the version of one it has.
@@ -117,8 +132,13 @@ pub(super) fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
         Some(1) => {
             tx.execute_batch(TO_VERSION_2).map_err(classify)?;
             tx.execute_batch(TO_VERSION_3).map_err(classify)?;
+            tx.execute_batch(TO_VERSION_4).map_err(classify)?;
         }
-        Some(2) => tx.execute_batch(TO_VERSION_3).map_err(classify)?,
+        Some(2) => {
+            tx.execute_batch(TO_VERSION_3).map_err(classify)?;
+            tx.execute_batch(TO_VERSION_4).map_err(classify)?;
+        }
+        Some(3) => tx.execute_batch(TO_VERSION_4).map_err(classify)?,
         Some(_) => {}
     }
     tx.commit().map_err(classify)

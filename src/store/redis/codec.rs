@@ -25,6 +25,7 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         metadata,
         allowed_ips,
         limits,
+        quota,
     } = JsonLists::of(r)?;
     let mut f = vec![
         ("id", r.id.clone()),
@@ -43,6 +44,8 @@ pub(super) fn encode(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, Store
         ("allowed_ips", allowed_ips),
         ("limits", limits),
         ("plan", r.plan.clone().unwrap_or_default()),
+        ("quota", quota),
+        ("quota_counter", r.quota_counter.clone()),
     ];
     for (name, t) in [
         ("expires_at", r.expires_at),

@@ -47,7 +47,7 @@ return redis.call('HGETALL', KEYS[1])";
 /// (field, new value). A value is `=` and the text, or `-` for an absent field. A field
 /// added after the first layout and absent from an older record compares as its default.
 const REPLACE: &str = r"
-local defaults = {enabled = '1', metadata = '{}', allowed_ips = '[]', limits = '{}', plan = ''}
+local defaults = {enabled = '1', metadata = '{}', allowed_ips = '[]', limits = '{}', plan = '', quota = 'null'}
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'none' then return false end
 if t ~= 'hash' then return redis.error_reply('WRONGTYPE keygate record is a ' .. t) end
@@ -86,10 +86,13 @@ pub(super) struct Scripts {
     pub(super) replace: Script,
     pub(super) touch: Script,
     pub(super) take: Script,
+    pub(super) quota_take: Script,
+    pub(super) quota_give_back: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
+        let (quota_take, quota_give_back) = super::quotas::scripts();
         Self {
             insert: Script::new(INSERT),
             release_id: Script::new(RELEASE_ID),
@@ -97,6 +100,8 @@ impl Scripts {
             replace: Script::new(REPLACE),
             touch: Script::new(TOUCH),
             take: super::buckets::take_script(),
+            quota_take,
+            quota_give_back,
         }
     }
 }
