@@ -13,6 +13,7 @@ mod edit;
 pub mod import;
 mod limits;
 mod rules;
+mod shared_quota;
 
 pub(crate) use rules::held_locations;
 

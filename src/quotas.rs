@@ -40,6 +40,8 @@ pub struct Quotas {
     /// After a failed take, the store is not asked again before then (ms since the
     /// epoch): a store that hangs costs one `store.timeout`, not one per request.
     quiet_until: AtomicI64,
+    /// Set by [`Quotas::give_back`]: no take after it (checked under a lease's lock).
+    closing: AtomicBool,
 }
 
 /// How long the store is not asked after a take failed.
@@ -75,6 +77,7 @@ impl Quotas {
             leases: DashMap::default(),
             down: AtomicBool::new(false),
             quiet_until: AtomicI64::new(0),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -101,25 +104,24 @@ impl Quotas {
                 "the store failed a quota take less than a second ago",
             ))
         } else {
-            self.take(&lease, &window, quota).await
+            // One unit of what comes is this request's own: a request arriving meanwhile
+            // cannot spend the batch and leave this one refused with quota left.
+            self.take(&lease, &window, quota, true).await
         };
         match taken {
-            Ok(()) => {}
-            Err(_) if self.fail == QuotasFail::Open => return Ok(()),
-            Err(e) => return Err(Refused::Unavailable(e)),
-        }
-        if lease.try_spend() {
-            Ok(())
-        } else {
-            Err(Refused::Exceeded {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refused::Exceeded {
                 resets_at: window.resets_at,
-            })
+            }),
+            Err(_) if self.fail == QuotasFail::Open => Ok(()),
+            Err(e) => Err(Refused::Unavailable(e)),
         }
     }
 
     /// Gives every unspent unit back to the store (on shutdown), so a restart loses
     /// none. Windows that have reset are dropped: their units are worth nothing now.
     pub async fn give_back(&self) {
+        self.closing.store(true, Relaxed);
         let now = Timestamp::now();
         let held: Vec<(String, Arc<Lease>)> = self
             .leases
@@ -140,11 +142,13 @@ impl Quotas {
         }
     }
 
-    /// Forgets leases of windows that have reset, and empty ones nobody is topping up.
+    /// Forgets leases of windows that have reset, and empty ones no take is filling (a
+    /// take in flight holds the lease's lock: its units must land in the map's lease).
     pub fn sweep(&self) {
         let now = Timestamp::now();
         self.leases.retain(|_, l| {
-            !l.ended(now) && (l.units.load(Relaxed) > 0 || l.topping_up.load(Relaxed))
+            let busy = l.topping_up.load(Relaxed) || l.one_take.try_lock().is_err();
+            busy || (!l.ended(now) && l.units.load(Relaxed) > 0)
         });
         self.leases.shrink_to_fit();
     }
@@ -211,14 +215,26 @@ impl Quotas {
             let one = lease.one_take.lock().await;
             // A failure is noted by `take`; the request that finds the lease empty
             // meets `quotas_fail`.
-            let _ = me.take(&lease, &window, &quota).await;
+            let _ = me.take(&lease, &window, &quota, false).await;
             drop(one);
             lease.topping_up.store(false, Relaxed);
         });
     }
 
-    /// Takes a batch from the store into `lease`.
-    async fn take(&self, lease: &Lease, window: &Window, quota: &Quota) -> Result<(), StoreError> {
+    /// Takes a batch from the store into `lease` (the caller holds `one_take`); with
+    /// `one_for_me`, keeps one unit out of the lease for the caller and says whether
+    /// there was one. After [`Quotas::give_back`] began, takes nothing: what it took
+    /// would be lost with the process.
+    async fn take(
+        &self,
+        lease: &Lease,
+        window: &Window,
+        quota: &Quota,
+        one_for_me: bool,
+    ) -> Result<bool, StoreError> {
+        if self.closing.load(Relaxed) {
+            return Err(StoreError::unavailable("the gateway is shutting down"));
+        }
         let want = batch(quota.limit);
         match self
             .store
@@ -229,13 +245,16 @@ impl Quotas {
                 if self.down.swap(false, Relaxed) {
                     tracing::warn!("quotas are counted in the store again");
                 }
-                lease.units.fetch_add(grant.granted, Relaxed);
+                let mine = one_for_me && grant.granted > 0;
+                lease
+                    .units
+                    .fetch_add(grant.granted - u64::from(mine), Relaxed);
                 if grant.granted < want && grant.used >= quota.limit {
                     lease.spent_at.store(quota.limit, Relaxed);
                 } else {
                     lease.spent_at.store(0, Relaxed);
                 }
-                Ok(())
+                Ok(mine)
             }
             Err(e) => {
                 self.quiet_until

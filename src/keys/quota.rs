@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 
+/// The longest period a quota may have.
+const MAX_PERIOD: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// How a quota is written when set: `limit` per `period`, or credits (`period: None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QuotaSpec {
@@ -70,6 +73,12 @@ impl QuotaSpec {
     pub fn periodic(limit: u64, period: Duration) -> Result<Self, String> {
         if limit == 0 {
             return Err("a quota must allow at least 1 request".to_owned());
+        }
+        if period > MAX_PERIOD {
+            return Err(format!(
+                "a quota's period must be at most 100y (got {})",
+                humantime::format_duration(period)
+            ));
         }
         if period.as_secs() == 0 || period.subsec_nanos() != 0 {
             return Err(format!(
@@ -139,6 +148,11 @@ impl QuotaInput {
     fn spec(&self) -> Result<QuotaSpec, String> {
         match (self.credits, self.limit, &self.period) {
             (Some(c), None, None) if self.refill.is_none() => QuotaSpec::credits(c),
+            (Some(_), None, None) => Err(
+                "`refill` does not apply to credits (only an admin refills them): drop it, or \
+                 write `{limit: N, period: 1d}` for a quota that refills"
+                    .to_owned(),
+            ),
             (Some(_), ..) => Err(
                 "write either `{credits: N}` (admins refill it) or `{limit: N, period: 1d}`, not both"
                     .to_owned(),
@@ -259,6 +273,7 @@ mod tests {
             ("10/1.5s", "whole seconds"),
             ("x/1d", "must look like"),
             ("10/1q", "unknown unit"),
+            ("10/300000000y", "at most 100y"),
         ] {
             let e = QuotaSpec::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -170,6 +170,10 @@ pub async fn update<E: From<LifecycleError>>(
                 };
                 let detail = format!("changed {}", fields.join(", "));
                 audit(store, actor, action, &after, detail).await;
+                if fields.contains(&"quota") {
+                    // The keys that spend the same quota get the same one.
+                    super::shared_quota::spread(store, &after, actor).await?;
+                }
                 return Ok(after);
             }
             Ok(None) => return Err(LifecycleError::NotFound.into()),

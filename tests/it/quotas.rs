@@ -315,6 +315,7 @@ async fn only_the_operator_sets_a_quota_and_keys_an_api_key_mints_spend_its_own(
     )
     .await;
     assert_eq!(status, 201, "{v}");
+    let tenant_id = v["id"].as_str().unwrap().to_owned();
     let admin: &'static str = Box::leak(v["key"].as_str().unwrap().to_owned().into_boxed_str());
     let minted = json!({"name": "n", "user_id": "ann", "business_id": "acme",
                         "scopes": ["items:read"], "locations": ["*"]});
@@ -352,4 +353,60 @@ async fn only_the_operator_sets_a_quota_and_keys_an_api_key_mints_spend_its_own(
     )
     .await;
     assert_eq!(status, 403, "{v}");
+
+    // The operator refills the tenant's credits: its keys share the refill, one count.
+    let (status, v) = call(
+        &gw,
+        reqwest::Method::PATCH,
+        &format!("/v1/keys/{tenant_id}"),
+        As::Token(TOKEN),
+        Some(json!({"quota": {"credits": 3}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        shown_quota(&gw, &id).await["remaining"],
+        3,
+        "the minted key's too"
+    );
+    assert_eq!(round_robin(&[&gw], one, 2).await, 2);
+    assert_eq!(round_robin(&[&gw], two, 1).await, 1);
+    assert_eq!(spend(&gw, admin).await.0, 429, "three shared credits spent");
+
+    // Keys minted before their creator had a quota get it when it is set.
+    let (_, v) = post(
+        As::Token(TOKEN),
+        json!({"name": "tenant2", "user_id": "boss", "business_id": "acme",
+               "scopes": ["keygate:admin", "items:read"], "locations": ["*"]}),
+    )
+    .await;
+    let (second_id, tenant2) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["key"].as_str().unwrap(),
+    );
+    let tenant2: &'static str = Box::leak(tenant2.to_owned().into_boxed_str());
+    let (_, early) = post(
+        As::Key(tenant2),
+        json!({"name": "early", "user_id": "ann", "business_id": "acme",
+               "scopes": ["items:read"], "locations": ["*"]}),
+    )
+    .await;
+    assert_eq!(early["quota"], Value::Null);
+    let (status, v) = call(
+        &gw,
+        reqwest::Method::PATCH,
+        &format!("/v1/keys/{second_id}"),
+        As::Token(TOKEN),
+        Some(json!({"quota": {"limit": 2, "period": "1d"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let early = early["key"].as_str().unwrap();
+    assert_eq!(round_robin(&[&gw], early, 1).await, 1);
+    assert_eq!(round_robin(&[&gw], tenant2, 1).await, 1);
+    assert_eq!(
+        spend(&gw, early).await.0,
+        429,
+        "a key minted before the quota spends it too"
+    );
 }

@@ -17,7 +17,10 @@ const TAKE: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1])) or 0
 local n = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
 if n > 0 then
-  used = redis.call('INCRBY', KEYS[1], n)
+  -- INCRBY first would survive a failing EXPIREAT (scripts do not roll back): count
+  -- nothing unless the whole take can land.
+  used = used + n
+  redis.call('SET', KEYS[1], string.format('%d', used), 'KEEPTTL')
   if ARGV[3] ~= '' then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end
 else
   n = 0
