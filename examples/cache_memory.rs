@@ -115,6 +115,21 @@ impl KeyStore for Synthetic {
     async fn quota_used(&self, _: &str) -> Result<u64, StoreError> {
         unused()
     }
+    async fn add_usage(
+        &self,
+        _: &[keygate::usage::Count],
+        _: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        unused()
+    }
+    async fn usage(
+        &self,
+        _: &keygate::store::UsageSeries,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        unused()
+    }
     fn invalidations(&self) -> tokio::sync::broadcast::Receiver<Invalidation> {
         tokio::sync::broadcast::channel(1).1
     }

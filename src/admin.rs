@@ -25,6 +25,7 @@ mod give;
 pub mod input;
 pub mod keys;
 pub mod openapi;
+mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -93,6 +94,8 @@ enum Api<'p> {
     Audit,
     Whoami,
     Upstreams,
+    KeyUsage(&'p str),
+    Usage,
 }
 
 /// `(method, path)` → endpoint; a known path with another method is 405 with `Allow`.
@@ -120,6 +123,7 @@ fn endpoint<'p>(method: &Method, path: &'p str) -> Result<Endpoint<'p>, AdminErr
         "/v1/audit" => (get.then_some(E::Api(Api::Audit)), "GET"),
         "/v1/whoami" => (get.then_some(E::Api(Api::Whoami)), "GET"),
         "/v1/upstreams" => (get.then_some(E::Api(Api::Upstreams)), "GET"),
+        "/v1/usage" => (get.then_some(E::Api(Api::Usage)), "GET"),
         _ => {
             if let Some(asset) = console::Asset::at(path) {
                 (get_or_head.then_some(E::Console(asset)), "GET, HEAD")
@@ -145,6 +149,9 @@ fn endpoint<'p>(method: &Method, path: &'p str) -> Result<Endpoint<'p>, AdminErr
                     }
                     Some((id, "resume")) if !id.is_empty() => {
                         (post.then_some(E::Api(Api::ResumeKey(id))), "POST")
+                    }
+                    Some((id, "usage")) if !id.is_empty() => {
+                        (get.then_some(E::Api(Api::KeyUsage(id))), "GET")
                     }
                     _ => return Err(AdminError::NotFound),
                 }
@@ -253,6 +260,8 @@ impl Admin {
             Api::Audit => self.audit(&caller, query).await,
             Api::Whoami => Ok(Self::whoami(&caller)),
             Api::Upstreams => self.show_upstreams(&caller),
+            Api::KeyUsage(id) => self.key_usage(&caller, id, query).await,
+            Api::Usage => self.business_usage(&caller, query).await,
         }
     }
 

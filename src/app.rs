@@ -155,7 +155,7 @@ impl App {
             config.limits.max_body_bytes,
             config.trusted_proxies.clone(),
         );
-        let usage = Arc::new(Usage::default());
+        let usage = Arc::new(Usage::keeping(config.usage_retention));
         let quotas = Arc::new(Quotas::new(Arc::clone(&store), config.store.quotas_fail));
         let expiring = Arc::new(Expiring::new(config.keys.expiry_warning));
         let authn = Arc::new(Authn {
@@ -554,13 +554,26 @@ async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>, certs: Option<
 
 async fn flush_usage(p: &Proxy) {
     let uses = p.usage.drain();
-    if uses.is_empty() {
-        return;
-    }
-    if let Err(e) = p.store.record_use(&uses).await {
+    if !uses.is_empty()
+        && let Err(e) = p.store.record_use(&uses).await
+    {
         crate::metrics::store_error();
         tracing::warn!(error = %Chain(&e), "could not record last use; will retry");
         p.usage.restore(uses);
+    }
+    // In chunks, so the look-ups sharing the store's connection never wait behind a
+    // whole flush. A chunk that fails is put back with every chunk after it (if Redis
+    // applied part of it before failing, those requests are counted twice, never lost).
+    let counts = p.usage.counts.drain();
+    let mut chunks = counts.chunks(crate::usage::FLUSH_CHUNK);
+    while let Some(chunk) = chunks.next() {
+        if let Err(e) = p.store.add_usage(chunk, p.usage.retention).await {
+            crate::metrics::store_error();
+            tracing::warn!(error = %Chain(&e), "could not record usage counts; will retry");
+            let rest: Vec<_> = chunk.iter().chain(chunks.flatten()).cloned().collect();
+            p.usage.counts.restore(rest);
+            break;
+        }
     }
 }
 

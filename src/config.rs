@@ -143,6 +143,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     trusted_proxies: Vec<Cidr>,
+    #[serde(default)]
+    usage: RawUsage,
 }
 
 /// An address or network (`10.0.0.0/8`, `127.0.0.1`, `::1`), checked when read.
@@ -253,6 +255,12 @@ struct RawForwardAuth {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawUsage {
+    retention: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawLimits {
     header_read_timeout: Option<Dur>,
     max_header_bytes: Option<usize>,
@@ -303,6 +311,8 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Peers whose `X-Forwarded-For`/`-Proto` are kept (and appended to); nobody by default.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `usage.retention`: how long per-key request counts are kept (default 90 days).
+    pub usage_retention: Duration,
 }
 
 /// `admin:`: the admin listener and its bootstrap token.
@@ -413,9 +423,8 @@ impl Config {
         .sections(raw.upstream, raw.upstreams, &here);
         let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
 
-        let store_timeout = or(raw.store.timeout, Duration::from_millis(500));
-        let quotas_fail = raw.store.quotas_fail;
-        let store = store(raw.store, &here, &mut err);
+        let usage_retention = usage_retention(&raw.usage, &mut err);
+        let store = store_settings(raw.store, &here, &mut err);
 
         let (key_prefix, key_header, key_header_display) = key_settings(&raw.keys, &mut err);
         let cache_max_entries = raw.cache.max_entries.unwrap_or(1_000_000);
@@ -462,11 +471,7 @@ impl Config {
                     .map_or(SocketAddr::from(([127, 0, 0, 1], 8081)), |a| a.0),
                 token_env: raw.admin.token_env,
             },
-            store: StoreSettings {
-                backend: store,
-                timeout: store_timeout,
-                quotas_fail,
-            },
+            store,
             cache: CacheSettings {
                 ttl: raw.cache.ttl.map_or(Duration::from_secs(60), |d| d.0),
                 negative_ttl: or(raw.cache.negative_ttl, Duration::from_secs(5)),
@@ -495,6 +500,7 @@ impl Config {
                 max_body_bytes: raw.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             },
             trusted_proxies: raw.trusted_proxies.into_iter().map(|c| c.0).collect(),
+            usage_retention,
         })
     }
 }
@@ -537,6 +543,36 @@ fn key_settings(
         http::HeaderName::from_static("x-api-key")
     };
     (key_prefix, key_header, key_header_display)
+}
+
+/// `usage.retention`: 90 days unless given; at least an hour (counts are per hour).
+fn usage_retention(raw: &RawUsage, err: &mut dyn FnMut(&[Seg], String)) -> Duration {
+    match raw.retention {
+        Some(d) if d.0 < Duration::from_secs(3600) => {
+            err(
+                &[Seg::Key("usage"), Seg::Key("retention")],
+                "must be at least 1h: usage is counted per hour (90d is the default)".to_owned(),
+            );
+            d.0
+        }
+        Some(d) => d.0,
+        None => Duration::from_secs(90 * 86_400),
+    }
+}
+
+/// The `store:` section's settings.
+fn store_settings(
+    raw: RawStore,
+    here: &dyn Fn(&Path) -> PathBuf,
+    err: &mut dyn FnMut(&[Seg], String),
+) -> StoreSettings {
+    let timeout = or(raw.timeout, Duration::from_millis(500));
+    let quotas_fail = raw.quotas_fail;
+    StoreSettings {
+        backend: store(raw, here, err),
+        timeout,
+        quotas_fail,
+    }
 }
 
 /// The `store:` section: embedded by default; Redis needs exactly one of `url` or `cluster`.

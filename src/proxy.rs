@@ -201,6 +201,9 @@ impl Proxy {
         if let Some(standing) = trace.rate {
             rate_headers::write(response.headers_mut(), standing);
         }
+        if let Some(key) = &trace.key {
+            self.usage.counts.note(key, code, Timestamp::now());
+        }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         metrics::request(

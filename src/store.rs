@@ -124,6 +124,23 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Units used of `window` so far (taken by gateways, spent or leased); 0 if none.
     async fn quota_used(&self, window: &str) -> Result<u64, StoreError>;
 
+    /// Adds batched request counts to each key's and each business's hourly series, and
+    /// forgets hours older than `retention` (counts for such hours are dropped).
+    async fn add_usage(
+        &self,
+        counts: &[crate::usage::Count],
+        retention: std::time::Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The counts of `series` for the hours starting in `from..=to` (Unix seconds, hour
+    /// starts): `(hour, outcome, n)`, in no particular order.
+    async fn usage(
+        &self,
+        series: &UsageSeries,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError>;
+
     /// Cache invalidations from every writer, other processes included, within about
     /// a second of the write (this process's own writes: at once).
     ///
@@ -163,6 +180,23 @@ pub struct Grant {
     pub wait: std::time::Duration,
     /// How long until the bucket is full again.
     pub full_in: std::time::Duration,
+}
+
+/// Whose counts [`KeyStore::usage`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageSeries {
+    Key(String),
+    Business(String),
+}
+
+impl UsageSeries {
+    /// The series' name in the store: `k:<key id>` or `b:<business id>`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Key(id) => format!("k:{id}"),
+            Self::Business(b) => format!("b:{b}"),
+        }
+    }
 }
 
 /// What [`KeyStore::quota_take`] gave.

@@ -1,22 +1,48 @@
-//! Last-use times, batched: the hot path notes a use in memory, a background task
-//! writes them to the store every few seconds (the contract allows 10 s).
+//! Last-use times and request counts ([`counts`]), batched: the hot path notes a use in
+//! memory, a background task writes them to the store every few seconds (the contract
+//! allows 10 s for last use), and once more on shutdown.
 //!
 //! Invariants: at most one pending entry per key id (the newest time wins); a failed
 //! flush puts its entries back, so a store outage delays `last_used_at` but loses nothing
 //! that a later flush can still write. Why not a write per request: the registry would
 //! take one write for every proxied call.
 
+mod counts;
+mod report;
+pub use counts::{Count, Counts, OUTCOMES};
+
+/// Counts written to the store per call of a flush.
+pub const FLUSH_CHUNK: usize = 128;
+pub use report::{Bucket, Granularity, MAX_BUCKETS, Range};
+
 use dashmap::DashMap;
 
 use crate::keys::Timestamp;
 
-/// Pending last-use times by key id.
-#[derive(Default)]
+/// Pending last-use times by key id, and pending request counts ([`Counts`]).
 pub struct Usage {
     pending: DashMap<String, Timestamp, foldhash::fast::RandomState>,
+    pub counts: Counts,
+    /// How long the store keeps the counts (`usage.retention`).
+    pub retention: std::time::Duration,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self::keeping(std::time::Duration::from_secs(90 * 86_400))
+    }
 }
 
 impl Usage {
+    /// Counts kept in the store for `retention`.
+    pub fn keeping(retention: std::time::Duration) -> Self {
+        Self {
+            pending: DashMap::default(),
+            counts: Counts::default(),
+            retention,
+        }
+    }
+
     /// Notes that key `id` was used at `at`. Allocates only for a key's first use since the last flush.
     pub fn note(&self, id: &str, at: Timestamp) {
         if let Some(mut t) = self.pending.get_mut(id) {

@@ -1,10 +1,11 @@
-//! The web console at `/`: one HTML page, three scripts, one stylesheet, all compiled
+//! The web console at `/`: one HTML page, four scripts, one stylesheet, all compiled
 //! into the binary (`console/`), no CDN, no build step. `app.js` shows three views by
 //! the address's fragment (`#/keys`, `#/keys/<id>`, `#/audit`) over the admin API; the
 //! page stays one asset, so the router here serves nothing new. Two scripts load before
 //! it: `fields.js` (the key form's parts that creating and editing share: pickers,
 //! metadata rows, the IP allowlist, field errors) and `edit.js` (the edit dialog,
-//! Suspend and Resume), a file per idea rather than one script doing three jobs.
+//! Suspend and Resume), then `chart.js` (usage charts in plain SVG), a file per idea
+//! rather than one script doing four jobs.
 //!
 //! Invariants: the page runs no inline script or style, so the Content-Security-Policy
 //! allows scripts and styles only from this origin (`'self'`) and forbids framing
@@ -22,6 +23,7 @@ const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
 const FIELDS_SCRIPT: &str = include_str!("console/fields.js");
 const EDIT_SCRIPT: &str = include_str!("console/edit.js");
+const CHART_SCRIPT: &str = include_str!("console/chart.js");
 const STYLE: &str = include_str!("console/app.css");
 
 /// Scripts and styles only from this origin, fetches only to it, no framing, no forms
@@ -37,6 +39,7 @@ pub enum Asset {
     Script,
     FieldsScript,
     EditScript,
+    ChartScript,
     Style,
 }
 
@@ -48,6 +51,7 @@ impl Asset {
             "/console/app.js" => Some(Self::Script),
             "/console/fields.js" => Some(Self::FieldsScript),
             "/console/edit.js" => Some(Self::EditScript),
+            "/console/chart.js" => Some(Self::ChartScript),
             "/console/app.css" => Some(Self::Style),
             _ => None,
         }
@@ -76,6 +80,7 @@ impl Console {
             Asset::Script => script(SCRIPT),
             Asset::FieldsScript => script(FIELDS_SCRIPT),
             Asset::EditScript => script(EDIT_SCRIPT),
+            Asset::ChartScript => script(CHART_SCRIPT),
             Asset::Style => (
                 Bytes::from_static(STYLE.as_bytes()),
                 "text/css; charset=utf-8",
@@ -141,7 +146,12 @@ mod tests {
     fn every_script_the_page_loads_is_served_as_javascript_in_order() {
         let page =
             String::from_utf8(Console::new("kg_", "X-API-Key").index.to_vec()).unwrap_or_default();
-        let order = ["/console/fields.js", "/console/edit.js", "/console/app.js"];
+        let order = [
+            "/console/fields.js",
+            "/console/edit.js",
+            "/console/chart.js",
+            "/console/app.js",
+        ];
         let at: Vec<Option<usize>> = order
             .iter()
             .map(|src| page.find(&format!(r#"<script src="{src}" defer>"#)))
@@ -157,7 +167,7 @@ mod tests {
                 .unwrap_or_default();
             assert!(kind.starts_with("text/javascript"), "{src}: {kind}");
         }
-        for text in [SCRIPT, FIELDS_SCRIPT, EDIT_SCRIPT] {
+        for text in [SCRIPT, FIELDS_SCRIPT, EDIT_SCRIPT, CHART_SCRIPT] {
             assert!(!text.contains("innerHTML") && !text.contains("localStorage"));
             assert!(!text.contains("document.cookie"));
         }

@@ -112,6 +112,9 @@ pub(super) enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A key's requests per hour or day, allowed and refused (counts reach the store
+    /// within a few seconds)
+    Usage(UsageArgs),
     /// Revoke a key everywhere (final; `keys suspend` is the reversible switch)
     Revoke {
         /// The key's id (from `keys list`)
@@ -205,6 +208,24 @@ pub(super) struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the record plus `"key"` as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(super) struct UsageArgs {
+    /// The key's id (from `keys list`)
+    pub id: String,
+    /// The first hour or day, RFC 3339 (default: 7 days ago)
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// The last hour or day, RFC 3339 (default: now)
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// hour or day
+    #[arg(long, value_name = "G", default_value = "day")]
+    pub granularity: String,
+    /// Print the admin API's JSON instead of a table
     #[arg(long)]
     pub json: bool,
 }

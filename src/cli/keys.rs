@@ -169,6 +169,7 @@ pub(super) async fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), Exi
             Ok(())
         }
         KeysCommand::Show { id, json } => show(&env, &id, json, now).await,
+        KeysCommand::Usage(args) => usage(&env, args, now).await,
         KeysCommand::List(args) => list(&env, args, now).await,
         KeysCommand::Update(args) => edit::update(&env, *args).await,
         KeysCommand::Suspend { id } => edit::set_enabled(&env, &id, false).await,
@@ -270,6 +271,56 @@ fn write_secret_file(file: &Path, secret: &Secret) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set the mode of {}", file.display()))?;
     writeln!(f, "{}", secret.expose())
         .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
+}
+
+/// `keys usage ID`: a table of the key's requests per bucket, newest last.
+async fn usage(env: &KeysEnv, args: super::args::UsageArgs, now: Timestamp) -> Result<(), Exit> {
+    let range = crate::usage::Range::parse(
+        args.from.as_deref(),
+        args.to.as_deref(),
+        Some(&args.granularity),
+        now,
+    )
+    .map_err(|(field, why)| Exit(1, format!("error: --{field}: {why}")))?;
+    let record = env
+        .store
+        .by_id(&args.id)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| Exit(1, format!("error: no key with id `{}`", args.id)))?;
+    let (from, to) = range.hours();
+    let rows = env
+        .store
+        .usage(&crate::store::UsageSeries::Key(record.id.clone()), from, to)
+        .await
+        .map_err(fail)?;
+    let buckets = range.buckets(&rows);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"key_id": record.id, "granularity": range.granularity, "buckets": buckets})
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>9} {:>9}  refusals",
+        "start", "allowed", "refused"
+    );
+    for b in &buckets {
+        let refusals: Vec<String> = b.refusals.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        println!(
+            "{:<20} {:>9} {:>9}  {}",
+            b.start,
+            b.allowed,
+            b.refused,
+            refusals.join(" ")
+        );
+    }
+    let (a, r) = buckets
+        .iter()
+        .fold((0, 0), |(a, r), b| (a + b.allowed, r + b.refused));
+    println!("{:<20} {a:>9} {r:>9}", "total");
     Ok(())
 }
 

@@ -206,3 +206,49 @@ impl Refusal {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Refusal;
+    use crate::store::StoreError;
+
+    /// Usage counts refusals by code: every code must be one it knows.
+    #[test]
+    fn every_code_is_an_outcome_usage_counts() {
+        let all = [
+            Refusal::AmbiguousKey,
+            Refusal::BadTarget,
+            Refusal::BadRequest("x"),
+            Refusal::AmbiguousRequest,
+            Refusal::MissingKey,
+            Refusal::InvalidKey,
+            Refusal::ExpiredKey,
+            Refusal::DisabledKey,
+            Refusal::IpForbidden,
+            Refusal::InsufficientScope { missing: vec![] },
+            Refusal::LocationForbidden {
+                reason: String::new(),
+            },
+            Refusal::BusinessDisabled,
+            Refusal::NoRoute,
+            Refusal::PayloadTooLarge,
+            Refusal::RateLimited { retry_after: 1 },
+            Refusal::QuotaExceeded { retry_after: None },
+            Refusal::AuthUnavailable(StoreError::unavailable("x")),
+            Refusal::UpstreamUnavailable("x".into()),
+            Refusal::UpstreamTimeout,
+        ];
+        for r in &all {
+            assert!(
+                crate::usage::OUTCOMES.contains(&r.code()),
+                "{} is not in usage::OUTCOMES",
+                r.code()
+            );
+        }
+        assert_eq!(
+            all.len() + 1,
+            crate::usage::OUTCOMES.len(),
+            "allowed, and each code"
+        );
+    }
+}

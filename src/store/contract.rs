@@ -16,6 +16,7 @@
 mod edit;
 mod listing;
 mod quotas;
+mod usage;
 
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ pub(crate) async fn contract_suite(store: &dyn KeyStore) {
     listing::list(store, &run).await;
     audit(store, &run).await;
     quotas::quota_windows(store, &run).await;
+    usage::usage(store, &run).await;
 }
 
 /// Waits (at most `within`) for `want` on `rx`, skipping other invalidations. Shared by

@@ -219,6 +219,23 @@ impl KeyStore for DeferredEmbedded {
         self.get()?.quota_used(window).await
     }
 
+    async fn add_usage(
+        &self,
+        counts: &[crate::usage::Count],
+        retention: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.get()?.add_usage(counts, retention).await
+    }
+
+    async fn usage(
+        &self,
+        series: &crate::store::UsageSeries,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        self.get()?.usage(series, from, to).await
+    }
+
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
         self.tx.subscribe()
     }

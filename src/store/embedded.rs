@@ -35,6 +35,7 @@ mod quotas;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use poller::POLL_EVERY;
 pub use schema::SCHEMA_VERSION;
@@ -420,6 +421,23 @@ impl KeyStore for EmbeddedStore {
 
     async fn quota_used(&self, window: &str) -> Result<u64, StoreError> {
         self.quota_used_in(window).await
+    }
+
+    async fn add_usage(
+        &self,
+        counts: &[crate::usage::Count],
+        retention: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.write_usage(counts, retention).await
+    }
+
+    async fn usage(
+        &self,
+        series: &crate::store::UsageSeries,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        self.read_usage(series, from, to).await
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

@@ -44,6 +44,7 @@ mod subscriber;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use link::LinkError;
 pub use schema::{AUDIT_KEPT, CHANNEL};
@@ -487,6 +488,23 @@ impl KeyStore for RedisStore {
 
     async fn quota_used(&self, window: &str) -> Result<u64, StoreError> {
         self.quota_used_in(window).await
+    }
+
+    async fn add_usage(
+        &self,
+        counts: &[crate::usage::Count],
+        retention: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.write_usage(counts, retention).await
+    }
+
+    async fn usage(
+        &self,
+        series: &crate::store::UsageSeries,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        self.read_usage(series, from, to).await
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

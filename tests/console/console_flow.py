@@ -65,6 +65,23 @@ def admin_patch(path, body):
         return json.loads(resp.read())
 
 
+def admin_get(path):
+    req = urllib.request.Request(ADMIN + path, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def wait_for_usage(key_id, allowed, refused):
+    """Waits (at most 15 s) until the gateway's batched counts of `key_id` reach the store."""
+    deadline = time.monotonic() + 15
+    while True:
+        u = admin_get(f"/v1/keys/{key_id}/usage")
+        if (u["allowed"], u["refused"]) == (allowed, refused):
+            return
+        check(time.monotonic() < deadline, f"usage reached the store: {u['allowed']}/{u['refused']}")
+        time.sleep(0.2)
+
+
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
@@ -295,6 +312,8 @@ def main():
         key_id = row.get_attribute("data-id")
         admin_patch(f"/v1/keys/{key_id}", {"quota": {"limit": 1000, "period": "1d"}})
         check(proxy_get("/v1/items/1", secret)[0] == 200, "the key spends one unit of its quota")
+        # Three allowed and one refused so far; the detail view charts them once flushed.
+        wait_for_usage(key_id, 3, 1)
         row.get_by_role("link", name=name).focus()
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
@@ -319,11 +338,16 @@ def main():
         expect(countdown).not_to_have_text(before, timeout=3000)
         check(True, f"the expiry counts down from {before!r}")
         expect(page.get_by_label("editor at plant-1: granted")).to_have_text("\u2713")
+        expect(page.locator("#detail-usage-summary")).to_contain_text("3 allowed, 1 refused (insufficient_scope 1)")
+        expect(page.locator("#detail-usage svg rect.bar-allowed")).to_have_count(1)
+        expect(page.locator("#detail-usage svg rect.bar-refused")).to_have_count(1)
+        expect(page.get_by_role("img", name="3 allowed and 1 refused requests in 168 hours")).to_be_visible()
         views(page, "key-detail")
         page.get_by_role("link", name="Back to keys").focus()
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
         row = page.locator("#keys-body tr", has_text=name)
+        expect(row.get_by_role("img", name="4 requests in the last 7 days")).to_be_visible()
 
         # Find it by search, then by the status filter.
         page.get_by_label("Search").fill(name)

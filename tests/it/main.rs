@@ -26,4 +26,5 @@ mod setup;
 mod support;
 mod tls;
 mod upstreams;
+mod usage;
 mod websocket;

@@ -13,7 +13,7 @@
 'use strict';
 
 (() => {
-  const { $, el, slug, when, accessPicker, metadataEditor, readIps, readExpiry, fieldErrors, keyFields } = window.keygate;
+  const { $, el, slug, when, accessPicker, metadataEditor, readIps, readExpiry, fieldErrors, keyFields, usage } = window.keygate;
   const meta = (name) => {
     const m = document.querySelector(`meta[name="${name}"]`);
     return m ? m.getAttribute('content') : '';
@@ -210,6 +210,7 @@
         el('div', { text: `Created ${when(k.created_at, '')}` }),
         el('div', { text: `Last used ${when(k.last_used_at, 'never')}` }),
         el('div', { text: `Expires ${when(k.expires_at, 'never')}` })),
+      cell('Last 7 days', { class: 'spark-cell' }, usage.spark(api, k)),
       cell('Status', { class: 'status-cell' }, el('span', { class: `badge ${k.status}`, text: k.status })),
     );
     tr.append(cell('Actions', { class: 'actions-cell' }, ...keyActions(k, nameId)));
@@ -577,7 +578,7 @@
     field(dl, 'Own rate limits', ...(own.length
       ? own.map(([route, rate]) => el('div', {}, el('code', { text: `${route}: ${rate}` })))
       : ['the routes\u2019 (and the plan\u2019s)']));
-    field(dl, 'Quota', quotaText(k.quota));
+    field(dl, 'Quota', usage.quotaText(k.quota));
     clearInterval(countdown);
     if (k.expires_at) {
       const tick = () => { left.textContent = remaining(k.expires_at); };
@@ -585,18 +586,9 @@
       countdown = setInterval(tick, 1000);
     }
     grantMatrix(k);
+    usage.detail(api, k);
     $('detail-actions').replaceChildren(...keyActions(k, null));
     if (focus) $('detail-title').focus();
-  }
-
-  // A quota as GET /v1/keys/{id} shows it: what is left, of what, until when.
-  function quotaText(q) {
-    if (!q) return 'none';
-    const from = q.plan ? ` (plan ${q.plan})` : '';
-    if (q.credits !== undefined) {
-      return `${q.remaining ?? '?'} of ${q.credits} credits left${from}; an admin refills them`;
-    }
-    return `${q.remaining ?? '?'} of ${q.limit} per ${q.period} left, refills ${when(q.resets_at, '')}${from}`;
   }
 
   // Grants as a small matrix: a row per granted role, a column per location.

@@ -74,6 +74,14 @@ CREATE TABLE IF NOT EXISTS quota_use (
     expires_at INTEGER                      -- Unix seconds; NULL: credits, kept
 );
 CREATE INDEX IF NOT EXISTS quota_use_by_expiry ON quota_use (expires_at);
+CREATE TABLE IF NOT EXISTS usage (
+    series  TEXT NOT NULL,                  -- k:<key id> or b:<business id>
+    hour    INTEGER NOT NULL,               -- the hour's start, Unix seconds (UTC)
+    outcome TEXT NOT NULL,                  -- allowed, or a refusal's code
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (series, hour, outcome)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_hour ON usage (hour);
 ";
 
 /// Columns of `keys` in the order the codec reads them (`codec::decode_key`).

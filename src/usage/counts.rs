@@ -1,0 +1,205 @@
+//! Requests per key and per business, by outcome and hour: counted in memory as they
+//! are answered, written to the store in batches with the last-use times.
+//!
+//! Invariants:
+//! - No store write per request: the hot path adds one to a counter in a sharded map
+//!   (allocating only for a key's first request of a flush interval); a flush every few
+//!   seconds writes them all, and a failed flush puts its counts back (a store outage
+//!   delays counts, it loses none that a later flush can write).
+//! - Each count is for one key (and so one business) in one UTC hour and one outcome:
+//!   `allowed` or a refusal's code. Requests without a known key (no key, a bad one) are
+//!   not any key's and are counted by the Prometheus metrics only.
+
+use dashmap::DashMap;
+
+use crate::keys::{KeyRecord, Timestamp};
+
+/// Every outcome a keyed request can have: `allowed`, then each refusal's code.
+pub const OUTCOMES: [&str; 20] = [
+    "allowed",
+    "ambiguous_api_key",
+    "bad_path",
+    "bad_request",
+    "ambiguous_request",
+    "missing_api_key",
+    "invalid_api_key",
+    "expired_api_key",
+    "disabled_api_key",
+    "ip_forbidden",
+    "insufficient_scope",
+    "location_forbidden",
+    "business_disabled",
+    "no_route",
+    "payload_too_large",
+    "rate_limited",
+    "quota_exceeded",
+    "auth_unavailable",
+    "upstream_unavailable",
+    "upstream_timeout",
+];
+
+/// One count to write: requests of `key_id` (of `business_id`) in the hour starting at
+/// `hour` (Unix seconds) with `outcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    pub key_id: String,
+    pub business_id: String,
+    pub hour: i64,
+    pub outcome: &'static str,
+    pub n: u64,
+}
+
+/// A key's counts since the last flush.
+struct Pending {
+    business_id: String,
+    /// `(hour, counts by outcome index)`: one entry, two across an hour's turn.
+    hours: Vec<(i64, [u32; OUTCOMES.len()])>,
+}
+
+/// Counts waiting for the next flush, by key id.
+#[derive(Default)]
+pub struct Counts {
+    pending: DashMap<String, Pending, foldhash::fast::RandomState>,
+}
+
+impl Counts {
+    /// Counts one request of `key` answered with `code` (`None`: allowed) at `now`.
+    pub fn note(&self, key: &KeyRecord, code: Option<&str>, now: Timestamp) {
+        let outcome = code.map_or(0, outcome_index);
+        let hour = now.0 - now.0.rem_euclid(3600);
+        if let Some(mut p) = self.pending.get_mut(key.id.as_str()) {
+            p.add(hour, outcome, 1);
+            return;
+        }
+        let mut p = Pending {
+            business_id: key.business_id.clone(),
+            hours: Vec::with_capacity(1),
+        };
+        p.add(hour, outcome, 1);
+        // Another request may have inserted it meanwhile: merge, never overwrite.
+        self.pending
+            .entry(key.id.clone())
+            .and_modify(|e| e.add(hour, outcome, 1))
+            .or_insert(p);
+    }
+
+    /// Takes every pending count, for one flush.
+    pub fn drain(&self) -> Vec<Count> {
+        let ids: Vec<String> = self.pending.iter().map(|e| e.key().clone()).collect();
+        let mut out = Vec::new();
+        for (key_id, p) in ids.into_iter().filter_map(|id| self.pending.remove(&id)) {
+            for (hour, by) in p.hours {
+                for (i, n) in by.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    out.push(Count {
+                        key_id: key_id.clone(),
+                        business_id: p.business_id.clone(),
+                        hour,
+                        outcome: OUTCOMES[i],
+                        n: u64::from(*n),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts back counts a failed flush could not write.
+    pub fn restore(&self, counts: Vec<Count>) {
+        for c in counts {
+            let i = outcome_index(c.outcome);
+            let n = u32::try_from(c.n).unwrap_or(u32::MAX);
+            self.pending
+                .entry(c.key_id)
+                .or_insert_with(|| Pending {
+                    business_id: c.business_id,
+                    hours: Vec::new(),
+                })
+                .add(c.hour, i, n);
+        }
+    }
+}
+
+impl Pending {
+    fn add(&mut self, hour: i64, outcome: usize, n: u32) {
+        let at = if let Some(i) = self.hours.iter().position(|(h, _)| *h == hour) {
+            i
+        } else {
+            self.hours.push((hour, [0; OUTCOMES.len()]));
+            self.hours.len() - 1
+        };
+        if let Some(c) = self
+            .hours
+            .get_mut(at)
+            .and_then(|(_, by)| by.get_mut(outcome))
+        {
+            *c = c.saturating_add(n);
+        }
+    }
+}
+
+/// The index of `code` in [`OUTCOMES`]; an unknown code counts as the last (never
+/// happens: every refusal's code is listed, `tests` checks it).
+fn outcome_index(code: &str) -> usize {
+    OUTCOMES
+        .iter()
+        .position(|o| *o == code)
+        .unwrap_or(OUTCOMES.len() - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn key(id: &str, business: &str) -> KeyRecord {
+        let mut r = crate::store::contract::record(id, business, "u", 1);
+        r.id = id.to_owned();
+        r
+    }
+
+    #[test]
+    fn counts_by_key_hour_and_outcome_and_a_failed_flush_loses_nothing() {
+        let c = Counts::default();
+        let (a, b) = (key("kid_a", "acme"), key("kid_b", "globex"));
+        for _ in 0..3 {
+            c.note(&a, None, Timestamp(7200 + 5));
+        }
+        c.note(&a, Some("rate_limited"), Timestamp(7200 + 3599));
+        c.note(&a, None, Timestamp(10_800));
+        c.note(&b, Some("insufficient_scope"), Timestamp(10_801));
+        let mut got = c.drain();
+        got.sort_by_key(|x| (x.key_id.clone(), x.hour, x.outcome));
+        let flat: Vec<_> = got
+            .iter()
+            .map(|x| {
+                (
+                    x.key_id.as_str(),
+                    x.business_id.as_str(),
+                    x.hour,
+                    x.outcome,
+                    x.n,
+                )
+            })
+            .collect();
+        assert_eq!(
+            flat,
+            [
+                ("kid_a", "acme", 7200, "allowed", 3),
+                ("kid_a", "acme", 7200, "rate_limited", 1),
+                ("kid_a", "acme", 10_800, "allowed", 1),
+                ("kid_b", "globex", 10_800, "insufficient_scope", 1),
+            ]
+        );
+        assert!(c.drain().is_empty(), "drained once");
+        c.note(&a, None, Timestamp(10_805));
+        c.restore(got);
+        let again = c.drain();
+        let allowed_now: u64 = again
+            .iter()
+            .filter(|x| x.key_id == "kid_a" && x.hour == 10_800 && x.outcome == "allowed")
+            .map(|x| x.n)
+            .sum();
+        assert_eq!(allowed_now, 2, "restored and new counts add up");
+        assert_eq!(again.len(), 4);
+    }
+}
