@@ -199,6 +199,10 @@ impl UsageSeries {
     }
 }
 
+/// How long a periodic quota window's count outlives its reset in either back end (so a
+/// late give-back still finds it), in seconds.
+pub(crate) const QUOTA_KEPT_AFTER_RESET: i64 = 86_400;
+
 /// What [`KeyStore::quota_take`] gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaGrant {

@@ -11,6 +11,48 @@ mod counts;
 mod report;
 pub use counts::{Count, Counts, OUTCOMES};
 
+/// A series' usage over a range: every bucket, and the totals.
+pub struct Report {
+    pub range: Range,
+    pub buckets: Vec<Bucket>,
+    pub allowed: u64,
+    pub refused: u64,
+}
+
+impl Report {
+    /// Reads `series` over `range` from `store`.
+    pub async fn read(
+        store: &dyn crate::store::KeyStore,
+        series: &crate::store::UsageSeries,
+        range: Range,
+    ) -> Result<Self, crate::store::StoreError> {
+        let (from, to) = range.hours();
+        let rows = store.usage(series, from, to).await?;
+        let buckets = range.buckets(&rows);
+        let (allowed, refused) = buckets
+            .iter()
+            .fold((0, 0), |(a, r), b| (a + b.allowed, r + b.refused));
+        Ok(Self {
+            range,
+            buckets,
+            allowed,
+            refused,
+        })
+    }
+
+    /// As the admin API answers it (and `keys usage --json` prints it).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "granularity": self.range.granularity,
+            "from": Timestamp(self.range.from).to_rfc3339(),
+            "to": Timestamp(self.range.to).to_rfc3339(),
+            "allowed": self.allowed,
+            "refused": self.refused,
+            "buckets": self.buckets,
+        })
+    }
+}
+
 /// Counts written to the store per call of a flush.
 pub const FLUSH_CHUNK: usize = 128;
 pub use report::{Bucket, Granularity, MAX_BUCKETS, Range};

@@ -15,7 +15,7 @@ use super::error::AdminError;
 use super::{Admin, input, json};
 use crate::keys::Timestamp;
 use crate::store::UsageSeries;
-use crate::usage::Range;
+use crate::usage::{Range, Report};
 
 type Answer = Result<Response<Full<Bytes>>, AdminError>;
 
@@ -76,19 +76,6 @@ impl Admin {
         series: UsageSeries,
         range: Range,
     ) -> Result<serde_json::Value, AdminError> {
-        let (from, to) = range.hours();
-        let rows = self.store.usage(&series, from, to).await?;
-        let buckets = range.buckets(&rows);
-        let (allowed, refused) = buckets
-            .iter()
-            .fold((0, 0), |(a, r), b| (a + b.allowed, r + b.refused));
-        Ok(serde_json::json!({
-            "granularity": range.granularity,
-            "from": Timestamp(range.from).to_rfc3339(),
-            "to": Timestamp(range.to).to_rfc3339(),
-            "allowed": allowed,
-            "refused": refused,
-            "buckets": buckets,
-        }))
+        Ok(Report::read(&*self.store, &series, range).await?.to_json())
     }
 }

@@ -289,25 +289,23 @@ async fn usage(env: &KeysEnv, args: super::args::UsageArgs, now: Timestamp) -> R
         .await
         .map_err(fail)?
         .ok_or_else(|| Exit(1, format!("error: no key with id `{}`", args.id)))?;
-    let (from, to) = range.hours();
-    let rows = env
-        .store
-        .usage(&crate::store::UsageSeries::Key(record.id.clone()), from, to)
+    let series = crate::store::UsageSeries::Key(record.id.clone());
+    let report = crate::usage::Report::read(&*env.store, &series, range)
         .await
         .map_err(fail)?;
-    let buckets = range.buckets(&rows);
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"key_id": record.id, "granularity": range.granularity, "buckets": buckets})
-        );
+        // The admin API's answer, field for field.
+        let mut v = report.to_json();
+        v["key_id"] = record.id.into();
+        v["business_id"] = record.business_id.into();
+        println!("{v}");
         return Ok(());
     }
     println!(
         "{:<20} {:>9} {:>9}  refusals",
         "start", "allowed", "refused"
     );
-    for b in &buckets {
+    for b in &report.buckets {
         let refusals: Vec<String> = b.refusals.iter().map(|(c, n)| format!("{c}={n}")).collect();
         println!(
             "{:<20} {:>9} {:>9}  {}",
@@ -317,10 +315,10 @@ async fn usage(env: &KeysEnv, args: super::args::UsageArgs, now: Timestamp) -> R
             refusals.join(" ")
         );
     }
-    let (a, r) = buckets
-        .iter()
-        .fold((0, 0), |(a, r), b| (a + b.allowed, r + b.refused));
-    println!("{:<20} {a:>9} {r:>9}", "total");
+    println!(
+        "{:<20} {:>9} {:>9}",
+        "total", report.allowed, report.refused
+    );
     Ok(())
 }
 

@@ -49,6 +49,17 @@ pub struct Count {
     pub n: u64,
 }
 
+impl Count {
+    /// The store's names of the two series this count adds to: its key's and its
+    /// business's (`UsageSeries::name`).
+    pub fn series(&self) -> [String; 2] {
+        [
+            crate::store::UsageSeries::Key(self.key_id.clone()).name(),
+            crate::store::UsageSeries::Business(self.business_id.clone()).name(),
+        ]
+    }
+}
+
 /// A key's counts since the last flush.
 struct Pending {
     business_id: String,

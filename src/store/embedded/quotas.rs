@@ -12,9 +12,6 @@ use super::{EmbeddedStore, classify};
 use crate::keys::Timestamp;
 use crate::store::{QuotaGrant, StoreError};
 
-/// How long a window's row outlives its reset (so a late give-back finds it).
-const KEPT_AFTER_RESET: i64 = 86_400;
-
 impl EmbeddedStore {
     pub(super) async fn take_quota(
         &self,
@@ -24,7 +21,7 @@ impl EmbeddedStore {
         expires_at: Option<Timestamp>,
     ) -> Result<QuotaGrant, StoreError> {
         let window = window.to_owned();
-        let expires = expires_at.map(|t| t.0.saturating_add(KEPT_AFTER_RESET));
+        let expires = expires_at.map(|t| t.0.saturating_add(crate::store::QUOTA_KEPT_AFTER_RESET));
         self.write(move |tx| {
             let now = Timestamp::now().0;
             tx.execute("DELETE FROM quota_use WHERE expires_at < ?1", [now])

@@ -32,7 +32,7 @@ impl EmbeddedStore {
                     .map_err(classify)?;
                 for c in counts.iter().filter(|c| c.hour + 3600 > cutoff) {
                     let n = i64::try_from(c.n).unwrap_or(i64::MAX);
-                    for series in [format!("k:{}", c.key_id), format!("b:{}", c.business_id)] {
+                    for series in c.series() {
                         add.execute(rusqlite::params![series, c.hour, c.outcome, n])
                             .map_err(classify)?;
                     }

@@ -40,9 +40,6 @@ pub(super) fn scripts() -> (::redis::Script, ::redis::Script) {
     (::redis::Script::new(TAKE), ::redis::Script::new(GIVE_BACK))
 }
 
-/// How long a window's count outlives its reset (so a late give-back finds it).
-const KEPT_AFTER_RESET: i64 = 86_400;
-
 /// The key of the window `name` (`<counter>:<rest>`).
 pub(super) fn window_key(name: &str) -> String {
     match name.split_once(':') {
@@ -60,7 +57,8 @@ impl RedisStore {
         expires_at: Option<Timestamp>,
     ) -> Result<QuotaGrant, StoreError> {
         let expire = expires_at.map_or_else(String::new, |t| {
-            t.0.saturating_add(KEPT_AFTER_RESET).to_string()
+            t.0.saturating_add(crate::store::QUOTA_KEPT_AFTER_RESET)
+                .to_string()
         });
         let (granted, used): (u64, u64) = self
             .inner

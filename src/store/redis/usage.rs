@@ -39,7 +39,7 @@ impl RedisStore {
         for c in counts {
             let day = c.hour - c.hour.rem_euclid(DAY);
             let field = format!("{}:{}", c.hour, c.outcome);
-            for series in [format!("k:{}", c.key_id), format!("b:{}", c.business_id)] {
+            for series in c.series() {
                 *adds
                     .entry((day_key(&series, day), field.clone()))
                     .or_default() += c.n;
