@@ -130,6 +130,43 @@ impl KeyStore for Synthetic {
     ) -> Result<Vec<(i64, String, u64)>, StoreError> {
         unused()
     }
+    async fn push_event(
+        &self,
+        _: &keygate::events::Event,
+        _: Option<&keygate::events::Once>,
+    ) -> Result<Option<u64>, StoreError> {
+        unused()
+    }
+    async fn events_after(
+        &self,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<keygate::events::Stored>, StoreError> {
+        unused()
+    }
+    async fn recent_events(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<keygate::events::Stored>, StoreError> {
+        unused()
+    }
+    async fn event_cursor(&self, _: &str) -> Result<Option<u64>, StoreError> {
+        unused()
+    }
+    async fn set_event_cursor(&self, _: &str, _: u64) -> Result<(), StoreError> {
+        unused()
+    }
+    async fn record_delivery(
+        &self,
+        _: u64,
+        _: &keygate::events::Delivery,
+    ) -> Result<(), StoreError> {
+        unused()
+    }
+    async fn lease(&self, _: &str, _: &str, _: std::time::Duration) -> Result<bool, StoreError> {
+        unused()
+    }
     fn invalidations(&self) -> tokio::sync::broadcast::Receiver<Invalidation> {
         tokio::sync::broadcast::channel(1).1
     }

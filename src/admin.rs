@@ -21,6 +21,7 @@ pub mod auth;
 pub mod console;
 mod edit;
 pub mod error;
+mod events;
 mod give;
 pub mod input;
 pub mod keys;
@@ -96,6 +97,7 @@ enum Api<'p> {
     Upstreams,
     KeyUsage(&'p str),
     Usage,
+    Events,
 }
 
 /// `(method, path)` → endpoint; a known path with another method is 405 with `Allow`.
@@ -124,6 +126,7 @@ fn endpoint<'p>(method: &Method, path: &'p str) -> Result<Endpoint<'p>, AdminErr
         "/v1/whoami" => (get.then_some(E::Api(Api::Whoami)), "GET"),
         "/v1/upstreams" => (get.then_some(E::Api(Api::Upstreams)), "GET"),
         "/v1/usage" => (get.then_some(E::Api(Api::Usage)), "GET"),
+        "/v1/events" => (get.then_some(E::Api(Api::Events)), "GET"),
         _ => {
             if let Some(asset) = console::Asset::at(path) {
                 (get_or_head.then_some(E::Console(asset)), "GET, HEAD")
@@ -262,6 +265,7 @@ impl Admin {
             Api::Upstreams => self.show_upstreams(&caller),
             Api::KeyUsage(id) => self.key_usage(&caller, id, query).await,
             Api::Usage => self.business_usage(&caller, query).await,
+            Api::Events => self.events(&caller, query).await,
         }
     }
 

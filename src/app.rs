@@ -39,6 +39,7 @@ use crate::admin::openapi;
 use crate::authn::Authn;
 use crate::cache::Cache;
 use crate::config::{self, Config};
+use crate::events::Notices;
 use crate::expiry::Expiring;
 use crate::limits::Limits;
 use crate::policy::watch::{self, Reloader, Trigger};
@@ -72,6 +73,8 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error(transparent)]
+    Webhook(#[from] crate::events::deliver::WebhookError),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -113,6 +116,10 @@ pub struct App {
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
     upstreams: Arc<Upstreams>,
+    /// The webhooks, until the background tasks take them.
+    hooks: Vec<crate::events::deliver::Hook>,
+    /// The webhook lease, once delivering; handed back on shutdown.
+    lease: Option<crate::events::deliver::Lease>,
 }
 
 impl App {
@@ -134,6 +141,7 @@ impl App {
             tracing::warn!("{w}");
         }
         let upstreams = Arc::new(Upstreams::new(&config)?);
+        let hooks = crate::events::deliver::hooks(&config.events)?;
         let live_policy = Arc::new(ArcSwap::from_pointee(policy));
         // A server starts even when its store cannot be opened yet: it fails closed
         // (503) until it can, and recovers without a restart.
@@ -175,6 +183,7 @@ impl App {
             limits: Arc::new(limits),
             quotas,
             expiring: Arc::clone(&expiring),
+            notices: Arc::new(Notices::default()),
             upstream,
             authn: Arc::clone(&authn),
         });
@@ -203,6 +212,8 @@ impl App {
             proxy,
             admin,
             upstreams,
+            hooks,
+            lease: None,
         })
     }
 
@@ -303,12 +314,21 @@ impl App {
         {
             tracing::warn!("drain timeout passed; closing the remaining connections");
         }
+        self.wind_down(background).await;
+        Ok(())
+    }
+
+    /// After the drain: stops the background work, hands back the webhook lease, writes
+    /// the last usage counts and gives back unspent quota.
+    async fn wind_down(&mut self, background: Vec<tokio::task::JoinHandle<()>>) {
         for task in background {
             task.abort();
         }
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
         flush_usage(&self.proxy).await;
         self.proxy.quotas.give_back().await;
-        Ok(())
     }
 
     /// Cache invalidations, batched last-use writes, metrics upkeep, and the cache sweeper.
@@ -337,6 +357,17 @@ impl App {
         }));
         let p = Arc::clone(&self.proxy);
         tasks.push(tokio::spawn(async move {
+            p.notices.run(Arc::clone(&p.store)).await;
+        }));
+        let (delivering, lease) = crate::events::deliver::spawn(
+            std::mem::take(&mut self.hooks),
+            self.config.events.retry_for,
+            &self.proxy.store,
+        );
+        tasks.extend(delivering);
+        self.lease = lease;
+        let p = Arc::clone(&self.proxy);
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
             loop {
                 tick.tick().await;
@@ -359,6 +390,7 @@ impl App {
                 p.cache.sweep();
                 p.limits.sweep();
                 p.quotas.sweep();
+                p.notices.sweep();
                 p.expiring.sweep(crate::keys::Timestamp::now());
             }
         }));

@@ -9,6 +9,7 @@ mod args;
 pub mod demo;
 mod diff;
 mod edit;
+mod events;
 mod explain;
 mod keys;
 
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use args::{Cli, Command, PolicyCommand, ServeArgs};
+use args::{Cli, Command, EventsCommand, PolicyCommand, ServeArgs};
 
 use crate::app::{self, App};
 use crate::config::{self, Config, ConfigError};
@@ -176,6 +177,9 @@ async fn run(cli: Cli) -> Result<(), Exit> {
             .await
         }
         Command::Demo => demo::run().await.map_err(Exit::from),
+        Command::Events(EventsCommand::Test { url, secret_env }) => {
+            events::test(&config_path, &url, secret_env.as_deref()).await
+        }
     }
 }
 

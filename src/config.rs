@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::yaml::{self, Diagnostic, Diagnostics, Seg};
 
+mod events;
 mod upstreams;
+pub use events::{EventSettings, Webhook, parse_url as parse_webhook_url};
 pub use upstreams::{
     Balance, DEFAULT_NAME as DEFAULT_UPSTREAM, HealthSettings, UpstreamSettings, UpstreamTls,
 };
@@ -145,6 +147,8 @@ struct RawConfig {
     trusted_proxies: Vec<Cidr>,
     #[serde(default)]
     usage: RawUsage,
+    #[serde(default)]
+    events: events::RawEvents,
 }
 
 /// An address or network (`10.0.0.0/8`, `127.0.0.1`, `::1`), checked when read.
@@ -313,6 +317,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `usage.retention`: how long per-key request counts are kept (default 90 days).
     pub usage_retention: Duration,
+    /// `events:`: webhooks for key events.
+    pub events: EventSettings,
 }
 
 /// `admin:`: the admin listener and its bootstrap token.
@@ -424,6 +430,7 @@ impl Config {
         let mut err = |path: &[Seg], msg: String| errors.push(pos.diag(file, path, msg));
 
         let usage_retention = usage_retention(&raw.usage, &mut err);
+        let events = events::settings(raw.events, &here, &mut err);
         let store = store_settings(raw.store, &here, &mut err);
 
         let (key_prefix, key_header, key_header_display) = key_settings(&raw.keys, &mut err);
@@ -501,6 +508,7 @@ impl Config {
             },
             trusted_proxies: raw.trusted_proxies.into_iter().map(|c| c.0).collect(),
             usage_retention,
+            events,
         })
     }
 }

@@ -34,14 +34,15 @@ impl Expiring {
         }
     }
 
-    /// Called for every allowed keyed request.
-    pub fn note(&self, key: &KeyRecord, now: Timestamp) {
+    /// Called for every allowed keyed request; true the first time this process notes
+    /// the key (the time to tell webhooks, `key.expiring`).
+    pub fn note(&self, key: &KeyRecord, now: Timestamp) -> bool {
         let Some(expires) = key.expires_at else {
-            return;
+            return false;
         };
         let left = expires.0.saturating_sub(now.0);
         if left > self.window_for(key.created_at, expires) || self.soon.contains_key(&key.id) {
-            return;
+            return false;
         }
         self.soon.insert(key.id.clone(), expires);
         tracing::warn!(
@@ -53,6 +54,7 @@ impl Expiring {
             in_seconds = expires.0.saturating_sub(now.0),
             "a key in use expires soon; rotate it (keygate keys rotate ID --grace 1h)"
         );
+        true
     }
 
     /// The warning window of a key living from `created` to `expires`, in seconds: the last

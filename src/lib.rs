@@ -19,9 +19,10 @@
 //!     `cli::diff`: `keygate policy diff`, access through `Policy::reach` → app, keys,
 //!     policy, store; `cli::keys`: `keys create | list | show | revoke | rotate` and
 //!     what every key command shares → app, config, keys, lifecycle, policy, store;
-//!     `cli::edit`: `keys update | suspend | resume | import` → keys, lifecycle
+//!     `cli::edit`: `keys update | suspend | resume | import` → keys, lifecycle;
+//!     `cli::events`: `keygate events test` → config, events
 //! - [`app`]: wiring: builds state from a config, serves bound listeners, drains → admin, cache,
-//!   config, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
+//!   config, events, expiry, keys, limits, metrics, policy, proxy, store, tls, usage
 //! - [`config`]: YAML → validated, immutable `Config`, one section per section of the file
 //!   (`config.cache`, `config.upstream`, …), each passed whole to its user; no network → yaml
 //! - [`yaml`]: strict YAML with source positions and did-you-mean hints → (none)
@@ -33,8 +34,8 @@
 //!   errors with the config's did-you-mean → yaml
 //! - [`keys`]: secret generate/checksum/parse, SHA-256, `KeyRecord` (metadata, allowlist),
 //!   status; pure → headers
-//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, json,
-//!   keys, policy, store, yaml
+//! - [`lifecycle`]: create/rotate/revoke rules shared by CLI and admin API → config, events,
+//!   json, keys, policy, store, yaml
 //!   - `lifecycle::edit`: update, suspend, resume, as a checked compare-and-set;
 //!     [`lifecycle::import`]: JSON Lines of keys in use elsewhere
 //! - [`store`]: `KeyStore` trait + `StoreError`; hashes only → keys
@@ -54,7 +55,10 @@
 //!   counted by this gateway (`limits/local.rs`) or the fleet through leases from Redis
 //!   (`limits/fleet.rs`); idle state reclaimed → keys, policy, store
 //! - [`expiry`]: keys in use that expire soon: one warning each, a gauge → keys
-//! - [`usage`]: batched `last_used_at` writes → keys
+//! - [`usage`]: batched `last_used_at` writes and request counts → keys
+//! - [`events`]: key events queued in the store (`emit`, by lifecycle; `Notices`, by the
+//!   proxy: expiring, rate limited, quota exceeded) and their signed delivery to webhooks
+//!   by the lease holder (`events::deliver`) → config, keys, store, upstream (`connect`, `tls`)
 //! - [`policy`]: the policy model, the built-in `keygate:` scopes, the one permission rule
 //!   (`admit`, `holds`, `holds_location`) and `decide()` on it → `Permitted` | `Denial`;
 //!   pure → headers, keys, yaml
@@ -67,8 +71,8 @@
 //!   - `policy::permit`: `Matched`, `Permitted` and `RouteName`, built only by `policy`;
 //!     `policy::location`: a route's location from path, header or query → headers
 //!   - [`policy::watch`]: file-change + SIGHUP reload, atomic swap, keeps old on error → metrics
-//! - [`proxy`]: THE request flow, top-down → authn, cache, expiry, headers, keys, limits,
-//!   logging, metrics, policy, store, usage
+//! - [`proxy`]: THE request flow, top-down → authn, cache, events, expiry, headers, keys,
+//!   limits, logging, metrics, policy, store, usage
 //!   - [`proxy::forward`]: what is sent upstream, streaming, upgrades, resend rule; decides
 //!     nothing → upstream (where to), policy (`Permitted` only; it never reads the policy)
 //!   - [`proxy::rewrite`]: header rules: hop-by-hop, key header out, identity and metadata,
@@ -124,6 +128,7 @@ pub mod authn;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod expiry;
 pub mod headers;
 pub mod json;

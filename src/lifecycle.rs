@@ -24,6 +24,7 @@ use rules::{
 
 pub use edit::{Edit, update};
 
+use crate::events::{self, Kind};
 use crate::keys::{self, Grant, KeyRecord, Metadata, Secret, Timestamp};
 use crate::policy::Policy;
 use crate::store::{AuditEvent, KeyStore, StoreError};
@@ -244,6 +245,7 @@ pub async fn create_prepared(
     let (record, secret) = mint(prefix, prepared, actor);
     store.insert(&record).await?;
     audit(store, actor, "created", &record, String::new()).await;
+    events::emit(store, Kind::Created, &record, serde_json::Value::Null).await;
     Ok((record, secret))
 }
 
@@ -371,6 +373,8 @@ pub async fn rotate(
         format!("rotation of {}", old.id),
     )
     .await;
+    let data = serde_json::json!({"previous_key_id": old.id, "previous_expires_at": old_expires});
+    events::emit(store, Kind::Rotated, &new, data).await;
     Ok((new, secret))
 }
 
@@ -385,6 +389,7 @@ pub async fn revoke(
         .await?
         .ok_or(LifecycleError::NotFound)?;
     audit(store, actor, "revoked", &record, String::new()).await;
+    events::emit(store, Kind::Revoked, &record, serde_json::Value::Null).await;
     Ok(record)
 }
 

@@ -51,6 +51,7 @@ use hyper::body::Incoming;
 
 use crate::authn::Authn;
 use crate::cache::Cache;
+use crate::events::Notices;
 use crate::expiry::Expiring;
 use crate::keys::{KeyRecord, Timestamp};
 use crate::limits::{Bucket, Limits, Standing};
@@ -82,6 +83,8 @@ pub struct Proxy {
     pub limits: Arc<Limits>,
     pub quotas: Arc<Quotas>,
     pub expiring: Arc<Expiring>,
+    /// Key events the request path raises (expiring, rate limited, quota exceeded).
+    pub notices: Arc<Notices>,
     pub upstream: Upstream,
     /// Key header, parse and look-up: shared with the admin API.
     pub authn: Arc<Authn>,
@@ -291,7 +294,9 @@ impl Proxy {
             };
             let permit = policy.decide(matched, path, &record, &facts, now)?;
             self.usage.note(&record.id, now);
-            self.expiring.note(&record, now);
+            if self.expiring.note(&record, now) {
+                self.notices.expiring(&record);
+            }
             (permit, Bucket::Key(hash))
         };
         if let Some(limit) = permit.rate_limit() {
@@ -300,6 +305,12 @@ impl Proxy {
                 Ok(standing) => trace.rate = Some(standing),
                 Err(over) => {
                     trace.rate = Some(over.standing);
+                    if let Some(key) = &trace.key {
+                        let route = permit.route_name();
+                        let limit = over.standing.limit;
+                        self.notices
+                            .rate_limited(key, route, limit, over.standing.reset);
+                    }
                     return Err(Refusal::RateLimited {
                         retry_after: whole_seconds_up(over.wait),
                     });
@@ -312,7 +323,12 @@ impl Proxy {
             let spent = self
                 .quotas
                 .spend(&key.quota_counter, quota, Timestamp::now());
-            spent.await?;
+            if let Err(refused) = spent.await {
+                if let crate::quotas::Refused::Exceeded { resets_at } = &refused {
+                    self.notices.quota_exceeded(key, *resets_at);
+                }
+                return Err(refused.into());
+            }
         }
         Ok(permit)
     }

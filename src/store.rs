@@ -141,6 +141,53 @@ pub trait KeyStore: Send + Sync + 'static {
         to: i64,
     ) -> Result<Vec<(i64, String, u64)>, StoreError>;
 
+    /// Appends `event` to the key-event outbox and returns its number (numbers only grow),
+    /// unless `once` names an event queued within its ttl: then nothing (`None`). Keeps
+    /// the newest [`EVENTS_KEPT`] events.
+    async fn push_event(
+        &self,
+        event: &crate::events::Event,
+        once: Option<&crate::events::Once>,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Up to `limit` events numbered above `after`, oldest first (without deliveries).
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Stored>, StoreError>;
+
+    /// The newest `limit` events (of one business, if given), newest first, each with
+    /// where it stands with each webhook.
+    async fn recent_events(
+        &self,
+        business_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Stored>, StoreError>;
+
+    /// The number of the last event webhook `url` is done with; `None` before its first.
+    async fn event_cursor(&self, url: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Moves webhook `url`'s cursor to `seq`.
+    async fn set_event_cursor(&self, url: &str, seq: u64) -> Result<(), StoreError>;
+
+    /// Records where event `seq` stands with webhook `delivery.url`; a final delivery
+    /// (delivered or failed) also moves that webhook's cursor to `seq`.
+    async fn record_delivery(
+        &self,
+        seq: u64,
+        delivery: &crate::events::Delivery,
+    ) -> Result<(), StoreError>;
+
+    /// Takes lease `name` for `holder` until `ttl` from now if it is free, expired or
+    /// already `holder`'s; whether `holder` holds it now.
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
     /// Cache invalidations from every writer, other processes included, within about
     /// a second of the write (this process's own writes: at once).
     ///
@@ -198,6 +245,14 @@ impl UsageSeries {
         }
     }
 }
+
+/// Key events kept in the outbox (delivered or not); older ones are dropped as new ones
+/// come. A webhook down for longer than this many events loses the oldest.
+pub const EVENTS_KEPT: usize = 10_000;
+
+/// How long an event's deliveries are kept (Redis expires them; `SQLite` drops them with
+/// their event).
+pub(crate) const DELIVERIES_KEPT_SECS: i64 = 30 * 86_400;
 
 /// How long a periodic quota window's count outlives its reset in either back end (so a
 /// late give-back still finds it), in seconds.

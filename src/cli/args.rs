@@ -40,6 +40,9 @@ pub(super) enum Command {
     /// Ask the policy about a request, or compare two policies
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Webhooks for key events (README: "Webhooks")
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Try the gateway: temporary store, echo upstream, a demo key and curl lines
     Demo,
     /// Print a shell completion script (e.g. `keygate completions bash > /etc/bash_completion.d/keygate`)
@@ -50,6 +53,19 @@ pub(super) enum Command {
     },
     /// Print the man page (roff), e.g. `keygate man > keygate.1`
     Man,
+}
+
+#[derive(Subcommand)]
+pub(super) enum EventsCommand {
+    /// Send a signed test event (type `test`) to URL and print the receiver's status
+    Test {
+        /// The receiver, e.g. `https://hooks.example.com/keygate`
+        url: String,
+        /// The variable holding the signing secret (default: the `secret_env` of the
+        /// config's webhook with this URL)
+        #[arg(long, value_name = "VAR")]
+        secret_env: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

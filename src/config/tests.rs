@@ -245,3 +245,74 @@ fn upstream_mistakes_are_errors_at_their_line() {
         assert!(got.starts_with(want), "{got}\nwanted {want}");
     }
 }
+
+#[test]
+fn webhooks_hear_every_event_unless_told_and_retry_for_a_day() {
+    let c = parse(
+        "upstream:\n  url: http://127.0.0.1:9000\nevents:\n  webhooks:\n    - url: https://hooks.example.com/kg?team=ops\n      secret_env: HOOK_SECRET\n    - url: http://127.0.0.1:9/b\n      secret_env: B\n      events: [key.revoked, key.rate_limited]\n",
+    )
+    .unwrap();
+    let hooks = &c.events.webhooks;
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[0].url, "https://hooks.example.com/kg?team=ops");
+    assert_eq!(hooks[0].secret_env, "HOOK_SECRET");
+    assert_eq!(hooks[0].events, crate::events::Kind::ALL);
+    assert_eq!(
+        hooks[1].events,
+        [
+            crate::events::Kind::Revoked,
+            crate::events::Kind::RateLimited
+        ]
+    );
+    assert_eq!(c.events.retry_for, Duration::from_secs(86_400));
+    assert!(
+        parse("upstream:\n  url: http://127.0.0.1:9000\n")
+            .unwrap()
+            .events
+            .webhooks
+            .is_empty()
+    );
+}
+
+#[test]
+fn webhook_mistakes_are_errors_at_their_line() {
+    let up = "upstream:\n  url: http://127.0.0.1:9000\nevents:\n";
+    let hook = |rest: &str| {
+        format!("{up}  webhooks:\n    - url: http://127.0.0.1:9/h\n      secret_env: S\n{rest}")
+    };
+    let e = first_error(&hook("      events: [key.deleted]\n"));
+    assert!(e.starts_with("/etc/kg/keygate.yaml:7:"), "{e}");
+    assert!(
+        e.contains("key.deleted") && e.contains("key.created"),
+        "{e}"
+    );
+    assert_eq!(
+        first_error(&hook(
+            "    - url: http://127.0.0.1:9/h\n      secret_env: T\n"
+        )),
+        "/etc/kg/keygate.yaml:7:12: events.webhooks[1].url: `http://127.0.0.1:9/h` is already a \
+         webhook above; list each URL once"
+    );
+    assert_eq!(
+        first_error(&format!(
+            "{up}  webhooks:\n    - url: ftp://h/x\n      secret_env: S\n"
+        )),
+        "/etc/kg/keygate.yaml:5:12: events.webhooks[0].url: webhook URL `ftp://h/x` must start \
+         with http:// or https://"
+    );
+    let e = first_error(&format!("{up}  webhooks:\n    - url: http://h/x\n"));
+    assert!(
+        e.starts_with("/etc/kg/keygate.yaml:5:") && e.contains("secret_env"),
+        "{e}"
+    );
+    assert_eq!(
+        first_error(&hook("      ca: ca.pem\n")),
+        "/etc/kg/keygate.yaml:7:11: events.webhooks[0].ca: is for an https:// webhook; this one \
+         is http://"
+    );
+    assert_eq!(
+        first_error(&format!("{up}  retry_for: 10m\n")),
+        "/etc/kg/keygate.yaml:4:14: events.retry_for: must be at least 1h: a receiver may be \
+         down for a while (24h is the default)"
+    );
+}

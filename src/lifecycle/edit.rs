@@ -170,6 +170,8 @@ pub async fn update<E: From<LifecycleError>>(
                 };
                 let detail = format!("changed {}", fields.join(", "));
                 audit(store, actor, action, &after, detail).await;
+                let data = serde_json::json!({"change": action, "fields": fields});
+                crate::events::emit(store, crate::events::Kind::Updated, &after, data).await;
                 if fields.contains(&"quota") {
                     // The keys that spend the same quota get the same one.
                     super::shared_quota::spread(store, &after, actor).await?;

@@ -61,6 +61,8 @@ async fn set(
             Ok(Some(done)) => {
                 let detail = format!("changed quota (shared with {})", after.id);
                 audit(store, actor, "updated", &done, detail).await;
+                let data = serde_json::json!({"change": "updated", "fields": ["quota"], "shared_with": after.id});
+                crate::events::emit(store, crate::events::Kind::Updated, &done, data).await;
                 return Ok(true);
             }
             Ok(None) => return Ok(false),

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod edit;
+mod events;
 mod listing;
 mod quotas;
 mod usage;
@@ -40,6 +41,7 @@ pub(crate) async fn contract_suite(store: &dyn KeyStore) {
     audit(store, &run).await;
     quotas::quota_windows(store, &run).await;
     usage::usage(store, &run).await;
+    events::events(store, &run).await;
 }
 
 /// Waits (at most `within`) for `want` on `rx`, skipping other invalidations. Shared by

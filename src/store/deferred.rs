@@ -236,6 +236,55 @@ impl KeyStore for DeferredEmbedded {
         self.get()?.usage(series, from, to).await
     }
 
+    async fn push_event(
+        &self,
+        event: &crate::events::Event,
+        once: Option<&crate::events::Once>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.get()?.push_event(event, once).await
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+        self.get()?.events_after(after, limit).await
+    }
+
+    async fn recent_events(
+        &self,
+        business_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+        self.get()?.recent_events(business_id, limit).await
+    }
+
+    async fn event_cursor(&self, url: &str) -> Result<Option<u64>, StoreError> {
+        self.get()?.event_cursor(url).await
+    }
+
+    async fn set_event_cursor(&self, url: &str, seq: u64) -> Result<(), StoreError> {
+        self.get()?.set_event_cursor(url, seq).await
+    }
+
+    async fn record_delivery(
+        &self,
+        seq: u64,
+        delivery: &crate::events::Delivery,
+    ) -> Result<(), StoreError> {
+        self.get()?.record_delivery(seq, delivery).await
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.get()?.lease(name, holder, ttl).await
+    }
+
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
         self.tx.subscribe()
     }

@@ -29,6 +29,7 @@
 
 mod codec;
 mod connections;
+mod events;
 mod listing;
 mod poller;
 mod quotas;
@@ -438,6 +439,55 @@ impl KeyStore for EmbeddedStore {
         to: i64,
     ) -> Result<Vec<(i64, String, u64)>, StoreError> {
         self.read_usage(series, from, to).await
+    }
+
+    async fn push_event(
+        &self,
+        event: &crate::events::Event,
+        once: Option<&crate::events::Once>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.push_event_to_log(event, once).await
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+        self.log_after(after, limit).await
+    }
+
+    async fn recent_events(
+        &self,
+        business_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+        self.log_recent(business_id, limit).await
+    }
+
+    async fn event_cursor(&self, url: &str) -> Result<Option<u64>, StoreError> {
+        self.cursor_of(url).await
+    }
+
+    async fn set_event_cursor(&self, url: &str, seq: u64) -> Result<(), StoreError> {
+        self.move_cursor(url, seq).await
+    }
+
+    async fn record_delivery(
+        &self,
+        seq: u64,
+        delivery: &crate::events::Delivery,
+    ) -> Result<(), StoreError> {
+        self.write_delivery(seq, delivery).await
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.take_lease(name, holder, ttl).await
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

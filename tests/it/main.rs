@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod console;
 mod demo;
+mod events;
 mod forward_auth;
 mod hardening;
 mod import;

@@ -3,6 +3,7 @@
 
 pub mod redis;
 pub mod upstream;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -89,6 +90,8 @@ pub struct Gateway {
     pub token: Option<String>,
     /// `KEYGATE_WORKERS` for the process (default: as many as CPUs).
     workers: Option<usize>,
+    /// More environment for the process, kept for restarts.
+    env: Vec<(String, String)>,
     child: Child,
 }
 
@@ -107,6 +110,8 @@ pub struct Options<'a> {
     pub admin_token: Option<&'a str>,
     /// Runtime workers (`KEYGATE_WORKERS`); 1 runs the single-threaded scheduler.
     pub workers: Option<usize>,
+    /// More environment for the gateway process (e.g. a webhook's `secret_env`).
+    pub env: Vec<(&'a str, String)>,
 }
 
 impl Default for Options<'_> {
@@ -119,6 +124,7 @@ impl Default for Options<'_> {
             files: Vec::new(),
             admin_token: None,
             workers: None,
+            env: Vec::new(),
         }
     }
 }
@@ -144,7 +150,12 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), &upstream.url(), &opts);
         let token = opts.admin_token.map(str::to_owned);
-        let spawned = spawn(&config, token.as_deref(), opts.workers).await;
+        let env: Vec<(String, String)> = opts
+            .env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let spawned = spawn(&config, token.as_deref(), opts.workers, &env).await;
         Self {
             _dir: dir,
             config,
@@ -154,6 +165,7 @@ impl Gateway {
             stderr: spawned.stderr,
             token,
             workers: opts.workers,
+            env,
             child: spawned.child,
         }
     }
@@ -162,7 +174,7 @@ impl Gateway {
     pub async fn restart(&mut self) {
         self.signal("TERM");
         self.wait().await;
-        let spawned = spawn(&self.config, self.token.as_deref(), self.workers).await;
+        let spawned = spawn(&self.config, self.token.as_deref(), self.workers, &self.env).await;
         self.child = spawned.child;
         self.proxy = spawned.proxy;
         self.admin = spawned.admin;
@@ -265,7 +277,12 @@ struct Spawned {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-async fn spawn(config: &Path, token: Option<&str>, workers: Option<usize>) -> Spawned {
+async fn spawn(
+    config: &Path,
+    token: Option<&str>,
+    workers: Option<usize>,
+    env: &[(String, String)],
+) -> Spawned {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
     cmd.args([
         "serve",
@@ -286,6 +303,7 @@ async fn spawn(config: &Path, token: Option<&str>, workers: Option<usize>) -> Sp
     if let Some(n) = workers {
         cmd.env("KEYGATE_WORKERS", n.to_string());
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn().expect("spawn keygate serve");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();

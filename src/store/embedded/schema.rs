@@ -82,6 +82,31 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (series, hour, outcome)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_by_hour ON usage (hour);
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT, -- numbers only grow, never reused
+    business_id TEXT NOT NULL,
+    body        TEXT NOT NULL                      -- the event as JSON (events::Event)
+);
+CREATE INDEX IF NOT EXISTS events_by_business ON events (business_id, seq);
+CREATE TABLE IF NOT EXISTS event_once (
+    name  TEXT PRIMARY KEY NOT NULL,        -- events::Once::name
+    until INTEGER NOT NULL                  -- Unix ms; after it, the name is free again
+);
+CREATE TABLE IF NOT EXISTS event_deliveries (
+    seq   INTEGER NOT NULL,                 -- events.seq (dropped with its event)
+    url   TEXT NOT NULL,                    -- the webhook
+    state TEXT NOT NULL,                    -- events::Delivery as JSON
+    PRIMARY KEY (seq, url)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_cursors (
+    url TEXT PRIMARY KEY NOT NULL,          -- the webhook
+    seq INTEGER NOT NULL                    -- the last event it is done with
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name   TEXT PRIMARY KEY NOT NULL,
+    holder TEXT NOT NULL,
+    until  INTEGER NOT NULL                 -- Unix ms
+);
 ";
 
 /// Columns of `keys` in the order the codec reads them (`codec::decode_key`).

@@ -88,11 +88,14 @@ pub(super) struct Scripts {
     pub(super) take: Script,
     pub(super) quota_take: Script,
     pub(super) quota_give_back: Script,
+    pub(super) event_push: Script,
+    pub(super) lease: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
         let (quota_take, quota_give_back) = super::quotas::scripts();
+        let (event_push, lease) = super::events::scripts();
         Self {
             insert: Script::new(INSERT),
             release_id: Script::new(RELEASE_ID),
@@ -102,6 +105,8 @@ impl Scripts {
             take: super::buckets::take_script(),
             quota_take,
             quota_give_back,
+            event_push,
+            lease,
         }
     }
 }

@@ -1,0 +1,40 @@
+//! `GET /v1/events?limit=`: the newest key events and where each stands with each
+//! webhook (pending with its next attempt, delivered, or failed with the last error).
+//!
+//! Reach: as for the audit log. The admin token sees every event; a `keygate:admin` key
+//! its own business's; a `keygate:self` key none (events name other users' keys).
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::auth::Caller;
+use super::error::AdminError;
+use super::{Admin, input, json};
+use crate::policy::ADMIN_SCOPE;
+
+impl Admin {
+    pub(super) async fn events(
+        &self,
+        caller: &Caller,
+        raw_query: Option<&str>,
+    ) -> Result<Response<Full<Bytes>>, AdminError> {
+        let q = input::query(raw_query, &["limit"])?;
+        let limit = input::limit(q.get("limit").map(String::as_str))?;
+        let business = match caller {
+            Caller::Token => None,
+            Caller::Admin(k) => Some(k.business_id.as_str()),
+            Caller::OwnUser(_) => {
+                return Err(AdminError::Forbidden(format!(
+                    "key events need the admin token or a {ADMIN_SCOPE} key"
+                )));
+            }
+        };
+        let events = self.store.recent_events(business, limit).await?;
+        let events: Vec<_> = events.iter().map(crate::events::Stored::to_json).collect();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "events": events }),
+        ))
+    }
+}
