@@ -137,11 +137,7 @@ impl KeyStore for Synthetic {
     ) -> Result<Option<u64>, StoreError> {
         unused()
     }
-    async fn events_after(
-        &self,
-        _: u64,
-        _: usize,
-    ) -> Result<Vec<keygate::events::Stored>, StoreError> {
+    async fn events_after(&self, _: u64, _: usize) -> Result<keygate::events::Page, StoreError> {
         unused()
     }
     async fn recent_events(

@@ -319,7 +319,7 @@ impl App {
     }
 
     /// After the drain: stops the background work, hands back the webhook lease, writes
-    /// the last usage counts and gives back unspent quota.
+    /// the key events still queued and the last usage counts, gives back unspent quota.
     async fn wind_down(&mut self, background: Vec<tokio::task::JoinHandle<()>>) {
         for task in background {
             task.abort();
@@ -327,6 +327,7 @@ impl App {
         if let Some(lease) = self.lease.take() {
             lease.release().await;
         }
+        self.proxy.notices.flush(&*self.proxy.store).await;
         flush_usage(&self.proxy).await;
         self.proxy.quotas.give_back().await;
     }

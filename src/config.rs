@@ -15,7 +15,7 @@ use crate::yaml::{self, Diagnostic, Diagnostics, Seg};
 
 mod events;
 mod upstreams;
-pub use events::{EventSettings, Webhook, parse_url as parse_webhook_url};
+pub use events::{EventSettings, Webhook, parse_url as parse_webhook_url, url_label};
 pub use upstreams::{
     Balance, DEFAULT_NAME as DEFAULT_UPSTREAM, HealthSettings, UpstreamSettings, UpstreamTls,
 };

@@ -2,9 +2,10 @@
 //!
 //! Job: every lifecycle change (created, rotated, revoked, updated), a key in use entering
 //! its expiry warning, and a key's first refusal for its rate limit or quota in a window
-//! becomes an [`Event`] in the store's outbox; one gateway of the fleet (the holder of the
-//! store's `events` lease) POSTs each to every webhook that asked for its type, in order,
-//! signed with HMAC-SHA256 ([`signature`]), retrying until `events.retry_for` has passed.
+//! becomes an [`Event`] in the store's outbox; for each webhook one gateway of the fleet
+//! (the holder of that webhook's store lease) POSTs each event it asked for, in order,
+//! signed with HMAC-SHA256 ([`signature`]), retrying until `events.retry_for` after the
+//! event.
 //!
 //! Invariants: an event carries the key's record as the admin API shows it, never a
 //! secret or its hash; events are written by whoever made the change (CLI or gateway), so
@@ -119,6 +120,16 @@ impl Event {
 pub struct Once {
     pub name: String,
     pub ttl: Duration,
+}
+
+/// What [`KeyStore::events_after`](crate::store::KeyStore::events_after) read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page {
+    /// The events, oldest first (without deliveries).
+    pub events: Vec<Stored>,
+    /// The highest number read, also of an entry that could not be read (a newer
+    /// version's event type, skipped); `None`: nothing after the number asked for.
+    pub last: Option<u64>,
 }
 
 /// An event in the outbox, with its number and (where asked) its deliveries.

@@ -306,10 +306,8 @@ impl Proxy {
                 Err(over) => {
                     trace.rate = Some(over.standing);
                     if let Some(key) = &trace.key {
-                        let route = permit.route_name();
-                        let limit = over.standing.limit;
                         self.notices
-                            .rate_limited(key, route, limit, over.standing.reset);
+                            .rate_limited(key, permit.route_name(), limit.rate);
                     }
                     return Err(Refusal::RateLimited {
                         retry_after: whole_seconds_up(over.wait),

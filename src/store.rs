@@ -143,19 +143,21 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Appends `event` to the key-event outbox and returns its number (numbers only grow),
     /// unless `once` names an event queued within its ttl: then nothing (`None`). Keeps
-    /// the newest [`EVENTS_KEPT`] events.
+    /// the newest [`EVENTS_KEPT`] events and every event a webhook's cursor has not
+    /// passed, up to [`EVENTS_HELD`].
     async fn push_event(
         &self,
         event: &crate::events::Event,
         once: Option<&crate::events::Once>,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Up to `limit` events numbered above `after`, oldest first (without deliveries).
+    /// Up to `limit` outbox entries numbered above `after`, oldest first: the readable
+    /// ones as events (without deliveries), and the highest number read.
     async fn events_after(
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<crate::events::Stored>, StoreError>;
+    ) -> Result<crate::events::Page, StoreError>;
 
     /// The newest `limit` events (of one business, if given), newest first, each with
     /// where it stands with each webhook.
@@ -168,11 +170,11 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The number of the last event webhook `url` is done with; `None` before its first.
     async fn event_cursor(&self, url: &str) -> Result<Option<u64>, StoreError>;
 
-    /// Moves webhook `url`'s cursor to `seq`.
+    /// Moves webhook `url`'s cursor to `seq`, never back.
     async fn set_event_cursor(&self, url: &str, seq: u64) -> Result<(), StoreError>;
 
     /// Records where event `seq` stands with webhook `delivery.url`; a final delivery
-    /// (delivered or failed) also moves that webhook's cursor to `seq`.
+    /// (delivered or failed) also moves that webhook's cursor to `seq` (never back).
     async fn record_delivery(
         &self,
         seq: u64,
@@ -246,9 +248,13 @@ impl UsageSeries {
     }
 }
 
-/// Key events kept in the outbox (delivered or not); older ones are dropped as new ones
-/// come. A webhook down for longer than this many events loses the oldest.
+/// Key events kept in the outbox once every webhook is past them (for `GET /v1/events`).
 pub const EVENTS_KEPT: usize = 10_000;
+
+/// Key events kept at most: past this many, the oldest go even if a webhook has not had
+/// them (a receiver down for very long, or a webhook removed from the config, whose
+/// cursor stays behind); the webhook logs how many it missed.
+pub const EVENTS_HELD: usize = 50_000;
 
 /// How long an event's deliveries are kept (Redis expires them; `SQLite` drops them with
 /// their event).

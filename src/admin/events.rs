@@ -2,7 +2,8 @@
 //! webhook (pending with its next attempt, delivered, or failed with the last error).
 //!
 //! Reach: as for the audit log. The admin token sees every event; a `keygate:admin` key
-//! its own business's; a `keygate:self` key none (events name other users' keys).
+//! its own business's, with each webhook's URL up to its query (which may hold a
+//! token); a `keygate:self` key none (events name other users' keys).
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -30,7 +31,13 @@ impl Admin {
                 )));
             }
         };
-        let events = self.store.recent_events(business, limit).await?;
+        let mut events = self.store.recent_events(business, limit).await?;
+        if business.is_some() {
+            // A business sees where its events went, not the operator's tokens.
+            for d in events.iter_mut().flat_map(|e| e.deliveries.iter_mut()) {
+                d.url = crate::config::url_label(&d.url);
+            }
+        }
         let events: Vec<_> = events.iter().map(crate::events::Stored::to_json).collect();
         Ok(json(
             StatusCode::OK,

@@ -58,6 +58,19 @@ impl Webhook {
     pub fn wants(&self, kind: Kind) -> bool {
         self.events.contains(&kind)
     }
+
+    /// The URL without its query (which may carry a token): for logs, and for callers
+    /// who may see events but not the operator's endpoints.
+    pub fn label(&self) -> String {
+        url_label(&self.url)
+    }
+}
+
+/// `url` up to its query.
+pub fn url_label(url: &str) -> String {
+    url.split_once('?')
+        .map_or(url, |(before, _)| before)
+        .to_owned()
 }
 
 /// `events.retry_for` unless given: a day, as Stripe and Svix retry for about that.
@@ -172,6 +185,11 @@ pub fn parse_url(text: &str) -> Result<http::Uri, String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("webhook URL `{text}` has no host"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "webhook URL `{text}` has a user or password, which would not be sent; the receiver checks the signature instead (a token in the query works too)"
+        ));
     }
     Ok(uri)
 }

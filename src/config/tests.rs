@@ -300,6 +300,14 @@ fn webhook_mistakes_are_errors_at_their_line() {
         "/etc/kg/keygate.yaml:5:12: events.webhooks[0].url: webhook URL `ftp://h/x` must start \
          with http:// or https://"
     );
+    let e = first_error(&format!(
+        "{up}  webhooks:\n    - url: https://ops:pw@h/x\n      secret_env: S\n"
+    ));
+    assert!(
+        e.starts_with("/etc/kg/keygate.yaml:5:12: events.webhooks[0].url: webhook URL")
+            && e.contains("has a user or password"),
+        "{e}"
+    );
     let e = first_error(&format!("{up}  webhooks:\n    - url: http://h/x\n"));
     assert!(
         e.starts_with("/etc/kg/keygate.yaml:5:") && e.contains("secret_env"),

@@ -1,11 +1,11 @@
 //! Delivering the outbox: one task per webhook POSTs its events, oldest first, while this
-//! gateway holds the store's `events` lease.
+//! gateway holds that webhook's store lease (`events:<url>`).
 //!
 //! Invariants: only the lease holder delivers (one gateway of a fleet; another takes
 //! over within [`LEASE_TTL`] of it stopping); a webhook's next event waits until the one
 //! before it is delivered or given up on, so a receiver sees one key's events in order;
-//! an event is retried with exponential back-off (1 s doubling to [`MAX_BACK_OFF`]) for
-//! `events.retry_for` from its first attempt, then marked failed; a 2xx answer within
+//! an event is retried with exponential back-off (1 s doubling to [`MAX_BACK_OFF`]) until
+//! `events.retry_for` after it happened (restarts do not stretch it), then marked failed; a 2xx answer within
 //! [`DELIVERY_TIMEOUT`] is a delivery, anything else (3xx included: redirects are not
 //! followed) is a failure; the signing secret is read once, at start, from `secret_env`
 //! and never logged. What the receiver may see twice: the event in flight when a
@@ -62,6 +62,8 @@ pub enum WebhookError {
 /// One webhook, ready to send to.
 pub struct Hook {
     pub settings: Webhook,
+    /// The URL without its query (which may carry a token), for logs.
+    pub label: String,
     secret: Vec<u8>,
     dial: Dial,
     host: HeaderValue,
@@ -101,13 +103,14 @@ impl Hook {
         };
         Ok(Self {
             dial: Dial {
-                label: Arc::from(settings.url.as_str()),
+                label: Arc::from(settings.label().as_str()),
                 host,
                 port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
                 timeout: DELIVERY_TIMEOUT,
                 tls,
             },
             host: crate::upstream::host_header(authority),
+            label: settings.label(),
             settings: settings.clone(),
             secret,
         })
@@ -173,27 +176,34 @@ pub fn hooks(settings: &EventSettings) -> Result<Vec<Hook>, WebhookError> {
         .collect()
 }
 
-/// This gateway's hold on the `events` lease, to hand back when it stops.
+/// This gateway's hold on its webhooks' leases, to hand back when it stops.
 pub struct Lease {
     store: Arc<dyn KeyStore>,
     holder: String,
+    names: Vec<String>,
 }
 
 impl Lease {
-    /// Frees the lease at once (if this gateway holds it), so another gateway delivers
+    /// Frees the leases at once (those this gateway holds), so another gateway delivers
     /// without waiting out [`LEASE_TTL`]. Call after the delivery tasks are stopped.
     pub async fn release(self) {
-        let _ = self
-            .store
-            .lease(LEASE, &self.holder, Duration::from_millis(1))
-            .await;
+        for name in &self.names {
+            let _ = self
+                .store
+                .lease(name, &self.holder, Duration::from_millis(1))
+                .await;
+        }
     }
 }
 
-/// The store lease whose holder delivers.
-const LEASE: &str = "events";
+/// The store lease whose holder delivers to the webhook `url`: one per webhook, so a
+/// gateway that has a webhook in its config delivers to it even while another gateway,
+/// still on an older config, delivers to the others.
+fn lease_name(url: &str) -> String {
+    format!("events:{url}")
+}
 
-/// Starts the lease keeper and one task per webhook; nothing when there are none.
+/// Starts, per webhook, a lease keeper and a delivery task; nothing when there are none.
 pub fn spawn(
     hooks: Vec<Hook>,
     retry_for: Duration,
@@ -203,17 +213,22 @@ pub fn spawn(
         return (Vec::new(), None);
     }
     let holder = crate::keys::new_id("lease");
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(keep_lease(
-        Arc::clone(store),
-        holder.clone(),
-        tx,
-    ))];
+    let mut tasks = Vec::new();
+    let mut names = Vec::new();
     for hook in hooks {
+        let name = lease_name(&hook.settings.url);
+        let (tx, rx) = watch::channel(false);
+        tasks.push(tokio::spawn(keep_lease(
+            Arc::clone(store),
+            holder.clone(),
+            name.clone(),
+            tx,
+        )));
+        names.push(name);
         let worker = Worker {
             hook,
             store: Arc::clone(store),
-            leader: rx.clone(),
+            leader: rx,
             retry_for,
         };
         tasks.push(tokio::spawn(worker.run()));
@@ -221,15 +236,21 @@ pub fn spawn(
     let lease = Lease {
         store: Arc::clone(store),
         holder,
+        names,
     };
     (tasks, Some(lease))
 }
 
-async fn keep_lease(store: Arc<dyn KeyStore>, holder: String, tx: watch::Sender<bool>) {
+async fn keep_lease(
+    store: Arc<dyn KeyStore>,
+    holder: String,
+    name: String,
+    tx: watch::Sender<bool>,
+) {
     let mut tick = tokio::time::interval(LEASE_RENEW);
     loop {
         tick.tick().await;
-        let held = match store.lease(LEASE, &holder, LEASE_TTL).await {
+        let held = match store.lease(&name, &holder, LEASE_TTL).await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(error = %Chain(&e), "cannot reach the store for the webhook lease; not delivering until it answers");
@@ -254,19 +275,19 @@ impl Worker {
             if self.leader.wait_for(|held| *held).await.is_err() {
                 return;
             }
-            let Some(mut cursor) = self.cursor().await else {
+            let Some(cursor) = self.cursor().await else {
                 tokio::time::sleep(POLL).await;
                 continue;
             };
-            let batch = match self.store.events_after(cursor, BATCH).await {
-                Ok(b) => b,
+            let page = match self.store.events_after(cursor, BATCH).await {
+                Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %Chain(&e), webhook = %self.hook.settings.url, "cannot read the key-event outbox; will retry");
+                    tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, "cannot read the key-event outbox; will retry");
                     tokio::time::sleep(POLL).await;
                     continue;
                 }
             };
-            if batch.is_empty() {
+            let Some(last) = page.last else {
                 tokio::select! {
                     r = wake.recv() => {
                         if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
@@ -276,29 +297,30 @@ impl Worker {
                     () = tokio::time::sleep(POLL) => {}
                 }
                 continue;
+            };
+            if let Some(first) = page.events.first()
+                && first.seq > cursor + 1
+                && cursor > 0
+            {
+                tracing::error!(webhook = %self.hook.label, missed = first.seq - cursor - 1, "key events were dropped from the outbox before this webhook got them (it keeps at most 100,000)");
             }
-            let mut skipped = false;
-            for stored in &batch {
-                if !*self.leader.borrow() {
+            let mut done = true;
+            for stored in &page.events {
+                let wanted = self.hook.settings.wants(stored.event.kind);
+                if !*self.leader.borrow() || (wanted && !self.deliver(stored).await) {
+                    done = false;
                     break;
                 }
-                if self.hook.settings.wants(stored.event.kind) {
-                    if !self.deliver(stored).await {
-                        break;
-                    }
-                    skipped = false;
-                } else {
-                    skipped = true;
-                }
-                cursor = stored.seq;
             }
-            if skipped
+            // Past what this webhook skipped, and entries this version cannot read (a
+            // newer one's event type): a whole batch of them must not stall the webhook.
+            if done
                 && let Err(e) = self
                     .store
-                    .set_event_cursor(&self.hook.settings.url, cursor)
+                    .set_event_cursor(&self.hook.settings.url, last)
                     .await
             {
-                tracing::warn!(error = %Chain(&e), webhook = %self.hook.settings.url, "cannot save the webhook's place in the outbox");
+                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, "cannot save the webhook's place in the outbox");
             }
         }
     }
@@ -316,19 +338,21 @@ impl Worker {
                 Some(start)
             }
             Err(e) => {
-                tracing::warn!(error = %Chain(&e), webhook = %url, "cannot read the webhook's place in the outbox; will retry");
+                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, "cannot read the webhook's place in the outbox; will retry");
                 None
             }
         }
     }
 
-    /// Sends `stored` until it is delivered or `retry_for` has passed; false if the
-    /// lease was lost first (another gateway goes on from the store's cursor).
+    /// Sends `stored` until it is delivered or `retry_for` has passed since it happened
+    /// (so restarts do not stretch it); false if the lease was lost first (another
+    /// gateway goes on from the store's cursor).
     async fn deliver(&self, stored: &Stored) -> bool {
         let id = stored.id();
         let kind = stored.event.kind.as_str();
         let body = stored.payload();
-        let first = tokio::time::Instant::now();
+        let retry_secs = i64::try_from(self.retry_for.as_secs()).unwrap_or(i64::MAX);
+        let give_up_at = stored.event.time.0.saturating_add(retry_secs);
         let mut delivery = Delivery {
             url: self.hook.settings.url.clone(),
             status: Status::Pending,
@@ -345,7 +369,6 @@ impl Worker {
             delivery.attempts += 1;
             delivery.last_attempt_at = Some(Timestamp::now());
             let answer = self.hook.post(&id, kind, body.clone()).await;
-            let wait = back_off(delivery.attempts);
             match answer {
                 Ok(status) if (200..300).contains(&status) => {
                     delivery.status = Status::Delivered;
@@ -361,20 +384,22 @@ impl Worker {
                     delivery.error = Some(e);
                 }
             }
-            if delivery.status == Status::Pending && first.elapsed() + wait > self.retry_for {
+            let now = Timestamp::now();
+            let left = u64::try_from(give_up_at.saturating_sub(now.0)).unwrap_or(0);
+            if delivery.status == Status::Pending && left == 0 {
                 delivery.status = Status::Failed;
-                tracing::warn!(webhook = %delivery.url, event = %id, attempts = delivery.attempts, error = delivery.error.as_deref().unwrap_or(""), "giving up on a webhook delivery after events.retry_for");
+                tracing::warn!(webhook = %self.hook.label, event = %id, attempts = delivery.attempts, error = delivery.error.as_deref().unwrap_or(""), "giving up on a webhook delivery after events.retry_for");
             }
-            delivery.next_attempt_at =
-                (delivery.status == Status::Pending).then(|| Timestamp::now().plus(wait));
+            let wait = back_off(delivery.attempts).min(Duration::from_secs(left));
+            delivery.next_attempt_at = (delivery.status == Status::Pending).then(|| now.plus(wait));
             if let Err(e) = self.store.record_delivery(stored.seq, &delivery).await {
-                tracing::warn!(error = %Chain(&e), webhook = %delivery.url, event = %id, "cannot record a webhook delivery");
+                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, event = %id, "cannot record a webhook delivery");
             }
             if delivery.is_final() {
                 return true;
             }
             if delivery.attempts == 1 {
-                tracing::warn!(webhook = %delivery.url, event = %id, error = delivery.error.as_deref().unwrap_or(""), "a webhook delivery failed; retrying with back-off");
+                tracing::warn!(webhook = %self.hook.label, event = %id, error = delivery.error.as_deref().unwrap_or(""), "a webhook delivery failed; retrying with back-off");
             }
             tokio::time::sleep(wait).await;
         }

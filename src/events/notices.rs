@@ -6,21 +6,24 @@
 //! one background task writes; a key already noted in this window is skipped in memory
 //! (one map read on a refused request, nothing on an allowed one), and the store's
 //! [`Once`] decides across the fleet and across restarts, so each key sends at most one
-//! `key.rate_limited` per rate window (the time its bucket takes to refill) and one
-//! `key.quota_exceeded` per quota window (credits: per refill).
+//! `key.rate_limited` per rate window (the rate's period, at least [`MIN_RATE_WINDOW`])
+//! and one `key.quota_exceeded` per quota window (credits: per refill).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use super::{Event, Kind, Once};
-use crate::keys::{KeyRecord, Timestamp};
+use crate::keys::{KeyRecord, RateLimit, Timestamp};
 use crate::store::KeyStore;
 
 /// Events waiting for the store; past this many, new ones are dropped (and said so).
 const QUEUE: usize = 1024;
+
+/// The shortest window of `key.rate_limited`: a key held at `100/s` all day sends one
+/// event a minute, not one a second.
+pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long a gateway skips a key whose credits ran out before asking the store again
 /// (a refill changes the credits' window, so the store sends again after a refill).
@@ -39,7 +42,8 @@ struct Quiet {
 pub struct Notices {
     quiet: DashMap<String, Quiet>,
     tx: mpsc::Sender<Queued>,
-    rx: Mutex<Option<mpsc::Receiver<Queued>>>,
+    /// Held by [`Notices::run`] while it runs, then by [`Notices::flush`].
+    rx: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
 }
 
 impl Default for Notices {
@@ -48,24 +52,28 @@ impl Default for Notices {
         Self {
             quiet: DashMap::new(),
             tx,
-            rx: Mutex::new(Some(rx)),
+            rx: tokio::sync::Mutex::new(rx),
         }
     }
 }
 
 impl Notices {
-    /// A key was refused for `route`'s rate limit; its bucket is full again in `refill`.
-    pub fn rate_limited(&self, key: &KeyRecord, route: &str, limit: u32, refill: Duration) {
+    /// A key was refused for `route`'s rate limit `rate`.
+    pub fn rate_limited(&self, key: &KeyRecord, route: &str, rate: RateLimit) {
         let now = Instant::now();
         if self.quiet_for(&key.id, now, |q| q.rate) {
             return;
         }
-        let refill = refill.max(Duration::from_secs(1));
-        self.quiet.entry(key.id.clone()).or_default().rate = Some(now + refill);
-        let data = serde_json::json!({"route": route, "limit": limit, "refills_in_seconds": refill.as_secs()});
+        let window = rate.per.max(MIN_RATE_WINDOW);
+        self.quiet.entry(key.id.clone()).or_default().rate = Some(now + window);
+        let data = serde_json::json!({
+            "route": route,
+            "limit": rate.to_string(),
+            "window_seconds": window.as_secs(),
+        });
         let once = Once {
             name: format!("rl:{}", key.id),
-            ttl: refill,
+            ttl: window,
         };
         self.queue(Event::new(Kind::RateLimited, key, data), Some(once));
     }
@@ -136,16 +144,25 @@ impl Notices {
             .retain(|_, q| q.rate.is_some_and(|t| t > now) || q.quota.is_some_and(|t| t > now));
     }
 
-    /// Writes queued events to the store until the gateway stops; run once.
+    /// Writes queued events to the store until the gateway stops.
     pub async fn run(&self, store: std::sync::Arc<dyn KeyStore>) {
-        let rx = self.rx.lock().map(|mut r| r.take()).ok().flatten();
-        let Some(mut rx) = rx else {
-            return;
-        };
-        while let Some((event, once)) = rx.recv().await {
-            if let Err(e) = store.push_event(&event, once.as_ref()).await {
-                tracing::warn!(error = %crate::report::Chain(&e), key_id = %event.key_id, event = event.kind.as_str(), "could not queue the key event for webhooks");
-            }
+        let mut rx = self.rx.lock().await;
+        while let Some(queued) = rx.recv().await {
+            push(&*store, queued).await;
         }
+    }
+
+    /// Writes what is still queued (on shutdown, once `run` has been stopped).
+    pub async fn flush(&self, store: &dyn KeyStore) {
+        let mut rx = self.rx.lock().await;
+        while let Ok(queued) = rx.try_recv() {
+            push(store, queued).await;
+        }
+    }
+}
+
+async fn push(store: &dyn KeyStore, (event, once): Queued) {
+    if let Err(e) = store.push_event(&event, once.as_ref()).await {
+        tracing::warn!(error = %crate::report::Chain(&e), key_id = %event.key_id, event = event.kind.as_str(), "could not queue the key event for webhooks");
     }
 }

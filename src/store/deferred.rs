@@ -248,7 +248,7 @@ impl KeyStore for DeferredEmbedded {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+    ) -> Result<crate::events::Page, StoreError> {
         self.get()?.events_after(after, limit).await
     }
 

@@ -453,7 +453,7 @@ impl KeyStore for EmbeddedStore {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+    ) -> Result<crate::events::Page, StoreError> {
         self.log_after(after, limit).await
     }
 

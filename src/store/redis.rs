@@ -520,7 +520,7 @@ impl KeyStore for RedisStore {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<crate::events::Stored>, StoreError> {
+    ) -> Result<crate::events::Page, StoreError> {
         self.log_after(after, limit).await
     }
 

@@ -426,7 +426,8 @@ async fn refusals_and_expiry_send_one_event_per_key_and_window_across_a_fleet() 
         .find(|b| b["type"] == "key.rate_limited")
         .unwrap();
     assert_eq!(limited_event["data"]["route"], "items");
-    assert_eq!(limited_event["data"]["limit"], 2);
+    assert_eq!(limited_event["data"]["limit"], "2/h");
+    assert_eq!(limited_event["data"]["window_seconds"], 3600);
     let quota_event = got
         .iter()
         .find(|b| b["type"] == "key.quota_exceeded")

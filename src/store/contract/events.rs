@@ -62,7 +62,13 @@ pub(crate) async fn events(store: &dyn KeyStore, run: &str) {
     let mine = |v: Vec<crate::events::Stored>| -> Vec<_> {
         v.into_iter().filter(|s| s.event.key_id == key.id).collect()
     };
-    let after = mine(store.events_after(first - 1, 100).await.unwrap());
+    let page = store.events_after(first - 1, 100).await.unwrap();
+    assert!(
+        page.last >= last,
+        "the highest number read: {:?}",
+        page.last
+    );
+    let after = mine(page.events);
     let kinds: Vec<Kind> = after.iter().map(|s| s.event.kind).collect();
     assert_eq!(
         kinds,
@@ -83,7 +89,7 @@ pub(crate) async fn events(store: &dyn KeyStore, run: &str) {
         "oldest first"
     );
     assert_eq!(
-        mine(store.events_after(second, 100).await.unwrap()).len(),
+        mine(store.events_after(second, 100).await.unwrap().events).len(),
         3,
         "only the events after the number"
     );
@@ -106,6 +112,12 @@ pub(crate) async fn events(store: &dyn KeyStore, run: &str) {
     assert_eq!(store.event_cursor(&url).await.unwrap(), Some(first));
     store.set_event_cursor(&url, second).await.unwrap();
     assert_eq!(store.event_cursor(&url).await.unwrap(), Some(second));
+    store.set_event_cursor(&url, first).await.unwrap();
+    assert_eq!(
+        store.event_cursor(&url).await.unwrap(),
+        Some(second),
+        "a cursor never moves back"
+    );
 
     let recent = store.recent_events(Some(&biz), 100).await.unwrap();
     assert_eq!(recent.len(), 5, "only this business's events");

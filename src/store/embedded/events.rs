@@ -3,18 +3,19 @@
 //! [`KeyStore::push_event`](crate::store::KeyStore::push_event) and its kin.
 //!
 //! Invariants: a push (the once check, the insert, the trim of events and their
-//! deliveries past [`EVENTS_KEPT`]) is one `BEGIN IMMEDIATE` transaction, so processes
-//! sharing the file never queue one once-event twice; `AUTOINCREMENT` numbers never
-//! repeat, even after a trim.
+//! deliveries every cursor has passed beyond [`EVENTS_KEPT`], and of any beyond
+//! [`EVENTS_HELD`]) is one `BEGIN IMMEDIATE` transaction, so processes sharing the file
+//! never queue one once-event twice; `AUTOINCREMENT` numbers never repeat, even after a
+//! trim; a cursor only moves forward.
 
 use std::time::Duration;
 
 use rusqlite::OptionalExtension;
 
 use super::{EmbeddedStore, classify};
-use crate::events::{Delivery, Event, Once, Stored};
+use crate::events::{Delivery, Event, Once, Page, Stored};
 use crate::keys::now_ms;
-use crate::store::{EVENTS_KEPT, StoreError};
+use crate::store::{EVENTS_HELD, EVENTS_KEPT, StoreError};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -26,6 +27,15 @@ fn seq_of(n: i64) -> u64 {
 
 fn sql_seq(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Rows of `(seq, body)` into a page: the readable events, the highest number.
+fn page(rows: Vec<(i64, String)>) -> Page {
+    let last = rows.iter().map(|(seq, _)| seq_of(*seq)).max();
+    Page {
+        events: decode(rows),
+        last,
+    }
 }
 
 /// Rows of `(seq, body)` into events; an unreadable body is skipped with a warning.
@@ -80,24 +90,26 @@ impl EmbeddedStore {
             )
             .map_err(classify)?;
             let seq = tx.last_insert_rowid();
-            let oldest_kept = seq - i64::try_from(EVENTS_KEPT).unwrap_or(i64::MAX);
-            tx.execute("DELETE FROM events WHERE seq <= ?1", [oldest_kept])
+            // What every cursor has passed, beyond the kept; anything beyond the held.
+            let kept = seq - i64::try_from(EVENTS_KEPT).unwrap_or(i64::MAX);
+            let held = seq - i64::try_from(EVENTS_HELD).unwrap_or(i64::MAX);
+            let floor: i64 = tx
+                .query_row(
+                    "SELECT max(?2, min(?1, coalesce((SELECT min(seq) FROM event_cursors), ?1)))",
+                    [kept, held],
+                    |r| r.get(0),
+                )
                 .map_err(classify)?;
-            tx.execute(
-                "DELETE FROM event_deliveries WHERE seq <= ?1",
-                [oldest_kept],
-            )
-            .map_err(classify)?;
+            tx.execute("DELETE FROM events WHERE seq <= ?1", [floor])
+                .map_err(classify)?;
+            tx.execute("DELETE FROM event_deliveries WHERE seq <= ?1", [floor])
+                .map_err(classify)?;
             Ok((Some(seq_of(seq)), Vec::new()))
         })
         .await
     }
 
-    pub(super) async fn log_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Stored>, StoreError> {
+    pub(super) async fn log_after(&self, after: u64, limit: usize) -> Result<Page, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut q = conn
@@ -110,7 +122,7 @@ impl EmbeddedStore {
                 .map_err(classify)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(classify)?;
-            Ok(decode(rows))
+            Ok(page(rows))
         })
         .await
     }
@@ -229,7 +241,7 @@ impl EmbeddedStore {
 fn set_cursor(tx: &rusqlite::Transaction<'_>, url: &str, seq: u64) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO event_cursors (url, seq) VALUES (?1, ?2) \
-         ON CONFLICT (url) DO UPDATE SET seq = excluded.seq",
+         ON CONFLICT (url) DO UPDATE SET seq = max(seq, excluded.seq)",
         rusqlite::params![url, sql_seq(seq)],
     )
     .map_err(classify)?;

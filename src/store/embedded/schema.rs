@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS event_once (
     name  TEXT PRIMARY KEY NOT NULL,        -- events::Once::name
     until INTEGER NOT NULL                  -- Unix ms; after it, the name is free again
 );
+CREATE INDEX IF NOT EXISTS event_once_by_until ON event_once (until);
 CREATE TABLE IF NOT EXISTS event_deliveries (
     seq   INTEGER NOT NULL,                 -- events.seq (dropped with its event)
     url   TEXT NOT NULL,                    -- the webhook

@@ -4,11 +4,14 @@
 //! Layout, all under the hash tag `{ev}` (one Cluster slot: events are few, and a push
 //! touches several of these keys in one script):
 //! - `kg:{ev}:seq`: the last event number (`INCR`);
-//! - `kg:{ev}:log`: a sorted set, score = number, member = `<number> <event JSON>`;
+//! - `kg:{ev}:log`: a sorted set, score = number, member = `<number> <event JSON>`; an
+//!   event goes once every cursor is past it and [`EVENTS_KEPT`] newer ones exist, or
+//!   once [`EVENTS_HELD`] newer ones exist;
 //! - `kg:{ev}:once:<name>`: set for a [`Once`]'s ttl;
 //! - `kg:{ev}:d:<number>`: a hash, webhook URL → delivery JSON, expiring after
 //!   [`DELIVERIES_KEPT_SECS`];
-//! - `kg:{ev}:cursor`: a hash, webhook URL → the last number it is done with;
+//! - `kg:{ev}:cursor`: a hash, webhook URL → the last number it is done with (moved
+//!   forward only, by a script);
 //! - `kg:{ev}:lease:<name>`: the delivering gateway's id, with a ttl.
 //!
 //! Invariants: a push (the once check, the number, the append, the trim) is one script,
@@ -17,25 +20,38 @@
 use std::time::Duration;
 
 use super::RedisStore;
-use crate::events::{Delivery, Event, Once, Stored};
-use crate::store::{DELIVERIES_KEPT_SECS, EVENTS_KEPT, StoreError};
+use crate::events::{Delivery, Event, Once, Page, Stored};
+use crate::store::{DELIVERIES_KEPT_SECS, EVENTS_HELD, EVENTS_KEPT, StoreError};
 
 const SEQ: &str = "kg:{ev}:seq";
 const LOG: &str = "kg:{ev}:log";
 const CURSOR: &str = "kg:{ev}:cursor";
 
-/// KEYS: seq, log, once (or seq again). ARGV: event JSON, once ttl in ms ('' for none),
-/// events kept. Returns the new number, or 0 if the once key was set.
+/// KEYS: seq, log, once (or seq again), cursors. ARGV: event JSON, once ttl in ms (''
+/// for none), events kept, events held. Returns the new number, or 0 if the once key
+/// was set. Trims what every cursor has passed beyond the kept, and anything beyond the
+/// held.
 const PUSH: &str = r"
 if ARGV[2] ~= '' then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 0 end
 end
 local n = redis.call('INCR', KEYS[1])
 redis.call('ZADD', KEYS[2], n, n .. ' ' .. ARGV[1])
-local size = redis.call('ZCARD', KEYS[2])
-local keep = tonumber(ARGV[3])
-if size > keep then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - keep - 1) end
+local floor = n - tonumber(ARGV[3])
+for _, c in ipairs(redis.call('HVALS', KEYS[4])) do
+  local v = tonumber(c)
+  if v and v < floor then floor = v end
+end
+local hard = n - tonumber(ARGV[4])
+if floor < hard then floor = hard end
+if floor > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', floor) end
 return n";
+
+/// KEYS: the cursors. ARGV: webhook URL, number. Moves the cursor forward only.
+const CURSOR_SCRIPT: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+if not cur or cur < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1";
 
 /// KEYS: the lease. ARGV: holder, ttl in ms. Returns 1 if the holder has it.
 const LEASE: &str = r"
@@ -46,8 +62,12 @@ if cur == false or cur == ARGV[1] then
 end
 return 0";
 
-pub(super) fn scripts() -> (::redis::Script, ::redis::Script) {
-    (::redis::Script::new(PUSH), ::redis::Script::new(LEASE))
+pub(super) fn scripts() -> (::redis::Script, ::redis::Script, ::redis::Script) {
+    (
+        ::redis::Script::new(PUSH),
+        ::redis::Script::new(LEASE),
+        ::redis::Script::new(CURSOR_SCRIPT),
+    )
 }
 
 fn deliveries_key(seq: u64) -> String {
@@ -58,27 +78,36 @@ fn millis(d: Duration) -> String {
     d.as_millis().max(1).to_string()
 }
 
-/// A log member (`<number> <event JSON>`) back into a [`Stored`]; `None` if mangled.
-fn decode(member: &str) -> Option<Stored> {
-    let (seq, json) = member.split_once(' ')?;
-    Some(Stored {
-        seq: seq.parse().ok()?,
-        event: serde_json::from_str(json).ok()?,
+/// A log member (`<number> <event JSON>`): its number, and the event if it reads.
+fn decode(member: &str) -> (Option<u64>, Option<Stored>) {
+    let Some((seq, json)) = member.split_once(' ') else {
+        return (None, None);
+    };
+    let Ok(seq) = seq.parse() else {
+        return (None, None);
+    };
+    let stored = serde_json::from_str(json).ok().map(|event| Stored {
+        seq,
+        event,
         deliveries: Vec::new(),
-    })
+    });
+    (Some(seq), stored)
 }
 
-fn decode_all(members: &[String]) -> Vec<Stored> {
-    members
-        .iter()
-        .filter_map(|m| {
-            let stored = decode(m);
-            if stored.is_none() {
+/// The readable events of `members`, and the highest number among them all.
+fn decode_all(members: &[String]) -> Page {
+    let mut page = Page::default();
+    for m in members {
+        let (seq, stored) = decode(m);
+        page.last = page.last.max(seq);
+        match stored {
+            Some(s) => page.events.push(s),
+            None => {
                 tracing::warn!("skipping an unreadable entry of the key-event log (kg:{{ev}}:log)");
             }
-            stored
-        })
-        .collect()
+        }
+    }
+    page
 }
 
 impl RedisStore {
@@ -94,6 +123,7 @@ impl RedisStore {
         };
         let script = &self.inner.scripts.event_push;
         let kept = EVENTS_KEPT.to_string();
+        let held = EVENTS_HELD.to_string();
         let n: u64 = self
             .inner
             .link
@@ -102,9 +132,11 @@ impl RedisStore {
                     .key(SEQ)
                     .key(LOG)
                     .key(&once_key)
+                    .key(CURSOR)
                     .arg(&json)
                     .arg(&ttl)
                     .arg(&kept)
+                    .arg(&held)
                     .invoke_async(&mut c)
                     .await
             })
@@ -112,11 +144,7 @@ impl RedisStore {
         Ok((n > 0).then_some(n))
     }
 
-    pub(super) async fn log_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Stored>, StoreError> {
+    pub(super) async fn log_after(&self, after: u64, limit: usize) -> Result<Page, StoreError> {
         let members: Vec<String> = self
             .inner
             .link
@@ -142,7 +170,7 @@ impl RedisStore {
         const PAGE: usize = 500;
         let mut found = Vec::new();
         let mut start = 0;
-        while found.len() < limit && start < EVENTS_KEPT {
+        while found.len() < limit && start < EVENTS_HELD {
             let members: Vec<String> = self
                 .inner
                 .link
@@ -157,6 +185,7 @@ impl RedisStore {
             let done = members.len() < PAGE;
             found.extend(
                 decode_all(&members)
+                    .events
                     .into_iter()
                     .filter(|s| business_id.is_none_or(|b| s.event.business_id == b)),
             );
@@ -197,7 +226,11 @@ impl RedisStore {
         let _: i64 = self
             .inner
             .link
-            .cmd(::redis::cmd("HSET").arg(CURSOR).arg(url).arg(seq).clone())
+            .script(
+                &self.inner.scripts.event_cursor,
+                CURSOR,
+                &[url, &seq.to_string()],
+            )
             .await?;
         Ok(())
     }
@@ -209,7 +242,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(delivery).map_err(StoreError::unavailable)?;
         let key = deliveries_key(seq);
-        let mut cmds = vec![
+        let cmds = vec![
             ::redis::cmd("HSET")
                 .arg(&key)
                 .arg(&delivery.url)
@@ -220,16 +253,10 @@ impl RedisStore {
                 .arg(DELIVERIES_KEPT_SECS)
                 .clone(),
         ];
-        if delivery.is_final() {
-            cmds.push(
-                ::redis::cmd("HSET")
-                    .arg(CURSOR)
-                    .arg(&delivery.url)
-                    .arg(seq)
-                    .clone(),
-            );
-        }
         let _: Vec<::redis::Value> = self.inner.link.batch(cmds).await?;
+        if delivery.is_final() {
+            self.move_cursor(&delivery.url, seq).await?;
+        }
         Ok(())
     }
 

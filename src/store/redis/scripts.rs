@@ -90,12 +90,13 @@ pub(super) struct Scripts {
     pub(super) quota_give_back: Script,
     pub(super) event_push: Script,
     pub(super) lease: Script,
+    pub(super) event_cursor: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
         let (quota_take, quota_give_back) = super::quotas::scripts();
-        let (event_push, lease) = super::events::scripts();
+        let (event_push, lease, event_cursor) = super::events::scripts();
         Self {
             insert: Script::new(INSERT),
             release_id: Script::new(RELEASE_ID),
@@ -107,6 +108,7 @@ impl Scripts {
             quota_give_back,
             event_push,
             lease,
+            event_cursor,
         }
     }
 }
