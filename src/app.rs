@@ -586,18 +586,17 @@ async fn reload_on_sighup(tx: tokio::sync::mpsc::Sender<Trigger>, certs: Option<
 }
 
 async fn flush_usage(p: &Proxy) {
-    let uses = p.usage.drain();
+    let crate::usage::Drained { counts, uses } = p.usage.counts.drain();
     if !uses.is_empty()
         && let Err(e) = p.store.record_use(&uses).await
     {
         crate::metrics::store_error();
         tracing::warn!(error = %Chain(&e), "could not record last use; will retry");
-        p.usage.restore(uses);
+        p.usage.counts.restore_uses(uses);
     }
     // In chunks, so the look-ups sharing the store's connection never wait behind a
     // whole flush. A chunk that fails is put back with every chunk after it (if Redis
     // applied part of it before failing, those requests are counted twice, never lost).
-    let counts = p.usage.counts.drain();
     let mut chunks = counts.chunks(crate::usage::FLUSH_CHUNK);
     while let Some(chunk) = chunks.next() {
         if let Err(e) = p.store.add_usage(chunk, p.usage.retention).await {

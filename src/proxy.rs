@@ -140,6 +140,10 @@ pub struct Trace<'p> {
     target: Option<&'p Target>,
     /// The route's rate-limit bucket after this request, for the `RateLimit-*` headers.
     rate: Option<Standing>,
+    /// When the key was checked (set with `key`): the time its use is counted at.
+    checked_at: Option<Timestamp>,
+    /// The policy allowed the key's request: its latest use (`last_used_at`).
+    used: bool,
 }
 
 impl Proxy {
@@ -205,7 +209,8 @@ impl Proxy {
             rate_headers::write(response.headers_mut(), standing);
         }
         if let Some(key) = &trace.key {
-            self.usage.counts.note(key, code, Timestamp::now());
+            let at = trace.checked_at.unwrap_or_else(Timestamp::now);
+            self.usage.counts.note(key, code, at, trace.used);
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
@@ -280,6 +285,7 @@ impl Proxy {
             let (hash, record) = self.authn.authenticate(secret).await?;
             trace.key = Some(Arc::clone(&record));
             let now = Timestamp::now();
+            trace.checked_at = Some(now);
             if !record.allowed_ips.is_empty() {
                 // Revoked, expired and suspended are said first, then where from.
                 policy.admit(&record, now)?;
@@ -293,7 +299,7 @@ impl Proxy {
                 query: ask.query,
             };
             let permit = policy.decide(matched, path, &record, &facts, now)?;
-            self.usage.note(&record.id, now);
+            trace.used = true;
             if self.expiring.note(&record, now) {
                 self.notices.expiring(&record);
             }

@@ -2,14 +2,17 @@
 //! memory, a background task writes them to the store every few seconds (the contract
 //! allows 10 s for last use), and once more on shutdown.
 //!
-//! Invariants: at most one pending entry per key id (the newest time wins); a failed
+//! Invariants: at most one pending entry per key id, holding its counts and its newest
+//! use (one look-up per request for both); a failed
 //! flush puts its entries back, so a store outage delays `last_used_at` but loses nothing
 //! that a later flush can still write. Why not a write per request: the registry would
 //! take one write for every proxied call.
 
 mod counts;
 mod report;
-pub use counts::{Count, Counts, OUTCOMES};
+pub use counts::{Count, Counts, Drained, OUTCOMES};
+
+use crate::keys::Timestamp;
 
 /// A series' usage over a range: every bucket, and the totals.
 pub struct Report {
@@ -57,13 +60,8 @@ impl Report {
 pub const FLUSH_CHUNK: usize = 128;
 pub use report::{Bucket, Granularity, MAX_BUCKETS, Range};
 
-use dashmap::DashMap;
-
-use crate::keys::Timestamp;
-
-/// Pending last-use times by key id, and pending request counts ([`Counts`]).
+/// Pending request counts and last-use times ([`Counts`]), and how long counts are kept.
 pub struct Usage {
-    pending: DashMap<String, Timestamp, foldhash::fast::RandomState>,
     pub counts: Counts,
     /// How long the store keeps the counts (`usage.retention`).
     pub retention: std::time::Duration,
@@ -79,50 +77,29 @@ impl Usage {
     /// Counts kept in the store for `retention`.
     pub fn keeping(retention: std::time::Duration) -> Self {
         Self {
-            pending: DashMap::default(),
             counts: Counts::default(),
             retention,
-        }
-    }
-
-    /// Notes that key `id` was used at `at`. Allocates only for a key's first use since the last flush.
-    pub fn note(&self, id: &str, at: Timestamp) {
-        if let Some(mut t) = self.pending.get_mut(id) {
-            if *t < at {
-                *t = at;
-            }
-            return;
-        }
-        self.pending.insert(id.to_owned(), at);
-    }
-
-    /// Takes every pending use, for one flush.
-    pub fn drain(&self) -> Vec<(String, Timestamp)> {
-        let ids: Vec<String> = self.pending.iter().map(|e| e.key().clone()).collect();
-        ids.into_iter()
-            .filter_map(|id| self.pending.remove(&id))
-            .collect()
-    }
-
-    /// Puts back uses a failed flush could not write (keeping any newer time).
-    pub fn restore(&self, uses: Vec<(String, Timestamp)>) {
-        for (id, at) in uses {
-            self.note(&id, at);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn key(id: &str) -> crate::keys::KeyRecord {
+        crate::store::contract::record(id, "acme", "u", 1)
+    }
+
     #[test]
-    fn keeps_the_newest_time_per_key_and_drains_once() {
+    fn keeps_the_newest_use_per_key_and_drains_once() {
         let u = Usage::default();
-        u.note("a", Timestamp(5));
-        u.note("a", Timestamp(3));
-        u.note("b", Timestamp(1));
-        let mut got = u.drain();
+        let (a, b) = (key("a"), key("b"));
+        u.counts.note(&a, None, Timestamp(5), true);
+        u.counts.note(&a, None, Timestamp(3), true);
+        u.counts.note_use(&b, Timestamp(1));
+        let mut got = u.counts.drain().uses;
         got.sort();
         assert_eq!(
             got,
@@ -131,8 +108,14 @@ mod tests {
                 ("b".to_owned(), Timestamp(1))
             ]
         );
-        assert!(u.drain().is_empty());
-        u.restore(got);
-        assert_eq!(u.drain().len(), 2);
+        assert!(u.counts.drain().uses.is_empty());
+        u.counts.restore_uses(got);
+        u.counts.note(&b, None, Timestamp(7200), false);
+        let again = u.counts.drain();
+        assert_eq!(again.uses.len(), 2);
+        assert_eq!(
+            again.counts[0].business_id, "acme",
+            "a put-back use learns its key's business from the next count"
+        );
     }
 }

@@ -241,7 +241,7 @@ async fn key_caller(admin: &Admin, secret: &str) -> Result<Caller, AdminError> {
     let now = Timestamp::now();
     let policy = admin.policy.load();
     policy.admit(&record, now)?;
-    admin.usage.note(&record.id, now);
+    admin.usage.counts.note_use(&record, now);
     if policy.holds(&record, ADMIN_SCOPE, None) {
         Ok(Caller::Admin(record))
     } else if policy.holds(&record, SELF_SCOPE, None) {

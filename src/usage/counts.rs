@@ -1,5 +1,6 @@
-//! Requests per key and per business, by outcome and hour: counted in memory as they
-//! are answered, written to the store in batches with the last-use times.
+//! Requests per key and per business, by outcome and hour, and each key's last use:
+//! counted in memory as they are answered (one map entry per key holds both, so a
+//! request costs one look-up), written to the store in batches.
 //!
 //! Invariants:
 //! - No store write per request: the hot path adds one to a counter in a sharded map
@@ -60,11 +61,20 @@ impl Count {
     }
 }
 
-/// A key's counts since the last flush.
+/// A key's counts and last use since the last flush.
 struct Pending {
     business_id: String,
     /// `(hour, counts by outcome index)`: one entry, two across an hour's turn.
     hours: Vec<(i64, [u32; OUTCOMES.len()])>,
+    /// The latest request the policy allowed (`last_used_at`), if any.
+    last_used: Option<Timestamp>,
+}
+
+/// What one flush writes: the counts, and each key's latest use.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub counts: Vec<Count>,
+    pub uses: Vec<(String, Timestamp)>,
 }
 
 /// Counts waiting for the next flush, by key id.
@@ -74,34 +84,62 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Counts one request of `key` answered with `code` (`None`: allowed) at `now`.
-    pub fn note(&self, key: &KeyRecord, code: Option<&str>, now: Timestamp) {
+    /// Counts one request of `key` answered with `code` (`None`: allowed) at `now`;
+    /// `used`: the policy allowed it, so it is the key's latest use (`last_used_at`).
+    /// One map look-up for both.
+    pub fn note(&self, key: &KeyRecord, code: Option<&str>, now: Timestamp, used: bool) {
         let outcome = code.map_or(0, outcome_index);
         let hour = now.0 - now.0.rem_euclid(3600);
+        let used = used.then_some(now);
         if let Some(mut p) = self.pending.get_mut(key.id.as_str()) {
+            if p.business_id.is_empty() {
+                // Made by a put-back last use, which does not know the business.
+                p.business_id.clone_from(&key.business_id);
+            }
             p.add(hour, outcome, 1);
+            p.last_used = p.last_used.max(used);
             return;
         }
         let mut p = Pending {
             business_id: key.business_id.clone(),
             hours: Vec::with_capacity(1),
+            last_used: used,
         };
         p.add(hour, outcome, 1);
         // Another request may have inserted it meanwhile: merge, never overwrite.
         self.pending
             .entry(key.id.clone())
-            .and_modify(|e| e.add(hour, outcome, 1))
+            .and_modify(|e| {
+                e.add(hour, outcome, 1);
+                e.last_used = e.last_used.max(used);
+            })
             .or_insert(p);
     }
 
-    /// Takes every pending count, for one flush.
-    pub fn drain(&self) -> Vec<Count> {
+    /// Notes a use of `key` that is not a proxied request (an admin API call).
+    pub fn note_use(&self, key: &KeyRecord, at: Timestamp) {
+        if let Some(mut p) = self.pending.get_mut(key.id.as_str()) {
+            p.last_used = p.last_used.max(Some(at));
+            return;
+        }
+        self.pending
+            .entry(key.id.clone())
+            .or_insert_with(|| Pending {
+                business_id: key.business_id.clone(),
+                hours: Vec::new(),
+                last_used: None,
+            })
+            .last_used = Some(at);
+    }
+
+    /// Takes every pending count and last use, for one flush.
+    pub fn drain(&self) -> Drained {
         let ids: Vec<String> = self.pending.iter().map(|e| e.key().clone()).collect();
-        let mut out = Vec::new();
+        let mut out = Drained::default();
         for (key_id, p) in ids.into_iter().filter_map(|id| self.pending.remove(&id)) {
             for (hour, by) in p.hours {
                 for (i, n) in by.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    out.push(Count {
+                    out.counts.push(Count {
                         key_id: key_id.clone(),
                         business_id: p.business_id.clone(),
                         hour,
@@ -110,8 +148,23 @@ impl Counts {
                     });
                 }
             }
+            if let Some(at) = p.last_used {
+                out.uses.push((key_id, at));
+            }
         }
         out
+    }
+
+    /// Puts back last uses a failed flush could not write (keeping any newer time).
+    pub fn restore_uses(&self, uses: Vec<(String, Timestamp)>) {
+        for (id, at) in uses {
+            let mut p = self.pending.entry(id).or_insert_with(|| Pending {
+                business_id: String::new(),
+                hours: Vec::new(),
+                last_used: None,
+            });
+            p.last_used = p.last_used.max(Some(at));
+        }
     }
 
     /// Puts back counts a failed flush could not write.
@@ -122,15 +175,24 @@ impl Counts {
             self.pending
                 .entry(c.key_id)
                 .or_insert_with(|| Pending {
-                    business_id: c.business_id,
+                    business_id: c.business_id.clone(),
                     hours: Vec::new(),
+                    last_used: None,
                 })
-                .add(c.hour, i, n);
+                .restored(c.business_id, c.hour, i, n);
         }
     }
 }
 
 impl Pending {
+    /// Counts put back; an entry made by a last use alone learns its business here.
+    fn restored(&mut self, business_id: String, hour: i64, outcome: usize, n: u32) {
+        if self.business_id.is_empty() {
+            self.business_id = business_id;
+        }
+        self.add(hour, outcome, n);
+    }
+
     fn add(&mut self, hour: i64, outcome: usize, n: u32) {
         let at = if let Some(i) = self.hours.iter().position(|(h, _)| *h == hour) {
             i
@@ -173,12 +235,18 @@ mod tests {
         let c = Counts::default();
         let (a, b) = (key("kid_a", "acme"), key("kid_b", "globex"));
         for _ in 0..3 {
-            c.note(&a, None, Timestamp(7200 + 5));
+            c.note(&a, None, Timestamp(7200 + 5), true);
         }
-        c.note(&a, Some("rate_limited"), Timestamp(7200 + 3599));
-        c.note(&a, None, Timestamp(10_800));
-        c.note(&b, Some("insufficient_scope"), Timestamp(10_801));
-        let mut got = c.drain();
+        c.note(&a, Some("rate_limited"), Timestamp(7200 + 3599), true);
+        c.note(&a, None, Timestamp(10_800), true);
+        c.note(&b, Some("insufficient_scope"), Timestamp(10_801), false);
+        let drained = c.drain();
+        assert_eq!(
+            drained.uses,
+            [("kid_a".to_owned(), Timestamp(10_800))],
+            "the latest allowed use only; a refused-by-policy request is no use"
+        );
+        let mut got = drained.counts;
         got.sort_by_key(|x| (x.key_id.clone(), x.hour, x.outcome));
         let flat: Vec<_> = got
             .iter()
@@ -201,10 +269,10 @@ mod tests {
                 ("kid_b", "globex", 10_800, "insufficient_scope", 1),
             ]
         );
-        assert!(c.drain().is_empty(), "drained once");
-        c.note(&a, None, Timestamp(10_805));
+        assert!(c.drain().counts.is_empty(), "drained once");
+        c.note(&a, None, Timestamp(10_805), true);
         c.restore(got);
-        let again = c.drain();
+        let again = c.drain().counts;
         let allowed_now: u64 = again
             .iter()
             .filter(|x| x.key_id == "kid_a" && x.hour == 10_800 && x.outcome == "allowed")
