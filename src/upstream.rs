@@ -348,12 +348,7 @@ impl Target {
         let scheme = url.scheme().cloned().expect("config checked the scheme");
         let https = scheme == http::uri::Scheme::HTTPS;
         let label: Arc<str> = Arc::from(format!("{scheme}://{}", host_port(&authority)));
-        let bare = authority.host();
-        let host = bare
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(bare)
-            .to_owned();
+        let host = connect::dial_host(&authority);
         let tls =
             match (https, tls) {
                 (true, Some(connector)) => {

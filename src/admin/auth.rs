@@ -68,6 +68,20 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// What a log of many users' keys (the audit log, key events) may show this caller:
+    /// everything (`None`) for the token, its own business for a `keygate:admin` key; a
+    /// `keygate:self` key is refused (such logs name other users' keys). `what` names the
+    /// log in the refusal.
+    pub fn log_reach(&self, what: &str) -> Result<Option<&str>, AdminError> {
+        match self {
+            Self::Token => Ok(None),
+            Self::Admin(k) => Ok(Some(k.business_id.as_str())),
+            Self::OwnUser(_) => Err(AdminError::Forbidden(format!(
+                "{what} needs the admin token or a {ADMIN_SCOPE} key"
+            ))),
+        }
+    }
+
     /// Who did it, as written in `created_by` and the audit log: `token` or `key:<id>`.
     pub fn actor(&self) -> String {
         match self {

@@ -12,7 +12,6 @@ use http_body_util::Full;
 use super::auth::Caller;
 use super::error::AdminError;
 use super::{Admin, input, json};
-use crate::policy::ADMIN_SCOPE;
 
 impl Admin {
     pub(super) async fn events(
@@ -22,15 +21,7 @@ impl Admin {
     ) -> Result<Response<Full<Bytes>>, AdminError> {
         let q = input::query(raw_query, &["limit"])?;
         let limit = input::limit(q.get("limit").map(String::as_str))?;
-        let business = match caller {
-            Caller::Token => None,
-            Caller::Admin(k) => Some(k.business_id.as_str()),
-            Caller::OwnUser(_) => {
-                return Err(AdminError::Forbidden(format!(
-                    "key events need the admin token or a {ADMIN_SCOPE} key"
-                )));
-            }
-        };
+        let business = caller.log_reach("the key-event log")?;
         let mut events = self.store.recent_events(business, limit).await?;
         if business.is_some() {
             // A business sees where its events went, not the operator's tokens.

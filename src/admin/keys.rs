@@ -294,15 +294,7 @@ impl Admin {
     pub(super) async fn audit(&self, caller: &Caller, raw_query: Option<&str>) -> Answer {
         let q = input::query(raw_query, &["limit"])?;
         let limit = input::limit(q.get("limit").map(String::as_str))?;
-        let business = match caller {
-            Caller::Token => None,
-            Caller::Admin(k) => Some(k.business_id.as_str()),
-            Caller::OwnUser(_) => {
-                return Err(AdminError::Forbidden(format!(
-                    "the audit log needs the admin token or a {ADMIN_SCOPE} key"
-                )));
-            }
-        };
+        let business = caller.log_reach("the audit log")?;
         let events = self.store.audit(business, limit).await?;
         Ok(json(StatusCode::OK, &serde_json::json!({"events": events})))
     }

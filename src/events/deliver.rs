@@ -75,12 +75,7 @@ impl Hook {
         let uri = &settings.uri;
         let authority = uri.authority().expect("config checked the host");
         let https = uri.scheme_str() == Some("https");
-        let bare = authority.host();
-        let host = bare
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(bare)
-            .to_owned();
+        let host = crate::upstream::connect::dial_host(authority);
         let tls = if https {
             let config = crate::upstream::tls::client_config(&crate::config::UpstreamTls {
                 ca: settings.ca.clone(),

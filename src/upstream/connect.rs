@@ -40,6 +40,15 @@ pub enum ConnectError {
     },
 }
 
+/// The host of `authority` as the resolver wants it: an IPv6 literal without brackets.
+pub fn dial_host(authority: &http::uri::Authority) -> String {
+    let bare = authority.host();
+    bare.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(bare)
+        .to_owned()
+}
+
 /// How to reach one target.
 pub struct Dial {
     /// The target's URL (`https://host:port`), for messages.
