@@ -300,13 +300,29 @@ fn check(config_path: &Path) -> Result<(), Exit> {
     for w in &cfg.warnings {
         eprintln!("{w}");
     }
+    let hooks = &cfg.events.webhooks;
+    for (i, w) in hooks.iter().enumerate() {
+        // Its TLS set up as `serve` will (a bad `ca` fails here, not at start).
+        crate::events::deliver::Hook::new(i, w, Vec::new()).map_err(fail)?;
+        if std::env::var(&w.secret_env).map_or(true, |v| v.is_empty()) {
+            eprintln!(
+                "warning: events.webhooks[{i}].secret_env: {} is not set here; `keygate serve` will not start without it",
+                w.secret_env
+            );
+        }
+    }
+    let webhooks = match hooks.len() {
+        0 => String::new(),
+        1 => "; 1 webhook".to_owned(),
+        n => format!("; {n} webhooks"),
+    };
     let store = match &cfg.store.backend {
         config::Store::Embedded { path } => format!("embedded {}", path.display()),
         config::Store::Redis { url } => format!("redis {}", redact_url(url)),
         config::Store::RedisCluster { seeds } => format!("redis cluster of {} seeds", seeds.len()),
     };
     println!(
-        "ok: {} ({}, store {store}); {}: {}",
+        "ok: {} ({}, store {store}{webhooks}); {}: {}",
         config_path.display(),
         upstream_summary(&cfg),
         cfg.policy.display(),

@@ -463,6 +463,26 @@ async fn events_test_sends_a_signed_test_event_and_says_what_went_wrong() {
         }
         cmd.output().await.unwrap()
     };
+    // `keygate check` counts the webhook and warns that its secret is not set here.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("KG_HOOK_SECRET")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("; 1 webhook)"), "{stdout}");
+    assert!(
+        stderr.contains("warning: events.webhooks[0].secret_env: KG_HOOK_SECRET is not set here"),
+        "{stderr}"
+    );
+
     let out = run(vec![hook.url()], Some(SECRET)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
