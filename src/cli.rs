@@ -304,7 +304,7 @@ fn check(config_path: &Path) -> Result<(), Exit> {
     for (i, w) in hooks.iter().enumerate() {
         // Its TLS set up as `serve` will (a bad `ca` fails here, not at start).
         crate::events::deliver::Hook::new(i, w, Vec::new()).map_err(fail)?;
-        if std::env::var(&w.secret_env).map_or(true, |v| v.is_empty()) {
+        if crate::events::deliver::secret(w).is_none() {
             eprintln!(
                 "warning: events.webhooks[{i}].secret_env: {} is not set here; `keygate serve` will not start without it",
                 w.secret_env

@@ -324,9 +324,9 @@ impl Proxy {
         if let Some(key) = &trace.key
             && let Some(quota) = policy.quota_for(key)
         {
-            let spent = self
-                .quotas
-                .spend(&key.quota_counter, quota, Timestamp::now());
+            // Counted at the time the key was checked, as its usage is.
+            let at = trace.checked_at.unwrap_or_else(Timestamp::now);
+            let spent = self.quotas.spend(&key.quota_counter, quota, at);
             if let Err(refused) = spent.await {
                 if let crate::quotas::Refused::Exceeded { resets_at } = &refused {
                     self.notices.quota_exceeded(key, *resets_at);

@@ -42,19 +42,16 @@ pub(super) async fn test(
             ));
         }
     };
-    let secret = std::env::var(&webhook.secret_env)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Exit(
-                1,
-                format!(
-                    "error: {} is not set; export it with the webhook's signing secret",
-                    webhook.secret_env
-                ),
-            )
-        })?;
-    let hook = Hook::new(0, &webhook, secret.into_bytes()).map_err(super::fail)?;
+    let secret = crate::events::deliver::secret(&webhook).ok_or_else(|| {
+        Exit(
+            1,
+            format!(
+                "error: {} is not set; export it with the webhook's signing secret",
+                webhook.secret_env
+            ),
+        )
+    })?;
+    let hook = Hook::new(0, &webhook, secret).map_err(super::fail)?;
     let id = format!(
         "evt_test_{}",
         crate::keys::new_id("t").trim_start_matches("kid_")

@@ -62,8 +62,6 @@ pub enum WebhookError {
 /// One webhook, ready to send to.
 pub struct Hook {
     pub settings: Webhook,
-    /// The URL without its query (which may carry a token), for logs.
-    pub label: String,
     secret: Vec<u8>,
     dial: Dial,
     host: HeaderValue,
@@ -105,10 +103,14 @@ impl Hook {
                 tls,
             },
             host: crate::upstream::host_header(authority),
-            label: settings.label(),
             settings: settings.clone(),
             secret,
         })
+    }
+
+    /// The URL without its query (which may carry a token), for logs.
+    pub fn label(&self) -> &str {
+        &self.dial.label
     }
 
     /// POSTs `body` (event `id` of type `kind`), signed now; the receiver's status.
@@ -152,6 +154,15 @@ impl Hook {
     }
 }
 
+/// The signing secret of `webhook`, from the variable its `secret_env` names; `None`
+/// when that is unset or empty.
+pub fn secret(webhook: &Webhook) -> Option<Vec<u8>> {
+    std::env::var(&webhook.secret_env)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(String::into_bytes)
+}
+
 /// The webhooks of `settings`, their secrets read from the environment.
 pub fn hooks(settings: &EventSettings) -> Result<Vec<Hook>, WebhookError> {
     settings
@@ -159,14 +170,11 @@ pub fn hooks(settings: &EventSettings) -> Result<Vec<Hook>, WebhookError> {
         .iter()
         .enumerate()
         .map(|(index, w)| {
-            let secret = std::env::var(&w.secret_env)
-                .ok()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| WebhookError::Secret {
-                    index,
-                    var: w.secret_env.clone(),
-                })?;
-            Hook::new(index, w, secret.into_bytes())
+            let secret = secret(w).ok_or_else(|| WebhookError::Secret {
+                index,
+                var: w.secret_env.clone(),
+            })?;
+            Hook::new(index, w, secret)
         })
         .collect()
 }
@@ -266,18 +274,31 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         let mut wake = self.store.invalidations();
+        // Where this webhook is, while this gateway holds its lease (read again after a
+        // gap in the lease or an interrupted batch: another gateway may have moved it).
+        let mut known: Option<u64> = None;
         loop {
+            // A lease lost (even if taken back since): another gateway may have moved it.
+            if self.leader.has_changed().unwrap_or(true) || !*self.leader.borrow() {
+                known = None;
+            }
             if self.leader.wait_for(|held| *held).await.is_err() {
                 return;
             }
-            let Some(cursor) = self.cursor().await else {
-                tokio::time::sleep(POLL).await;
-                continue;
+            let cursor = if let Some(c) = known {
+                c
+            } else {
+                let Some(c) = self.cursor().await else {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                };
+                known = Some(c);
+                c
             };
             let page = match self.store.events_after(cursor, BATCH).await {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, "cannot read the key-event outbox; will retry");
+                    tracing::warn!(error = %Chain(&e), webhook = %self.hook.label(), "cannot read the key-event outbox; will retry");
                     tokio::time::sleep(POLL).await;
                     continue;
                 }
@@ -297,7 +318,7 @@ impl Worker {
                 && first.seq > cursor + 1
                 && cursor > 0
             {
-                tracing::error!(webhook = %self.hook.label, missed = first.seq - cursor - 1, "key events were dropped from the outbox before this webhook got them (it keeps at most 100,000)");
+                tracing::error!(webhook = %self.hook.label(), missed = first.seq - cursor - 1, held = crate::store::EVENTS_HELD, "key events were dropped from the outbox before this webhook got them (it holds at most `held`)");
             }
             let mut done = true;
             for stored in &page.events {
@@ -307,6 +328,7 @@ impl Worker {
                     break;
                 }
             }
+            known = done.then_some(last);
             // Past what this webhook skipped, and entries this version cannot read (a
             // newer one's event type): a whole batch of them must not stall the webhook.
             if done
@@ -315,7 +337,7 @@ impl Worker {
                     .set_event_cursor(&self.hook.settings.url, last)
                     .await
             {
-                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, "cannot save the webhook's place in the outbox");
+                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label(), "cannot save the webhook's place in the outbox");
             }
         }
     }
@@ -333,7 +355,7 @@ impl Worker {
                 Some(start)
             }
             Err(e) => {
-                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, "cannot read the webhook's place in the outbox; will retry");
+                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label(), "cannot read the webhook's place in the outbox; will retry");
                 None
             }
         }
@@ -383,18 +405,18 @@ impl Worker {
             let left = u64::try_from(give_up_at.saturating_sub(now.0)).unwrap_or(0);
             if delivery.status == Status::Pending && left == 0 {
                 delivery.status = Status::Failed;
-                tracing::warn!(webhook = %self.hook.label, event = %id, attempts = delivery.attempts, error = delivery.error.as_deref().unwrap_or(""), "giving up on a webhook delivery after events.retry_for");
+                tracing::warn!(webhook = %self.hook.label(), event = %id, attempts = delivery.attempts, error = delivery.error.as_deref().unwrap_or(""), "giving up on a webhook delivery after events.retry_for");
             }
             let wait = back_off(delivery.attempts).min(Duration::from_secs(left));
             delivery.next_attempt_at = (delivery.status == Status::Pending).then(|| now.plus(wait));
             if let Err(e) = self.store.record_delivery(stored.seq, &delivery).await {
-                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label, event = %id, "cannot record a webhook delivery");
+                tracing::warn!(error = %Chain(&e), webhook = %self.hook.label(), event = %id, "cannot record a webhook delivery");
             }
             if delivery.is_final() {
                 return true;
             }
             if delivery.attempts == 1 {
-                tracing::warn!(webhook = %self.hook.label, event = %id, error = delivery.error.as_deref().unwrap_or(""), "a webhook delivery failed; retrying with back-off");
+                tracing::warn!(webhook = %self.hook.label(), event = %id, error = delivery.error.as_deref().unwrap_or(""), "a webhook delivery failed; retrying with back-off");
             }
             tokio::time::sleep(wait).await;
         }
