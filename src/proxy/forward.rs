@@ -93,106 +93,112 @@ impl Upstream {
     /// Forwards `req` as `permit` allows and returns the upstream's answer. `conn` is the
     /// client connection it came in on: its peer, its scheme, its own upstream connection.
     /// `went_to` is set to the target the request went to (or last tried), for the log.
-    pub async fn send<'u>(
+    #[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
+    pub fn send<'u>(
         &'u self,
         permit: Permitted,
         mut req: Request<Incoming>,
         conn: &Downstream,
         went_to: &mut Option<&'u Target>,
-    ) -> Result<Forwarded, Refusal> {
-        let service = self.upstreams.get(permit.upstream());
-        if declared_length(req.headers()).is_some_and(|n| n > self.max_body) {
-            return Err(Refusal::PayloadTooLarge);
-        }
-        let websocket = rewrite::is_websocket(req.headers());
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-        let multiplexed = parts.version == http::Version::HTTP_2;
-        // HTTP/2 names the host in `:authority`, not `Host` (for `X-Forwarded-Host`).
-        let authority = multiplexed
-            .then(|| parts.uri.authority())
-            .flatten()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        parts.uri = target(&service.base_path, &permit, &parts.uri)?;
-        parts.version = http::Version::HTTP_11;
-        let hop = Hop {
-            peer_ip: &conn.peer_ip,
-            tls: conn.tls,
-            trusted_peer: self.trusted.iter().any(|n| n.contains(&conn.peer.ip())),
-        };
-        let body = if body.is_end_stream() {
-            Either::Right(Empty::new())
-        } else {
-            let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-            Either::Left(Limited::new(body, limit))
-        };
-        // The headers in two halves, so that a request that may be sent again keeps only
-        // what the client contributed (often nothing), not the whole rewritten map.
-        let client_host = rewrite::strip_client_headers(
-            &mut parts.headers,
-            &self.key_header,
-            websocket,
-            hop.trusted_peer,
-        )
-        .or(authority);
-        let resendable =
-            !websocket && matches!(body, Either::Right(_)) && parts.method.is_idempotent();
-        // Boxed: it rides in every future below `send` until the answer comes, and a small
-        // pointer there is cheaper than moving ~250 bytes with each of them.
-        let resend = resendable.then(|| Box::new(Resend::keep(&parts, client_host.as_ref())));
-        // keygate's headers on what the client's left (the second half of the rewrite): the
-        // same for the first send and a resend (`Host` is the target's, set as it is sent).
-        rewrite::add_gateway_headers(&mut parts.headers, &permit, hop, client_host);
-        let again = resend.map(|r| {
-            let permit = &permit;
-            move || Resend::again(r, permit, hop)
-        });
-        let streamed = matches!(body, Either::Left(_));
-        let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::from_std(started) + service.timeout;
-        let mut chosen = Chosen::default();
-        let sent = if multiplexed {
-            let req = Request::from_parts(parts, body);
-            // Boxed: the pool's future is large, and unboxed it would grow this one (and
-            // every one above it) for the HTTP/1 requests that never take this branch.
-            by(deadline, Box::pin(service.pooled(req, again, &mut chosen))).await
-        } else {
-            // Lent, not moved, to the futures below until it is sent: each would otherwise
-            // hold its own copy of the ~250-byte request, copied as each is made.
-            let mut req = Some(Request::from_parts(parts, body));
-            own(
-                service,
-                &mut req,
-                &conn.upstream,
-                started,
-                deadline,
-                again,
-                &mut chosen,
-            )
-            .await
-        };
-        let target = chosen.get();
-        *went_to = target;
-        let mut response = outcome(sent, target, service.timeout, streamed)?;
-        let elapsed = started.elapsed();
-        let upstream_status = response.status();
-        if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
-            // Only a WebSocket request may be switched; anything else is a broken upstream.
-            let Some(client_upgrade) = client_upgrade else {
-                return Err(Refusal::UpstreamUnavailable(
-                    "the upstream switched protocols for a request that asked for no upgrade"
-                        .into(),
-                ));
+    ) -> impl Future<Output = Result<Forwarded, Refusal>> {
+        // Not an `async fn`: that moves each argument from the future's start into its body
+        // as it first runs, a second copy of the request (~250 bytes) per call; an async block
+        // keeps the arguments where they were captured.
+        async move {
+            let service = self.upstreams.get(permit.upstream());
+            if declared_length(req.headers()).is_some_and(|n| n > self.max_body) {
+                return Err(Refusal::PayloadTooLarge);
+            }
+            let websocket = rewrite::is_websocket(req.headers());
+            let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+            let (mut parts, body) = req.into_parts();
+            let multiplexed = parts.version == http::Version::HTTP_2;
+            // HTTP/2 names the host in `:authority`, not `Host` (for `X-Forwarded-Host`).
+            let authority = multiplexed
+                .then(|| parts.uri.authority())
+                .flatten()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            parts.uri = target(&service.base_path, &permit, &parts.uri)?;
+            parts.version = http::Version::HTTP_11;
+            let hop = Hop {
+                peer_ip: &conn.peer_ip,
+                tls: conn.tls,
+                trusted_peer: self.trusted.iter().any(|n| n.contains(&conn.peer.ip())),
             };
-            splice_upgrade(client_upgrade, hyper::upgrade::on(&mut response));
-        } else {
-            rewrite::strip_hop_by_hop(response.headers_mut());
+            let body = if body.is_end_stream() {
+                Either::Right(Empty::new())
+            } else {
+                let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+                Either::Left(Limited::new(body, limit))
+            };
+            // The headers in two halves, so that a request that may be sent again keeps only
+            // what the client contributed (often nothing), not the whole rewritten map.
+            let client_host = rewrite::strip_client_headers(
+                &mut parts.headers,
+                &self.key_header,
+                websocket,
+                hop.trusted_peer,
+            )
+            .or(authority);
+            let resendable =
+                !websocket && matches!(body, Either::Right(_)) && parts.method.is_idempotent();
+            // Boxed: it rides in every future below `send` until the answer comes, and a small
+            // pointer there is cheaper than moving ~250 bytes with each of them.
+            let resend = resendable.then(|| Box::new(Resend::keep(&parts, client_host.as_ref())));
+            // keygate's headers on what the client's left (the second half of the rewrite): the
+            // same for the first send and a resend (`Host` is the target's, set as it is sent).
+            rewrite::add_gateway_headers(&mut parts.headers, &permit, hop, client_host);
+            let again = resend.map(|r| {
+                let permit = &permit;
+                move || Resend::again(r, permit, hop)
+            });
+            let streamed = matches!(body, Either::Left(_));
+            let started = std::time::Instant::now();
+            let deadline = tokio::time::Instant::from_std(started) + service.timeout;
+            let mut chosen = Chosen::default();
+            let sent = if multiplexed {
+                let req = Request::from_parts(parts, body);
+                // Boxed: the pool's future is large, and unboxed it would grow this one (and
+                // every one above it) for the HTTP/1 requests that never take this branch.
+                by(deadline, Box::pin(service.pooled(req, again, &mut chosen))).await
+            } else {
+                // Lent, not moved, to the futures below until it is sent: each would otherwise
+                // hold its own copy of the ~250-byte request, copied as each is made.
+                let mut req = Some(Request::from_parts(parts, body));
+                own(
+                    service,
+                    &mut req,
+                    &conn.upstream,
+                    started,
+                    deadline,
+                    again,
+                    &mut chosen,
+                )
+                .await
+            };
+            let target = chosen.get();
+            *went_to = target;
+            let mut response = outcome(sent, target, service.timeout, streamed)?;
+            let elapsed = started.elapsed();
+            let upstream_status = response.status();
+            if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
+                // Only a WebSocket request may be switched; anything else is a broken upstream.
+                let Some(client_upgrade) = client_upgrade else {
+                    return Err(Refusal::UpstreamUnavailable(
+                        "the upstream switched protocols for a request that asked for no upgrade"
+                            .into(),
+                    ));
+                };
+                splice_upgrade(client_upgrade, hyper::upgrade::on(&mut response));
+            } else {
+                rewrite::strip_hop_by_hop(response.headers_mut());
+            }
+            Ok(Forwarded {
+                response,
+                upstream_status,
+                elapsed,
+            })
         }
-        Ok(Forwarded {
-            response,
-            upstream_status,
-            elapsed,
-        })
     }
 }
 
@@ -279,12 +285,10 @@ async fn own<'s>(
     }
     let Lease { conn, timer, .. } = &mut lease;
     let timer = timer.get_or_insert_with(|| LazyTimer::new(deadline));
-    timer
-        .within(
-            deadline,
-            exchange(service, req, conn, started, again, chosen),
-        )
-        .await
+    // Pinned where it is made and lent to the timer: passed by value, the exchange's
+    // state (about a kilobyte) would be copied into `Within` and again as it is awaited.
+    let exchange = std::pin::pin!(exchange(service, req, conn, started, again, chosen));
+    timer.within(deadline, exchange).await
 }
 
 /// One request on the connection in `slot` (opened when there is none, it was closed,
